@@ -1,0 +1,3 @@
+from stocktrend.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""LightningDataModule over PreparedData: train (oversampled, shuffled), val and test loaders of lazy windows.
+
+Under DDP (local or Ray Train) Lightning swaps the training sampler for a DistributedSampler, so each worker sees a
+distinct shard of the training windows.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+
+from stocktrend.platform.dataset import PreparedData, WindowDataset
+
+
+class StockDataModule(pl.LightningDataModule):
+    def __init__(self, data: PreparedData, batch_size: int = 64, num_workers: int = 0, eval_batch_size: int = 256):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.datasets = {seg: WindowDataset(data, rows) for seg, rows in data.samples.items()}
+
+    def _loader(self, seg: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(self.datasets[seg], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)

@@ -1,0 +1,287 @@
+"""From cached features to model-ready windows: labels, split, fit-on-train transforms, oversampling, DataModule.
+
+Leakage rules (../shared/ARCHITECTURE.md): the scaler is fitted on the rows of the training segment only, feature
+selection on the training samples only, and RandomOverSampler resamples training sample *indices* only. Validation and
+test are never resampled. Windows are views into one float32 matrix: a sample is the row of its last input day, and its
+window is the ``sequence_length`` rows ending there (never crossing a ticker boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from stocktrend.platform.cache import FeaturePanel, load_or_build_panel, ticker_offsets
+from stocktrend.platform.features import FeatureConfig
+from stocktrend.platform.labels import LabelKind, forward_returns, make_labels
+from stocktrend.platform.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
+from stocktrend.platform.sources import DataValidationError, Universe, load_universe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that defines a data set. Part of every checkpoint (``asdict``)."""
+
+    tickers: tuple[str, ...] = ("MSFT",)  # target series; windows never cross tickers
+    data_dir: str | None = None  # a directory of CSV/Parquet files; None = the embedded universe
+    market: tuple[str, ...] | None = None  # embedded market context (None = SP500 + NASDAQ); ignored with data_dir
+    indicators: tuple[str, ...] = ()  # embedded indicators (e.g. VIX); ignored with data_dir
+    horizon: int = 5  # label = direction of the forward return over this many days
+    label_kind: str = "binary"  # binary (Bajista < 0 <= Alcista), ternary (neutral band), regression
+    neutral_band: float = 0.005  # |forward return| <= band is Neutral (ternary only)
+    sequence_length: int = 30  # days per input window
+    top_k: int = 50  # features kept by the inter-class mean-difference ranking (0 = keep all)
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test share of the timeline
+    embargo: int = 5  # extra days dropped after each purged boundary
+    oversample: bool = True  # RandomOverSampler on training samples (classification only)
+    seed: int = 42  # oversampling seed
+
+
+@dataclass
+class FittedTransforms:
+    """Fitted on the training segment only; stored in checkpoints as plain lists (safe for weights_only loading)."""
+
+    feature_names: list[str]  # every engineered feature, in cache order
+    selected: list[str]  # the top-K kept, in model input order
+    mean: np.ndarray  # per selected feature
+    scale: np.ndarray  # per selected feature (std; 1 where the training std is 0)
+    scores: np.ndarray  # selection score of each selected feature
+
+    def transform(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Raw feature rows -> scaled, selected float32 model inputs (the one path for training and serving)."""
+        if isinstance(features, pd.DataFrame):
+            missing = [c for c in self.selected if c not in features.columns]
+            if missing:
+                raise DataValidationError(f"features missing for this model: {', '.join(missing[:5])}"
+                                          f"{' ...' if len(missing) > 5 else ''}")
+            values = features[self.selected].to_numpy(dtype=np.float64)
+        else:
+            values = np.asarray(features, dtype=np.float64)[:, self._selected_idx()]
+        return ((values - self.mean) / self.scale).astype(np.float32)
+
+    def _selected_idx(self) -> np.ndarray:
+        pos = {n: i for i, n in enumerate(self.feature_names)}
+        return np.array([pos[n] for n in self.selected])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature_names": list(self.feature_names), "selected": list(self.selected),
+                "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scores": self.scores.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FittedTransforms:
+        return cls(list(d["feature_names"]), list(d["selected"]), np.asarray(d["mean"], dtype=np.float64),
+                   np.asarray(d["scale"], dtype=np.float64), np.asarray(d["scores"], dtype=np.float64))
+
+
+def _moments(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and std over row blocks without stacking them (Chan et al. pairwise merge, float64)."""
+    n, mean, m2 = 0, None, None
+    for b in blocks:
+        if len(b) == 0:
+            continue
+        nb = len(b)
+        mb = b.mean(axis=0, dtype=np.float64)
+        m2b = ((b - mb) ** 2).sum(axis=0)
+        if mean is None:
+            n, mean, m2 = nb, mb, m2b
+            continue
+        delta = mb - mean
+        tot = n + nb
+        mean = mean + delta * nb / tot
+        m2 = m2 + m2b + delta ** 2 * n * nb / tot
+        n = tot
+    if mean is None:
+        raise DataValidationError("the training segment is empty")
+    return mean, np.sqrt(m2 / max(n - 1, 1)), n
+
+
+def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[int, int]], sample_rows: np.ndarray,
+                   sample_targets: np.ndarray, kind: LabelKind, top_k: int) -> FittedTransforms:
+    """Scaler on the training rows ``fit_rows`` (row ranges), selection on the training samples only."""
+    mean, std, _ = _moments([values[a:b] for a, b in fit_rows])
+    std = np.where(std > 1e-12, std, 1.0)
+    x = (values[sample_rows].astype(np.float64) - mean) / std
+    if kind is LabelKind.regression:
+        t = sample_targets.astype(np.float64)
+        xc, tc = x - x.mean(0), t - t.mean()
+        denom = np.sqrt((xc ** 2).sum(0) * (tc ** 2).sum())
+        scores = np.abs(np.divide(xc.T @ tc, denom, out=np.zeros(len(names)), where=denom > 0))
+    else:
+        # The seeds' ranking: distance between class means of the standardised feature (max over class pairs).
+        means = np.stack([x[sample_targets == c].mean(0) if (sample_targets == c).any() else np.zeros(len(names))
+                          for c in range(kind.n_classes)])
+        scores = np.max(np.abs(means[:, None, :] - means[None, :, :]), axis=(0, 1))
+    k = len(names) if top_k <= 0 else min(top_k, len(names))
+    order = np.argsort(-scores, kind="stable")[:k]
+    return FittedTransforms(list(names), [names[i] for i in order], mean[order], std[order], scores[order])
+
+
+@dataclass
+class PreparedData:
+    """Model-ready data: one scaled float32 matrix, per-row targets, and sample rows per segment."""
+
+    config: DataConfig
+    x: np.ndarray  # (rows, k) float32, scaled + selected, tickers stacked
+    y: np.ndarray  # per row: class id (int64, -1 = unknown) or forward return (float32)
+    forward_return: np.ndarray  # per row, float64 (NaN where unknown)
+    dates: np.ndarray  # per row, datetime64[ns]
+    tickers: list[str]
+    offsets: np.ndarray  # row where each ticker starts (len(tickers) + 1)
+    samples: dict[str, np.ndarray]  # segment -> rows of the last input day; "train" is oversampled
+    train_unbalanced: np.ndarray
+    transforms: FittedTransforms
+    panel: FeaturePanel
+    purged: dict[str, int] = field(default_factory=dict)
+    embargoed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> LabelKind:
+        return LabelKind(self.config.label_kind)
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.sequence_length
+
+    @property
+    def n_features(self) -> int:
+        return self.x.shape[1]
+
+    def window_view(self) -> np.ndarray:
+        """All windows as a zero-copy view: ``view[r - L + 1]`` is the (L, k) window ending at row r."""
+        return sliding_window_view(self.x, self.seq_len, axis=0).transpose(0, 2, 1)
+
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """Materialised windows (n, L, k) for the given sample rows (for sklearn baselines and batch inference)."""
+        return self.window_view()[np.asarray(rows) - self.seq_len + 1]
+
+    def targets(self, rows: np.ndarray) -> np.ndarray:
+        return self.y[np.asarray(rows)]
+
+    def class_counts(self, segment: str) -> dict[str, int]:
+        if self.kind is LabelKind.regression:
+            return {}
+        y = self.y[self.samples[segment]]
+        return {name: int((y == c).sum()) for c, name in enumerate(self.kind.class_names)}
+
+    def class_weights(self) -> np.ndarray:
+        """Inverse-frequency weights from the *unbalanced* training samples (1s after oversampling would hide it)."""
+        y = self.y[self.train_unbalanced]
+        counts = np.bincount(y, minlength=self.kind.n_classes).astype(np.float64)
+        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
+
+    def date_range(self, segment: str) -> tuple[str, str]:
+        d = self.dates[self.samples[segment]]
+        return str(pd.Timestamp(d.min()).date()), str(pd.Timestamp(d.max()).date())
+
+    def summary(self) -> dict[str, Any]:
+        segs = {}
+        for seg in SEGMENTS:
+            segs[seg] = {"samples": int(len(self.samples[seg])), "dates": self.date_range(seg),
+                         "class_counts": self.class_counts(seg), "purged": self.purged.get(seg, 0),
+                         "embargoed": self.embargoed.get(seg, 0)}
+        segs["train"]["before_oversampling"] = int(len(self.train_unbalanced))
+        segs["train"]["class_counts_before_oversampling"] = (
+            {} if self.kind is LabelKind.regression else
+            {n: int((self.y[self.train_unbalanced] == c).sum()) for c, n in enumerate(self.kind.class_names)})
+        return {"tickers": self.tickers, "rows": int(len(self.x)), "features_total": len(self.transforms.feature_names),
+                "features_kept": len(self.transforms.selected), "selected": self.transforms.selected,
+                "sequence_length": self.seq_len, "horizon": self.config.horizon, "label_kind": self.config.label_kind,
+                "segments": segs, "cache_path": str(self.panel.path) if self.panel.path else None,
+                "cache_hit": self.panel.cache_hit, "data_hash": self.panel.data_hash}
+
+
+def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = None) -> PreparedData:
+    """Labels, split, transforms and oversampling on a cached feature panel (cheap: no feature computation)."""
+    kind = LabelKind(cfg.label_kind)
+    frame = panel.frame
+    names, offsets = ticker_offsets(frame)
+    dates = frame["date"].to_numpy(dtype="datetime64[ns]")
+    close = frame["close"].to_numpy(dtype=np.float64)
+    values = frame[panel.feature_names].to_numpy(dtype=np.float32)
+    bounds = bounds or chronological_boundaries(pd.DatetimeIndex(dates), cfg.fractions)
+
+    need = cfg.sequence_length + cfg.horizon + 1
+    short = [f"{t} ({offsets[i + 1] - offsets[i]} rows)" for i, t in enumerate(names)
+             if offsets[i + 1] - offsets[i] < need]
+    if short:
+        raise DataValidationError(
+            f"too little history after the feature warm-up: {', '.join(short)}; each ticker needs at least "
+            f"sequence_length + horizon + 1 = {need} rows after the first {FeatureConfig().warmup} days")
+
+    fwd = np.concatenate([forward_returns(close[a:b], cfg.horizon) for a, b in zip(offsets[:-1], offsets[1:])])
+    y = make_labels(fwd, kind, cfg.neutral_band)
+    seg_rows: dict[str, list[np.ndarray]] = {s: [] for s in SEGMENTS}
+    purged = dict.fromkeys(SEGMENTS, 0)
+    embargoed = dict.fromkeys(SEGMENTS, 0)
+    fit_rows = []
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        sp = split_ticker(pd.DatetimeIndex(dates[a:b]), bounds, cfg.sequence_length, cfg.horizon, cfg.embargo)
+        for seg, pos in sp.segments().items():
+            seg_rows[seg].append(pos + a)
+            purged[seg] += sp.purged.get(seg, 0)
+            embargoed[seg] += sp.embargoed.get(seg, 0)
+        if len(sp.train):
+            fit_rows.append((a, a + int(sp.train.max()) + 1))  # the input days of this ticker's training samples
+    samples = {s: np.concatenate(v) if v else np.zeros(0, np.int64) for s, v in seg_rows.items()}
+    for seg, rows in samples.items():
+        if len(rows) == 0:
+            raise DataValidationError(
+                f"the {seg} segment has no samples: too little history for sequence_length {cfg.sequence_length}, "
+                f"horizon {cfg.horizon}, embargo {cfg.embargo} and split {cfg.fractions}")
+
+    train = samples["train"]
+    transforms = fit_transforms(values, panel.feature_names, fit_rows, train, y[train], kind, cfg.top_k)
+    x = transforms.transform(values)
+    del values
+
+    train_unbalanced = train
+    if cfg.oversample and kind is not LabelKind.regression:
+        from imblearn.over_sampling import RandomOverSampler
+        ros = RandomOverSampler(random_state=cfg.seed)
+        resampled, _ = ros.fit_resample(train.reshape(-1, 1), y[train])
+        samples["train"] = np.sort(resampled.ravel())
+    return PreparedData(cfg, x, y, fwd, dates, names, offsets, samples, train_unbalanced, transforms, panel,
+                        purged, embargoed)
+
+
+def build_dataset(cfg: DataConfig | None = None, universe: Universe | None = None, cache_dir: str | Path | None = None,
+                  use_cache: bool = True, feature_config: FeatureConfig | None = None, n_jobs: int = 1
+                  ) -> PreparedData:
+    """The whole data path: sources -> validate -> features (cached) -> labels -> split -> transforms -> windows."""
+    cfg = cfg or DataConfig()
+    if universe is None:
+        universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
+                                 list(cfg.market) if cfg.market is not None else None, list(cfg.indicators))
+    panel = load_or_build_panel(universe, feature_config, cache_dir, use_cache=use_cache, n_jobs=n_jobs)
+    return prepare(panel, cfg)
+
+
+def config_dict(cfg: DataConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Lazy windows: ``__getitem__`` slices a view of the shared matrix; only the collated batch is a copy."""
+
+    def __init__(self, data: PreparedData, rows: np.ndarray):
+        self.x = torch.from_numpy(data.x)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.L = data.seq_len
+        targets = data.y[self.rows]
+        self.y = torch.from_numpy(targets.astype(np.float32 if data.kind is LabelKind.regression else np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r = int(self.rows[i])
+        return self.x[r - self.L + 1: r + 1], self.y[i]

@@ -1,0 +1,54 @@
+"""Synthetic price panels for tests and benchmarks: a pure random walk (no signal) and a planted-signal variant.
+
+Planted signal: the ticker's daily log return on day t is the market's return on day t - ``lag`` (lag = the label
+horizon) plus noise, so the ticker's forward ``lag``-day return equals the market's trailing ``lag``-day return, a
+feature known at day t (``<market>_ret_<lag>``). A leak-free pipeline must find it; a random walk has nothing to find.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.platform.sources import Universe
+
+
+def ohlcv_from_log_returns(log_ret: np.ndarray, dates: pd.DatetimeIndex, rng: np.random.Generator,
+                           start_price: float = 50.0) -> pd.DataFrame:
+    close = start_price * np.exp(np.cumsum(log_ret))
+    prev = np.concatenate([[start_price], close[:-1]])
+    open_ = prev * np.exp(rng.normal(0, 0.002, len(close)))
+    spread = np.abs(rng.normal(0, 0.006, len(close)))
+    high = np.maximum(open_, close) * np.exp(spread)
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.006, len(close))))
+    volume = np.round(rng.lognormal(14, 0.4, len(close)))
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume},
+                        index=pd.DatetimeIndex(dates, name="date"))
+
+
+def business_days(n: int, start: str = "2000-01-03") -> pd.DatetimeIndex:
+    return pd.bdate_range(start, periods=n, name="date")
+
+
+def random_walk_universe(n_days: int = 3000, n_tickers: int = 1, seed: int = 0, vol: float = 0.015,
+                         with_market: bool = True) -> Universe:
+    """Independent Gaussian random walks: no feature can predict the forward return."""
+    rng = np.random.default_rng(seed)
+    dates = business_days(n_days)
+    tickers = {f"RW{i}": ohlcv_from_log_returns(rng.normal(0, vol, n_days), dates, rng) for i in range(n_tickers)}
+    market = {"MKT": ohlcv_from_log_returns(rng.normal(0, vol * 0.7, n_days), dates, rng, 1000.0)} \
+        if with_market else {}
+    return Universe(tickers, market, source="synthetic-random-walk")
+
+
+def planted_signal_universe(n_days: int = 3000, lag: int = 5, noise: float = 0.002, seed: int = 0,
+                            n_tickers: int = 1) -> Universe:
+    """Ticker returns copy the market's returns ``lag`` days later (plus small noise)."""
+    rng = np.random.default_rng(seed)
+    dates = business_days(n_days)
+    m_ret = rng.normal(0, 0.012, n_days)
+    tickers = {}
+    for i in range(n_tickers):
+        t_ret = np.concatenate([rng.normal(0, 0.012, lag), m_ret[:-lag]]) + rng.normal(0, noise, n_days)
+        tickers[f"SIG{i}"] = ohlcv_from_log_returns(t_ret, dates, rng)
+    return Universe(tickers, {"MKT": ohlcv_from_log_returns(m_ret, dates, rng, 1000.0)}, source="synthetic-planted")
