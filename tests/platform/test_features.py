@@ -25,7 +25,7 @@ def _perturb_after(frame: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
     if "volume" in out:
         out.iloc[t + 1:, out.columns.get_loc("volume")] *= np.exp(rng.normal(0, 0.5, len(out) - t - 1))
     if "VIX" in out:
-        out.iloc[t + 1:, out.columns.get_loc("VIX")] += 7.0
+        out.iloc[t + 1:, out.columns.get_loc("VIX")] += rng.normal(0, 3, len(out) - t - 1)
     return out
 
 
