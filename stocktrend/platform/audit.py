@@ -23,7 +23,7 @@ def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (
     if kind is LabelKind.regression:
         raise ValueError("the seeds' protocol is defined for classification labels")
     panel = data.panel
-    values = panel.frame[panel.feature_names].to_numpy(dtype=np.float32)
+    values = panel.values
     # Every labelled window of the panel, not just the ones the honest split keeps (the seeds had no purge).
     L = data.seq_len
     all_rows = []

@@ -34,29 +34,37 @@ def default_home() -> Path:
 
 @dataclass
 class FeaturePanel:
-    frame: pd.DataFrame  # columns: ticker, date, close, <features>; rows grouped by ticker, sorted by date
+    """Features of every ticker: ``values`` is (rows, features) float32 in column-major order (each feature contiguous,
+    so Parquet columns convert without copies); ``meta`` has ``ticker`` (category), ``date`` and ``close`` per row,
+    rows grouped by ticker and sorted by date."""
+
+    meta: pd.DataFrame
+    values: np.ndarray
     feature_names: list[str]
     data_hash: str  # hash of the raw input values
     cache_key: str  # data hash + feature config
-    path: Path | None
-    cache_hit: bool
-    seconds: float
+    path: Path | None = None
+    cache_hit: bool = False
+    seconds: float = 0.0
 
     @property
     def tickers(self) -> list[str]:
-        return list(dict.fromkeys(self.frame["ticker"].tolist()))
+        return [str(t) for t in dict.fromkeys(self.meta["ticker"].tolist())]
+
+    def frame(self) -> pd.DataFrame:
+        """The panel as one DataFrame (a copy; for inspection, not for the hot path)."""
+        return pd.concat([self.meta.reset_index(drop=True),
+                          pd.DataFrame(self.values, columns=self.feature_names)], axis=1)
 
 
-def _one(args: tuple) -> pd.DataFrame:
+def _one(args: tuple) -> tuple[str, pd.DataFrame]:
     name, frame, market, indicators, cfg = args
-    feats = build_features(frame, market, indicators, cfg, name=name)
-    feats.insert(0, "date", feats.index)
-    feats.insert(0, "ticker", name)
-    return feats.reset_index(drop=True)
+    return name, build_features(frame, market, indicators, cfg, name=name)
 
 
-def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> pd.DataFrame:
-    """Features of every ticker (in parallel processes when ``n_jobs > 1``), concatenated in ticker order."""
+def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tuple[pd.DataFrame, np.ndarray,
+                                                                                      list[str]]:
+    """Features of every ticker (in parallel processes when ``n_jobs > 1``), stacked in ticker order."""
     jobs = [(name, frame, universe.market, universe.indicators, cfg) for name, frame in universe.tickers.items()]
     if n_jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
@@ -64,13 +72,48 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> pd
     else:
         parts = [_one(j) for j in jobs]
     COMPUTE_COUNT["tickers"] += len(jobs)
-    empty = [p["ticker"].iloc[0] if len(p) else j[0] for p, j in zip(parts, jobs) if len(p) == 0]
+    empty = [name for name, part in parts if len(part) == 0]
     if empty:
         raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
                                   f"{', '.join(map(str, empty))}")
-    panel = pd.concat(parts, ignore_index=True)
-    panel["ticker"] = panel["ticker"].astype("string")
-    return panel
+    names = [c for c in parts[0][1].columns if c != "close"]
+    n = sum(len(p) for _, p in parts)
+    values = np.empty((n, len(names)), dtype=np.float32, order="F")
+    tickers, dates, closes = [], [], []
+    row = 0
+    for i in range(len(parts)):
+        name, part = parts[i]
+        parts[i] = None  # free each part once copied: peak memory stays near one panel
+        values[row:row + len(part)] = part[names].to_numpy(dtype=np.float32)
+        tickers.append(np.full(len(part), name, dtype=object))
+        dates.append(part.index.to_numpy(dtype="datetime64[ns]"))
+        closes.append(part["close"].to_numpy(dtype=np.float64))
+        row += len(part)
+    meta = pd.DataFrame({"ticker": pd.Categorical(np.concatenate(tickers), categories=list(universe.tickers)),
+                         "date": np.concatenate(dates), "close": np.concatenate(closes)})
+    return meta, values, names
+
+
+def _write_parquet(path: Path, meta: pd.DataFrame, values: np.ndarray, names: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cols = {c: pa.Array.from_pandas(meta[c]) for c in meta.columns}
+    cols.update({name: pa.array(values[:, j]) for j, name in enumerate(names)})
+    pq.write_table(pa.table(cols), path)
+
+
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    import pyarrow.parquet as pq
+    pf = pq.ParquetFile(path)
+    names = [c for c in pf.schema_arrow.names if c not in ("ticker", "date", "close")]
+    meta = pf.read(columns=["ticker", "date", "close"]).to_pandas()
+    values = np.empty((len(meta), len(names)), dtype=np.float32, order="F")
+    step = 16  # read a few columns at a time so the Arrow copy never holds the whole panel twice
+    for j in range(0, len(names), step):
+        table = pf.read(columns=names[j:j + step])
+        for k in range(table.num_columns):
+            values[:, j + k] = table.column(k).to_numpy()
+    return meta, values, names
 
 
 def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, cache_dir: Path | str | None = None,
@@ -85,30 +128,29 @@ def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, ca
         path = cache_dir / f"features-{key}.parquet"
         if path.is_file():
             try:
-                frame = pd.read_parquet(path)
-                names = [c for c in frame.columns if c not in ("ticker", "date", "close")]
-                return FeaturePanel(frame, names, data_hash, key, path, True, time.perf_counter() - t0)
-            except (OSError, ValueError) as exc:  # a corrupt entry is rebuilt, not trusted
+                meta, values, names = _read_parquet(path)
+                return FeaturePanel(meta, values, names, data_hash, key, path, True, time.perf_counter() - t0)
+            except (OSError, ValueError, KeyError) as exc:  # a corrupt entry is rebuilt, not trusted
                 log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
-    frame = compute_panel(universe, cfg, n_jobs=n_jobs)
-    names = [c for c in frame.columns if c not in ("ticker", "date", "close")]
+    meta, values, names = compute_panel(universe, cfg, n_jobs=n_jobs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
         try:
-            frame.to_parquet(tmp, index=False)
+            _write_parquet(tmp, meta, values, names)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-    return FeaturePanel(frame, names, data_hash, key, path, False, time.perf_counter() - t0)
+    return FeaturePanel(meta, values, names, data_hash, key, path, False, time.perf_counter() - t0)
 
 
-def ticker_offsets(frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+def ticker_offsets(meta: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """Ticker names in row order and the row offset where each starts (length n_tickers + 1)."""
-    codes = frame["ticker"].to_numpy()
+    col = meta["ticker"]
+    codes = col.cat.codes.to_numpy() if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
     change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
     starts = np.concatenate([[0], change, [len(codes)]]).astype(np.int64)
-    names = [str(codes[s]) for s in starts[:-1]]
+    names = [str(col.iloc[s]) for s in starts[:-1]]
     if len(set(names)) != len(names):
         raise ValueError("feature panel rows are not grouped by ticker")
     return names, starts

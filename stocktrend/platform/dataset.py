@@ -26,6 +26,8 @@ from stocktrend.platform.sources import DataValidationError, Universe, load_univ
 
 log = logging.getLogger(__name__)
 
+CHUNK_ROWS = 1 << 16
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -63,10 +65,14 @@ class FittedTransforms:
             if missing:
                 raise DataValidationError(f"features missing for this model: {', '.join(missing[:5])}"
                                           f"{' ...' if len(missing) > 5 else ''}")
-            values = features[self.selected].to_numpy(dtype=np.float64)
+            values, cols = features[self.selected].to_numpy(), slice(None)
         else:
-            values = np.asarray(features, dtype=np.float64)[:, self._selected_idx()]
-        return ((values - self.mean) / self.scale).astype(np.float32)
+            values, cols = features, self._selected_idx()
+        out = np.empty((len(values), len(self.selected)), dtype=np.float32)
+        for a in range(0, len(values), CHUNK_ROWS):  # row chunks keep float64 temporaries small on big panels
+            block = np.asarray(values[a:a + CHUNK_ROWS], dtype=np.float64)[:, cols]
+            out[a:a + CHUNK_ROWS] = (block - self.mean) / self.scale
+        return out
 
     def _selected_idx(self) -> np.ndarray:
         pos = {n: i for i, n in enumerate(self.feature_names)}
@@ -109,16 +115,31 @@ def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[in
     """Scaler on the training rows ``fit_rows`` (row ranges), selection on the training samples only."""
     mean, std, _ = _moments([values[a:b] for a, b in fit_rows])
     std = np.where(std > 1e-12, std, 1.0)
-    x = (values[sample_rows].astype(np.float64) - mean) / std
+    n_groups = 1 if kind is LabelKind.regression else kind.n_classes
+    sums, counts = np.zeros((n_groups, len(names))), np.zeros(n_groups)
+    sq, cross = np.zeros(len(names)), np.zeros(len(names))
+    t = sample_targets.astype(np.float64)
+    for a in range(0, len(sample_rows), CHUNK_ROWS):  # chunked: a big panel's samples never sit in float64 at once
+        x = (np.asarray(values[sample_rows[a:a + CHUNK_ROWS]], dtype=np.float64) - mean) / std
+        tb = t[a:a + CHUNK_ROWS]
+        if kind is LabelKind.regression:
+            sums[0] += x.sum(0)
+            sq += (x ** 2).sum(0)
+            cross += x.T @ tb
+            counts[0] += len(x)
+        else:
+            for c in range(n_groups):
+                sel = tb == c
+                sums[c] += x[sel].sum(0)
+                counts[c] += sel.sum()
     if kind is LabelKind.regression:
-        t = sample_targets.astype(np.float64)
-        xc, tc = x - x.mean(0), t - t.mean()
-        denom = np.sqrt((xc ** 2).sum(0) * (tc ** 2).sum())
-        scores = np.abs(np.divide(xc.T @ tc, denom, out=np.zeros(len(names)), where=denom > 0))
+        n = counts[0]
+        cov = cross / n - (sums[0] / n) * t.mean()
+        denom = np.sqrt(np.maximum(sq / n - (sums[0] / n) ** 2, 0) * t.var())
+        scores = np.abs(np.divide(cov, denom, out=np.zeros(len(names)), where=denom > 0))
     else:
         # The seeds' ranking: distance between class means of the standardised feature (max over class pairs).
-        means = np.stack([x[sample_targets == c].mean(0) if (sample_targets == c).any() else np.zeros(len(names))
-                          for c in range(kind.n_classes)])
+        means = sums / np.maximum(counts, 1)[:, None]
         scores = np.max(np.abs(means[:, None, :] - means[None, :, :]), axis=(0, 1))
     k = len(names) if top_k <= 0 else min(top_k, len(names))
     order = np.argsort(-scores, kind="stable")[:k]
@@ -202,11 +223,10 @@ class PreparedData:
 def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = None) -> PreparedData:
     """Labels, split, transforms and oversampling on a cached feature panel (cheap: no feature computation)."""
     kind = LabelKind(cfg.label_kind)
-    frame = panel.frame
-    names, offsets = ticker_offsets(frame)
-    dates = frame["date"].to_numpy(dtype="datetime64[ns]")
-    close = frame["close"].to_numpy(dtype=np.float64)
-    values = frame[panel.feature_names].to_numpy(dtype=np.float32)
+    names, offsets = ticker_offsets(panel.meta)
+    dates = panel.meta["date"].to_numpy(dtype="datetime64[ns]")
+    close = panel.meta["close"].to_numpy(dtype=np.float64)
+    values = panel.values
     bounds = bounds or chronological_boundaries(pd.DatetimeIndex(dates), cfg.fractions)
 
     need = cfg.sequence_length + cfg.horizon + 1
@@ -241,7 +261,6 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
     train = samples["train"]
     transforms = fit_transforms(values, panel.feature_names, fit_rows, train, y[train], kind, cfg.top_k)
     x = transforms.transform(values)
-    del values
 
     train_unbalanced = train
     if cfg.oversample and kind is not LabelKind.regression:

@@ -23,8 +23,8 @@ FEATURE_VERSION = 1
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Windows of the feature families (trading days). The defaults give ~95 ticker features + ~19 per market
-    series + 4 per indicator column: 133 features on the default MSFT + S&P 500 + NASDAQ universe."""
+    """Windows of the feature families (trading days). The defaults give 87 ticker + 7 calendar features + 19 per market
+    series + 4 per indicator column: 132 features on the default MSFT + S&P 500 + NASDAQ universe."""
 
     return_horizons: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 40, 60, 120, 250)  # log returns over n days
     sma_windows: tuple[int, ...] = (5, 10, 20, 30, 50, 100, 150, 200)  # close / SMA(n) - 1

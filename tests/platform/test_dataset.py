@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stocktrend.platform import cache
-from stocktrend.platform.cache import load_or_build_panel
+from stocktrend.platform.cache import FeaturePanel, load_or_build_panel
 from stocktrend.platform.datamodule import StockDataModule
 from stocktrend.platform.dataset import DataConfig, FittedTransforms, build_dataset, prepare
 from stocktrend.platform.synthetic import random_walk_universe
@@ -19,19 +19,18 @@ def test_transforms_fitted_on_training_rows_only(panel):
     cfg = DataConfig(tickers=(), top_k=20)
     data = prepare(panel, cfg)
     # Wreck every feature value after the last training input day: the fitted transforms must not move.
-    frame = panel.frame.copy()
     last_train_day = data.dates[data.train_unbalanced].max()
-    late = frame["date"].to_numpy() > last_train_day
-    frame.loc[late, panel.feature_names] = frame.loc[late, panel.feature_names] * 7 + 3
-    other = prepare(type(panel)(frame, panel.feature_names, "x", "x", None, False, 0.0), cfg)
+    late = panel.meta["date"].to_numpy() > last_train_day
+    values = panel.values.copy(order="K")
+    values[late] = values[late] * 7 + 3
+    other = prepare(FeaturePanel(panel.meta, values, panel.feature_names, "x", "x"), cfg)
     assert other.transforms.selected == data.transforms.selected
     np.testing.assert_array_equal(other.transforms.mean, data.transforms.mean)
     np.testing.assert_array_equal(other.transforms.scale, data.transforms.scale)
     # ...while the same change before the boundary does move them (the check above could fail).
-    early = frame["date"].to_numpy() <= last_train_day
-    frame2 = panel.frame.copy()
-    frame2.loc[early, panel.feature_names] = frame2.loc[early, panel.feature_names] * 7 + 3
-    moved = prepare(type(panel)(frame2, panel.feature_names, "x", "x", None, False, 0.0), cfg)
+    values2 = panel.values.copy(order="K")
+    values2[~late] = values2[~late] * 7 + 3
+    moved = prepare(FeaturePanel(panel.meta, values2, panel.feature_names, "x", "x"), cfg)
     assert not np.allclose(moved.transforms.mean, data.transforms.mean)
     # Training rows are standardised by the training statistics.
     train_rows = np.concatenate([np.arange(data.offsets[i], r.max() + 1)
@@ -88,8 +87,8 @@ def test_transforms_round_trip_is_plain_data(panel):
     d = data.transforms.to_dict()
     assert all(isinstance(v, list) for v in d.values())
     back = FittedTransforms.from_dict(d)
-    frame = panel.frame[panel.feature_names]
-    np.testing.assert_array_equal(back.transform(frame), data.transforms.transform(frame.to_numpy()))
+    frame = panel.frame()[panel.feature_names]
+    np.testing.assert_array_equal(back.transform(frame), data.transforms.transform(panel.values))
 
 
 def test_label_kinds(panel):
@@ -111,7 +110,8 @@ def test_sequence_length_change_hits_the_cache(tmp_path):
         assert again.panel.cache_hit and again.window_view().shape[1] == L
     assert cache.COMPUTE_COUNT["tickers"] == before + 1
     assert [p.name for p in tmp_path.iterdir()] == [first.panel.path.name]  # no temp files left behind
-    pd.testing.assert_frame_equal(again.panel.frame, first.panel.frame)
+    pd.testing.assert_frame_equal(again.panel.meta, first.panel.meta)
+    np.testing.assert_array_equal(again.panel.values, first.panel.values)
     # Different data -> different key -> recomputed.
     other = build_dataset(DataConfig(tickers=()), universe=random_walk_universe(900, seed=10), cache_dir=tmp_path)
     assert not other.panel.cache_hit and other.panel.cache_key != first.panel.cache_key
