@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, tune and serve stock-trend models on Ray (not financial advice).")
 data_app = typer.Typer(no_args_is_help=True, help="Build and inspect data sets.")
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: versions and the production alias.")
+app.add_typer(models_app, name="models")
 
 STATE = {"debug": False}
 
@@ -90,11 +92,156 @@ def data_build(
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
+def _data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo):
+    from stocktrend.platform.dataset import DataConfig
+    if label not in ("binary", "ternary", "regression"):
+        raise typer.BadParameter(f"unknown label kind {label!r}; use binary, ternary or regression")
+    return DataConfig(tickers=_split_list(ticker) or (), data_dir=data, market=_split_list(market),
+                      indicators=_split_list(indicators) or (), horizon=horizon, label_kind=label,
+                      sequence_length=sequence_length, top_k=top_k, fractions=_fractions(split), embargo=embargo)
+
+
+@app.command("train")
+def train_cmd(
+    preset: str = typer.Option("small", help="Model preset: small (CPU), seed (the seeds' 7.7M network), tiny."),
+    epochs: int = typer.Option(30, min=1, help="Maximum epochs (early stopping: patience 15 on val_loss)."),
+    batch_size: int = typer.Option(64, min=1),
+    ticker: Optional[str] = typer.Option(None, "--ticker", "-t", help="Target ticker(s), comma-separated."),
+    data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
+    sequence_length: int = typer.Option(30, min=1),
+    horizon: int = typer.Option(5, min=1),
+    label: str = typer.Option("binary", help="binary | ternary | regression."),
+    top_k: int = typer.Option(50, min=0),
+    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the timeline."),
+    embargo: int = typer.Option(5, min=0),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate (OneCycle start)."),
+    max_lr: float = typer.Option(1e-3, help="OneCycle peak learning rate."),
+    accumulate: int = typer.Option(4, min=1, help="Gradient accumulation steps."),
+    patience: int = typer.Option(15, min=1, help="Early-stopping patience (epochs, on val_loss)."),
+    monitor: str = typer.Option("val_loss", help="Best-checkpoint metric (val_loss, val_auc, val_acc, ...)."),
+    accelerator: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps."),
+    precision: str = typer.Option("auto", help="auto (bf16-mixed where fast) | 32-true | bf16-mixed | 16-mixed."),
+    seed: int = typer.Option(42),
+    model_name: str = typer.Option("stocktrend", help="Registered model name in MLflow."),
+    finetune: Optional[str] = typer.Option(None, help="Fine-tune from NAME[@ALIAS|@VERSION] or a checkpoint file "
+                                                      "(learning rates x0.1)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not log to MLflow or register the model."),
+) -> None:
+    """Train the hybrid model locally, log it to MLflow and register the best checkpoint."""
+    from stocktrend.platform.pipeline import train_job
+    from stocktrend.platform.training import TrainConfig
+    cfg = _data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo)
+    tcfg = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
+                       accumulate=accumulate, patience=patience, monitor=monitor,
+                       monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
+                       precision=precision, seed=seed)
+    out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune)
+    r = out.fit
+    typer.echo("")
+    typer.echo(f"trained      : {tcfg.preset} preset, {sum(p.numel() for p in r.module.parameters()):,} parameters, "
+               f"{r.epochs_run} epoch(s) in {out.seconds:.0f} s; best {tcfg.monitor} {r.best_score:.4f} "
+               f"at epoch {r.best_epoch}" if r.best_score is not None else "trained (no validation score)")
+    if r.test_metrics:
+        typer.echo("test         : " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.test_metrics.items()))
+        counts = out.data.class_counts("test")
+        if counts:
+            typer.echo(f"majority rate: {max(counts.values()) / sum(counts.values()):.3f} on the same test segment "
+                       f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    typer.echo(f"checkpoint   : {out.checkpoint_path}")
+    if out.version is not None:
+        typer.echo(f"registered   : {out.model_name} version {out.version} (run {out.run_id}); promote with "
+                   f"'stocktrend models promote {out.model_name} {out.version}'")
+    typer.echo(f"next         : stocktrend evaluate {out.model_name + '@' + str(out.version) if out.version else out.checkpoint_path}")
+
+
+@app.command("predict")
+def predict_cmd(
+    model: str = typer.Argument(..., help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry."),
+    csv: str = typer.Option(..., "--csv", help="OHLCV price file (.csv or .parquet) of the ticker."),
+    market_dir: Optional[str] = typer.Option(None, "--market-dir", help="Directory of market series files named as "
+                                             "at training (default: the embedded ones, if the model used them)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict the trend from the last window of a price file: probabilities, label and BUY/SELL signal."""
+    from pathlib import Path
+
+    from stocktrend.platform.checkpoint import Predictor
+    from stocktrend.platform.pipeline import resolve_model
+    from stocktrend.platform.sources import load_embedded, load_price_file, load_universe
+    path, _ = resolve_model(model)
+    pred = Predictor.load(path)
+    prices = load_price_file(csv)
+    if market_dir:
+        market = {p.stem: load_price_file(p, required=("close",)) for p in sorted(Path(market_dir).iterdir())
+                  if p.suffix.lower() in (".csv", ".parquet", ".pq")}
+    elif pred.data_config.data_dir:
+        market = load_universe(pred.data_config.data_dir).market
+    else:
+        market = load_embedded(market=list(pred.data_config.market) if pred.data_config.market is not None
+                               else None).market
+    out = pred.predict_prices(prices, market)
+    last_day = str(prices.index[-1].date())
+    if as_json:
+        typer.echo(json.dumps({"date": last_day, "probabilities": dict(zip(pred.class_names, out.probabilities[0])),
+                               "label": out.labels[0], "signal": out.signals[0],
+                               "confidence": out.confidence[0]}, indent=2))
+        return
+    probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(pred.class_names, out.probabilities[0]))
+    typer.echo(f"{last_day}: {out.labels[0]} -> {out.signals[0]} (confidence {out.confidence[0]:.3f}; {probs}; "
+               f"horizon {pred.data_config.horizon} days). Not financial advice.")
+
+
+@models_app.command("list")
+def models_list(name: str = typer.Argument("stocktrend")) -> None:
+    """Versions of a registered model with their aliases and test metrics."""
+    from stocktrend.platform import registry
+    for v in registry.list_versions(name):
+        metrics = ", ".join(f"{k} {v2}" for k, v2 in v["metrics"].items() if k.startswith("test_"))
+        aliases = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+        typer.echo(f"{name} v{v['version']}{aliases}  run {v['run_id']}  {v['description']}  {metrics}")
+
+
+@models_app.command("show")
+def models_show(spec: str = typer.Argument("stocktrend", help="NAME[@ALIAS|@VERSION]")) -> None:
+    """One version: registry entry plus what its checkpoint holds (config, features, metrics, data hash)."""
+    from stocktrend.platform import registry
+    from stocktrend.platform.checkpoint import read_checkpoint
+    name, ref = registry.parse_spec(spec)
+    path, info = registry.download(name, ref)
+    ckpt = read_checkpoint(path)
+    typer.echo(json.dumps({**{k: info[k] for k in ("version", "aliases", "run_id", "source", "description")},
+                           "model_config": ckpt["model_config"], "data_config": ckpt["data_config"],
+                           "label_kind": ckpt["label_kind"], "sequence_length": ckpt["sequence_length"],
+                           "horizon": ckpt["horizon"], "data_hash": ckpt["data_hash"],
+                           "selected_features": ckpt["transforms"]["selected"], "metrics": ckpt["metrics"]},
+                          indent=2))
+
+
+@models_app.command("promote")
+def models_promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
+                   alias: str = typer.Option("production")) -> None:
+    """Point an alias (default production) at a version; the previous holder is kept for rollback."""
+    from stocktrend.platform import registry
+    r = registry.promote(name, version, alias)
+    typer.echo(f"{name}@{alias} -> version {r['version']}" + (f" (was {r['previous']})" if r["previous"] else "")
+               + ("" if r["changed"] else " (unchanged)"))
+
+
+@models_app.command("rollback")
+def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
+    """Give the production alias back to the version that held it before the last promote."""
+    from stocktrend.platform import registry
+    r = registry.rollback(name)
+    typer.echo(f"{name}@production -> version {r['version']} (was {r['previous']})")
+
+
 def main() -> None:
+    from stocktrend.platform.checkpoint import CheckpointError
+    from stocktrend.platform.registry import RegistryError
     from stocktrend.platform.sources import DataValidationError
     try:
         app()
-    except (DataValidationError, ValueError, FileNotFoundError) as exc:
+    except (DataValidationError, CheckpointError, RegistryError, ValueError, FileNotFoundError) as exc:
         if STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)

@@ -1,0 +1,98 @@
+"""End-to-end jobs the CLI calls: train (or fine-tune) -> checkpoint -> MLflow run + registered version."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from stocktrend.platform import registry
+from stocktrend.platform.cache import default_home
+from stocktrend.platform.checkpoint import Predictor, make_checkpoint, save_checkpoint
+from stocktrend.platform.dataset import DataConfig, PreparedData, build_dataset, config_dict
+from stocktrend.platform.training import FitResult, TrainConfig, fit, model_config_for, train_config_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    fit: FitResult
+    data: PreparedData
+    checkpoint_path: Path
+    run_id: str | None
+    model_name: str | None
+    version: int | None
+    seconds: float
+
+
+def resolve_model(spec: str, dst: str | Path | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """A checkpoint file path, or a registry reference NAME[@ALIAS|@VERSION] -> local checkpoint path."""
+    p = Path(spec)
+    if p.suffix in (".pt", ".ckpt") or p.is_file():
+        return p, None
+    name, ref = registry.parse_spec(spec)
+    return registry.download(name, ref, dst)
+
+
+def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | None = registry.DEFAULT_MODEL,
+              register: bool = True, finetune_from: str | None = None, finetune_lr_factor: float = 0.1,
+              model_overrides: dict[str, Any] | None = None, data: PreparedData | None = None) -> TrainOutcome:
+    """Train locally and (by default) log the run to MLflow and register the best checkpoint."""
+    t0 = time.perf_counter()
+    init_state = None
+    base_info = None
+    if finetune_from:
+        # Fine-tuning (the seeds' usage #2): same architecture and features as the base model, lower learning rate.
+        base_path, base_info = resolve_model(finetune_from)
+        base = Predictor.load(base_path)
+        data_cfg = replace(base.data_config, **{k: getattr(data_cfg, k) for k in ("tickers", "data_dir")})
+        init_state = base.model.state_dict()
+        train_cfg = replace(train_cfg, lr=train_cfg.lr * finetune_lr_factor, max_lr=train_cfg.max_lr * finetune_lr_factor)
+    data = data or build_dataset(data_cfg)
+    if finetune_from:
+        mcfg = base.config
+        if data.transforms.selected != base.transforms.selected:
+            # Keep the base model's inputs: its first layer was trained on those features in that order.
+            log.info("fine-tuning keeps the base model's %d selected features", len(base.transforms.selected))
+            data = _with_transforms(data, base)
+    else:
+        mcfg = model_config_for(data, train_cfg.preset, **(model_overrides or {}))
+    params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},
+              **{f"train.{k}": v for k, v in train_config_dict(train_cfg).items()},
+              **{f"model.{k}": v for k, v in mcfg.to_dict().items()},
+              "data.hash": data.panel.data_hash, "finetune_from": finetune_from or ""}
+    run_name = f"{'finetune' if finetune_from else 'train'}-{train_cfg.preset}-{'-'.join(data.tickers)}"
+    if not register:
+        result = fit(data, train_cfg, mcfg, init_state_dict=init_state)
+        path = save_checkpoint(_ckpt(result, data, finetune_from), default_home() / "models" / "last" / "model.pt")
+        return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0)
+    with registry.tracked_run(run_name, params) as run:
+        result = fit(data, train_cfg, mcfg, init_state_dict=init_state, metric_sink=registry.log_epoch_metrics)
+        import mlflow
+        mlflow.log_metrics({k: v for k, v in result.test_metrics.items()})
+        if result.best_score is not None:
+            mlflow.log_metric(f"best_{train_cfg.monitor}", result.best_score)
+        ckpt = _ckpt(result, data, finetune_from)
+        path = save_checkpoint(ckpt, default_home() / "models" / run.info.run_id / registry.CHECKPOINT_FILE)
+        version = registry.register_checkpoint(path, run.info.run_id, model_name or registry.DEFAULT_MODEL,
+                                               ckpt["metrics"], description=run_name)
+    return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0)
+
+
+def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None) -> dict[str, Any]:
+    metrics = {**result.test_metrics, "best_epoch": result.best_epoch or -1, "epochs_run": result.epochs_run}
+    if result.best_score is not None:
+        metrics[f"best_{result.train_config.monitor}"] = result.best_score
+    return make_checkpoint(result.module.model, result.model_config, data, metrics,
+                           extra={"train_config": train_config_dict(result.train_config), "history": result.history,
+                                  "finetune_from": finetune_from or ""})
+
+
+def _with_transforms(data: PreparedData, base: Predictor) -> PreparedData:
+    """Re-express a prepared data set through another model's fitted transforms (fine-tuning keeps its inputs)."""
+    x = base.transforms.transform(data.panel.values) if base.transforms.feature_names == data.panel.feature_names \
+        else base.transforms.transform(data.panel.frame())
+    return replace(data, x=x, transforms=base.transforms)

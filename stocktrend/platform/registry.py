@@ -1,0 +1,207 @@
+"""MLflow tracking and model registry.
+
+Default store: SQLite at ``$STOCKTREND_HOME/mlflow.db`` with artefacts under ``$STOCKTREND_HOME/mlartifacts``;
+``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``) points anywhere else MLflow supports.
+
+A registered version is created by exactly one call, after the checkpoint has been written atomically and uploaded as
+a run artefact; a run that fails or is interrupted before that point is marked FAILED/KILLED and leaves no version.
+The ``production`` alias keeps its previous holders in a registered-model tag so ``rollback`` can restore them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from stocktrend.platform.cache import default_home
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "stocktrend"
+DEFAULT_MODEL = "stocktrend"
+ALIAS = "production"
+HISTORY_TAG = "stocktrend.production_history"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "model.pt"
+
+
+class RegistryError(ValueError):
+    """Unknown model, version or alias, or a registry operation that cannot be done; the message says which."""
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def client(uri: str | None = None, experiment: str = EXPERIMENT):
+    """An MlflowClient on the chosen store, with the experiment created (artefacts under $STOCKTREND_HOME)."""
+    import mlflow
+    from mlflow import MlflowClient
+    uri = tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+            location = (default_home() / "mlartifacts").as_uri()
+        c.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    return c
+
+
+@contextmanager
+def tracked_run(run_name: str, params: dict[str, Any], uri: str | None = None, tags: dict[str, str] | None = None,
+                nested: bool = False) -> Iterator[Any]:
+    """An MLflow run that ends FINISHED on success, KILLED on Ctrl-C and FAILED on any error."""
+    import mlflow
+    client(uri)
+    run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+    try:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+    return s if len(s) <= 500 else s[:497] + "..."
+
+
+def log_epoch_metrics(row: dict[str, float], epoch: int) -> None:
+    import mlflow
+    mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(epoch))
+
+
+def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_MODEL,
+                        metrics: dict[str, float] | None = None, description: str = "") -> int:
+    """Upload the checkpoint to the run, then create the registered version in one call; returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    c = client()
+    mlflow.log_artifact(str(ckpt_path), artifact_path=CHECKPOINT_DIR, run_id=run_id)
+    source = f"{c.get_run(run_id).info.artifact_uri}/{CHECKPOINT_DIR}"
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description="stocktrend hybrid models")
+    tags = {f"metric.{k}": f"{v:.6g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
+    c.set_tag(run_id, "stocktrend.registered_version", f"{name}/{mv.version}")
+    return int(mv.version)
+
+
+def _registered(c, name: str):
+    from mlflow.exceptions import MlflowException
+    try:
+        return c.get_registered_model(name)
+    except MlflowException:
+        names = [m.name for m in c.search_registered_models()]
+        raise RegistryError(f"unknown model {name!r}; registered: {', '.join(names) or 'none'}") from None
+
+
+def list_versions(name: str = DEFAULT_MODEL) -> list[dict[str, Any]]:
+    c = client()
+    rm = _registered(c, name)
+    by_version: dict[str, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        by_version.setdefault(str(v), []).append(alias)
+    out = []
+    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda m: int(m.version)):
+        out.append({"version": int(mv.version), "aliases": by_version.get(str(mv.version), []),
+                    "run_id": mv.run_id, "created": mv.creation_timestamp, "source": mv.source,
+                    "metrics": {k[7:]: v for k, v in (mv.tags or {}).items() if k.startswith("metric.")},
+                    "description": mv.description or ""})
+    return out
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` -> (name, alias-or-version or None)."""
+    name, _, ref = spec.partition("@")
+    if not name:
+        raise RegistryError(f"bad model reference {spec!r}; use NAME, NAME@ALIAS or NAME@VERSION")
+    return name, ref or None
+
+
+def get_version(name: str, ref: str | None = None) -> dict[str, Any]:
+    """Resolve an alias or version number (default: the production alias, else the latest version)."""
+    c = client()
+    rm = _registered(c, name)
+    versions = {v["version"]: v for v in list_versions(name)}
+    if not versions:
+        raise RegistryError(f"model {name!r} has no versions")
+    if ref is None:
+        ref = ALIAS if ALIAS in (rm.aliases or {}) else str(max(versions))
+    if ref.isdigit():
+        if int(ref) not in versions:
+            raise RegistryError(f"model {name!r} has no version {ref}; versions: "
+                                f"{', '.join(map(str, sorted(versions)))}")
+        return versions[int(ref)]
+    if ref not in (rm.aliases or {}):
+        raise RegistryError(f"model {name!r} has no alias {ref!r}; aliases: "
+                            f"{', '.join(rm.aliases or {}) or 'none (run stocktrend models promote)'}")
+    return versions[int(rm.aliases[ref])]
+
+
+def download(name: str, ref: str | None = None, dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Local path of a registered checkpoint file (downloaded from the artefact store)."""
+    import mlflow
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    info = get_version(name, ref)
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="stocktrend-model-"))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(dst)))
+    path = local / CHECKPOINT_FILE if local.is_dir() else local
+    if not path.is_file():
+        raise RegistryError(f"{name} version {info['version']}: checkpoint file missing from {info['source']}")
+    return path, info
+
+
+def _history(rm) -> list[int]:
+    return [int(v) for v in json.loads((rm.tags or {}).get(HISTORY_TAG, "[]"))]
+
+
+def promote(name: str, version: int, alias: str = ALIAS) -> dict[str, Any]:
+    c = client()
+    rm = _registered(c, name)
+    info = get_version(name, str(version))
+    current = (rm.aliases or {}).get(alias)
+    if current is not None and int(current) == int(version):
+        return {"name": name, "alias": alias, "version": int(version), "previous": int(current), "changed": False}
+    if alias == ALIAS and current is not None:
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(rm) + [int(current)]))
+    c.set_registered_model_alias(name, alias, str(info["version"]))
+    return {"name": name, "alias": alias, "version": int(version),
+            "previous": int(current) if current is not None else None, "changed": True}
+
+
+def rollback(name: str) -> dict[str, Any]:
+    """Give ``production`` back to the version that held it before the last promote."""
+    c = client()
+    rm = _registered(c, name)
+    history = _history(rm)
+    if not history:
+        raise RegistryError(f"model {name!r}: no earlier production version to roll back to")
+    previous = history.pop()
+    current = (rm.aliases or {}).get(ALIAS)
+    c.set_registered_model_alias(name, ALIAS, str(previous))
+    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    return {"name": name, "alias": ALIAS, "version": previous,
+            "previous": int(current) if current is not None else None, "changed": True}

@@ -1,0 +1,160 @@
+"""Local Lightning training of any backbone on PreparedData (Ray Train reuses these pieces in a later issue).
+
+``fit`` builds the Trainer with the seeds' recipe (clipping 1.0, accumulation 4, early stopping on val_loss with
+patience 15, best checkpoint by a validation metric), restores the best weights at the end, and returns them with
+the epoch history. The caller decides where the resulting checkpoint goes (file, MLflow registry).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from stocktrend.models.hybrid import HybridConfig, preset
+from stocktrend.models.module import TrendModule
+from stocktrend.platform.datamodule import StockDataModule
+from stocktrend.platform.dataset import PreparedData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "small"  # model preset (stocktrend.models.hybrid.PRESETS)
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64
+    lr: float = 2e-4  # AdamW base learning rate (OneCycle starts here)
+    max_lr: float = 1e-3  # OneCycle peak
+    weight_decay: float = 5e-3
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    accumulate: int = 4  # gradient accumulation steps
+    patience: int = 15  # early stopping on val_loss
+    monitor: str = "val_loss"  # best-checkpoint metric
+    monitor_mode: str = "min"
+    accelerator: str = "auto"  # auto = cuda > mps > cpu
+    precision: str = "auto"  # auto = bf16-mixed on CPUs with bf16 support and on bf16 GPUs, else 32
+    seed: int = 42
+    progress: bool = True  # progress bar
+
+
+def pick_accelerator(requested: str = "auto") -> str:
+    if requested != "auto":
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--accelerator cuda requested but no CUDA device is available")
+        if requested == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("--accelerator mps requested but MPS is not available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_supports_bf16() -> bool:
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def pick_precision(accelerator: str, requested: str = "auto") -> str:
+    """bf16-mixed where the hardware has fast bf16 (measured 2x on this AVX-512-BF16 CPU, bench/train_throughput.py);
+    fp32 on MPS (bf16 autocast there is incomplete) and on CPUs without bf16 instructions."""
+    if requested != "auto":
+        return requested
+    if accelerator == "cpu":
+        return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+    if accelerator == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def model_config_for(data: PreparedData, name: str, **overrides: Any) -> HybridConfig:
+    return preset(name, n_features=data.n_features, seq_len=data.seq_len, n_classes=data.kind.n_classes,
+                  **overrides)
+
+
+class EpochHistory(pl.Callback):
+    """Keeps every epoch's metrics (for learning curves) and forwards them to an optional sink (MLflow)."""
+
+    def __init__(self, sink=None):
+        self.rows: list[dict[str, float]] = []
+        self.sink = sink
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        row["epoch"] = trainer.current_epoch
+        self.rows.append(row)
+        if self.sink is not None:
+            self.sink(row, trainer.current_epoch)
+
+
+@dataclass
+class FitResult:
+    module: TrendModule  # with the best weights loaded
+    model_config: HybridConfig
+    train_config: TrainConfig
+    best_score: float | None
+    best_epoch: int | None
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path, **extra: Any) -> pl.Trainer:
+    accelerator = pick_accelerator(tcfg.accelerator)
+    return pl.Trainer(
+        max_epochs=tcfg.epochs, accelerator=accelerator, devices=1, precision=pick_precision(accelerator,
+                                                                                           tcfg.precision),
+        gradient_clip_val=tcfg.grad_clip, accumulate_grad_batches=tcfg.accumulate, callbacks=callbacks,
+        default_root_dir=str(workdir), logger=False, enable_progress_bar=tcfg.progress, enable_model_summary=False,
+        deterministic=False, num_sanity_val_steps=0, **extra)
+
+
+def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: HybridConfig | None = None,
+        callbacks: list[pl.Callback] | None = None, init_state_dict: dict[str, torch.Tensor] | None = None,
+        metric_sink=None, run_test: bool = True) -> FitResult:
+    """Train locally; returns the module with the best validation checkpoint restored."""
+    tcfg = tcfg or TrainConfig()
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    mcfg = model_config or model_config_for(data, tcfg.preset)
+    if mcfg.n_features != data.n_features or mcfg.n_classes != data.kind.n_classes:
+        raise ValueError(f"model expects {mcfg.n_features} features / {mcfg.n_classes} classes, data has "
+                         f"{data.n_features} / {data.kind.n_classes}")
+    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
+                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
+                         label_smoothing=tcfg.label_smoothing)
+    if init_state_dict is not None:
+        module.model.load_state_dict(init_state_dict)
+    dm = StockDataModule(data, batch_size=tcfg.batch_size)
+    history = EpochHistory(metric_sink)
+    with tempfile.TemporaryDirectory(prefix="stocktrend-fit-") as tmp:
+        ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
+                                            save_top_k=1, save_weights_only=True, filename="best")
+        early = pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)
+        trainer = build_trainer(tcfg, [ckpt, early, history, *(callbacks or [])], Path(tmp))
+        trainer.fit(module, datamodule=dm)
+        best_epoch = None
+        if ckpt.best_model_path:
+            # weights_only: even our own temporary checkpoint is loaded without unpickling arbitrary objects.
+            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            best_epoch = int(state.get("epoch", -1))
+        best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
+        test_metrics: dict[str, float] = {}
+        if run_test:
+            out = trainer.test(module, datamodule=dm, verbose=False)
+            test_metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    module.eval()
+    return FitResult(module, mcfg, tcfg, best, best_epoch, trainer.current_epoch, history.rows, test_metrics)
+
+
+def train_config_dict(tcfg: TrainConfig) -> dict[str, Any]:
+    return asdict(tcfg)
