@@ -84,8 +84,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused: the file contains objects other than tensors and plain data "
-                              f"({str(exc).splitlines()[0][:200]})") from None
+        # torch's message leads with boilerplate; the informative line names the blocked global or the bad opcode.
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+        detail = lines[0][:200] if lines else "unreadable pickle"
+        if "GLOBAL" in detail:
+            raise CheckpointError(f"{path}: refused: the file references code, not just tensors and plain data "
+                                  f"({detail})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -1,0 +1,128 @@
+"""Local training, checkpoints and the MLflow registry, on tiny configs and synthetic data."""
+
+import numpy as np
+import pytest
+import torch
+
+from stocktrend.platform import registry
+from stocktrend.platform.checkpoint import CheckpointError, Predictor, read_checkpoint
+from stocktrend.platform.dataset import DataConfig, build_dataset
+from stocktrend.platform.pipeline import train_job
+from stocktrend.platform.synthetic import planted_signal_universe
+from stocktrend.platform.training import TrainConfig, fit
+
+FAST = TrainConfig(preset="tiny", epochs=8, batch_size=32, accumulate=1, lr=1e-3, max_lr=1e-2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return build_dataset(DataConfig(tickers=(), top_k=16, sequence_length=20),
+                         universe=planted_signal_universe(2000, noise=0.001, seed=1), use_cache=False)
+
+
+@pytest.fixture(scope="module")
+def trained(planted):
+    return fit(planted, FAST)
+
+
+def test_planted_signal_reaches_90_percent(trained, planted):
+    acc = trained.test_metrics["test_acc"]
+    majority = max(planted.class_counts("test").values()) / len(planted.samples["test"])
+    assert acc >= 0.90, (acc, majority)
+    assert len(trained.history) == trained.epochs_run and "val_loss" in trained.history[0]
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, planted, tmp_path):
+    from stocktrend.platform.checkpoint import make_checkpoint, save_checkpoint
+    path = save_checkpoint(make_checkpoint(trained.module.model, trained.model_config, planted,
+                                           trained.test_metrics), tmp_path / "m.pt")
+    pred = Predictor.load(path)
+    windows = planted.windows(planted.samples["test"])
+    with torch.no_grad():
+        expected = torch.softmax(trained.module.model.eval()(torch.from_numpy(windows)), -1).numpy()
+    got, _ = pred.predict_proba(windows)
+    np.testing.assert_array_equal(got, expected)
+    assert pred.transforms.selected == planted.transforms.selected
+    assert read_checkpoint(path)["data_hash"] == planted.panel.data_hash
+    # Raw prices -> the same feature path -> the same window as the data set's last test sample.
+    u = planted_signal_universe(2000, noise=0.001, seed=1)
+    last_row = planted.offsets[1] - 1
+    x = pred.features_from_prices(u.tickers["SIG0"], u.market)
+    np.testing.assert_allclose(x[-20:], planted.x[last_row - 19:last_row + 1], rtol=1e-6, atol=1e-6)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch /tmp/stocktrend-pwned",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    import os
+    marker = "/tmp/stocktrend-pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "stocktrend-checkpoint/1", "state_dict": {}, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="refused"):
+        read_checkpoint(path)
+    assert not os.path.exists(marker)
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a stocktrend-checkpoint/1 file"):
+        read_checkpoint(tmp_path / "other.pt")
+
+
+def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, tmp_path):
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    quick = TrainConfig(preset="tiny", epochs=1, batch_size=64, accumulate=1, progress=False)
+    a = train_job(planted.config, quick, model_name="t", data=planted)
+    b = train_job(planted.config, quick, model_name="t", data=planted)
+    assert (a.version, b.version) == (1, 2)
+    assert registry.promote("t", 1)["changed"]
+    assert registry.promote("t", 2)["previous"] == 1
+    assert registry.get_version("t", "production")["version"] == 2
+    assert registry.rollback("t")["version"] == 1
+    assert registry.get_version("t")["version"] == 1  # no ref = production
+    with pytest.raises(registry.RegistryError, match="no earlier production version"):
+        registry.rollback("t")
+    with pytest.raises(registry.RegistryError, match="has no version 7"):
+        registry.get_version("t", "7")
+    with pytest.raises(registry.RegistryError, match="unknown model 'nope'"):
+        registry.list_versions("nope")
+    path, info = registry.download("t", "2")
+    assert info["version"] == 2 and Predictor.load(path).config.n_features == 16
+
+    # A run that dies mid-training leaves a FAILED run and no new registered version.
+    import lightning.pytorch as pl
+
+    class Boom(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            raise RuntimeError("simulated crash")
+
+    import stocktrend.platform.pipeline as pipeline
+    real_fit = pipeline.fit
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: real_fit(*a, callbacks=[Boom()], **k))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_job(planted.config, quick, model_name="t", data=planted)
+    assert [v["version"] for v in registry.list_versions("t")] == [1, 2]
+    c = registry.client()
+    runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id],
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+
+
+def test_finetune_from_registered_model(planted, monkeypatch, tmp_path):
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    quick = TrainConfig(preset="tiny", epochs=1, batch_size=64, accumulate=1, progress=False)
+    base = train_job(planted.config, quick, model_name="ft", data=planted)
+    tuned = train_job(planted.config, quick, model_name="ft", finetune_from="ft@1", data=planted)
+    assert tuned.version == 2
+    assert tuned.fit.train_config.lr == pytest.approx(quick.lr * 0.1)
+    assert tuned.fit.model_config == base.fit.model_config
+    ckpt = read_checkpoint(tuned.checkpoint_path)
+    assert ckpt["extra"]["finetune_from"] == "ft@1"
