@@ -235,6 +235,37 @@ def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
     typer.echo(f"{name}@production -> version {r['version']} (was {r['previous']})")
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Argument(..., help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry."),
+    out: Optional[str] = typer.Option(None, help="Report directory (default $STOCKTREND_HOME/reports/<model>)."),
+    threshold: float = typer.Option(0.5, help="Backtest: long when P(Alcista) > threshold."),
+    cost_bps: float = typer.Option(5.0, help="Backtest: cost per side in basis points."),
+    short: bool = typer.Option(False, "--short", help="Backtest: short instead of flat below the threshold."),
+    walk_forward: int = typer.Option(0, min=0, help="Also run K walk-forward folds (retrains per fold)."),
+    leakage_audit: bool = typer.Option(False, "--leakage-audit", help="Also run the seeds' protocol next to the "
+                                       "honest one (retrains twice)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap when retraining (walk-forward, audit)."),
+) -> None:
+    """Score a model next to baselines on the untouched test segment; backtest; Markdown + PNG report."""
+    from stocktrend.platform.report import EvalOptions, evaluate
+    res = evaluate(model, out, EvalOptions(threshold=threshold, cost_bps=cost_bps, allow_short=short,
+                                           walk_forward=walk_forward, leakage_audit=leakage_audit, epochs=epochs))
+    m = res["scores"]["model"]
+    typer.echo(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC {m['auc']:.3f} "
+               f"(95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
+    for name, s in res["scores"].items():
+        if name != "model":
+            typer.echo(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
+                       f"AUC {s['auc']:.3f}")
+    bt = res["backtest"]
+    typer.echo(f"backtest     : Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold {bt['buy_and_hold']['sharpe']:.2f}"
+               f" (annual {bt['model']['annual_return']:+.1%} vs {bt['buy_and_hold']['annual_return']:+.1%})")
+    for line in res["verdict"]:
+        typer.echo(f"verdict      : {line}")
+    typer.echo(f"report       : {res['report']}")
+
+
 def main() -> None:
     from stocktrend.platform.checkpoint import CheckpointError
     from stocktrend.platform.registry import RegistryError

@@ -7,7 +7,9 @@ distinct shard of the training windows.
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from stocktrend.platform.dataset import PreparedData, WindowDataset
 
@@ -33,3 +35,23 @@ class StockDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False, self.eval_batch_size)
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Materialised windows per segment (the leakage audit trains on the seeds' random split this way)."""
+
+    def __init__(self, segments: dict[str, tuple[np.ndarray, np.ndarray]], batch_size: int = 64,
+                 eval_batch_size: int = 256):
+        super().__init__()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.datasets = {s: TensorDataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                                          torch.from_numpy(y.astype(np.int64))) for s, (x, y) in segments.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["val"], batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["test"], batch_size=self.eval_batch_size)

@@ -120,8 +120,11 @@ def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path
 
 def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: HybridConfig | None = None,
         callbacks: list[pl.Callback] | None = None, init_state_dict: dict[str, torch.Tensor] | None = None,
-        metric_sink=None, run_test: bool = True) -> FitResult:
-    """Train locally; returns the module with the best validation checkpoint restored."""
+        metric_sink=None, run_test: bool = True, datamodule: pl.LightningDataModule | None = None) -> FitResult:
+    """Train locally; returns the module with the best validation checkpoint restored.
+
+    ``datamodule`` replaces the lazy windows of ``data`` (the leakage audit passes the seeds' random split); class
+    weights still come from ``data``'s unbalanced training segment."""
     tcfg = tcfg or TrainConfig()
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     mcfg = model_config or model_config_for(data, tcfg.preset)
@@ -133,7 +136,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Hybri
                          label_smoothing=tcfg.label_smoothing)
     if init_state_dict is not None:
         module.model.load_state_dict(init_state_dict)
-    dm = StockDataModule(data, batch_size=tcfg.batch_size)
+    dm = datamodule or StockDataModule(data, batch_size=tcfg.batch_size)
     history = EpochHistory(metric_sink)
     with tempfile.TemporaryDirectory(prefix="stocktrend-fit-") as tmp:
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
