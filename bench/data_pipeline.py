@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 
 def peak_rss_gb() -> tuple[float, float]:

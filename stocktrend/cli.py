@@ -29,6 +29,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
     STATE["debug"] = debug
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not debug:
+        # Lightning logs its banners (GPU available, tips) through its own handler *and* ours; the progress bar and
+        # our summary say what matters.
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:

@@ -9,7 +9,7 @@ window is the ``sequence_length`` rows ending there (never crossing a ticker bou
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,15 @@ class PreparedData:
     @property
     def n_features(self) -> int:
         return self.x.shape[1]
+
+    def with_transforms(self, transforms: FittedTransforms) -> PreparedData:
+        """The same samples expressed through other fitted transforms (a checkpoint's), for fine-tuning and
+        evaluation: a model always sees inputs scaled and selected exactly as during its own training."""
+        if transforms.feature_names == self.panel.feature_names:
+            x = transforms.transform(self.panel.values)
+        else:
+            x = transforms.transform(self.panel.frame())
+        return replace(self, x=x, transforms=transforms)
 
     def window_view(self) -> np.ndarray:
         """All windows as a zero-copy view: ``view[r - L + 1]`` is the (L, k) window ending at row r."""

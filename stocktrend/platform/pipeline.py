@@ -57,7 +57,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         if data.transforms.selected != base.transforms.selected:
             # Keep the base model's inputs: its first layer was trained on those features in that order.
             log.info("fine-tuning keeps the base model's %d selected features", len(base.transforms.selected))
-            data = _with_transforms(data, base)
+            data = data.with_transforms(base.transforms)
     else:
         mcfg = model_config_for(data, train_cfg.preset, **(model_overrides or {}))
     params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},
@@ -90,9 +90,3 @@ def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None) -> d
                            extra={"train_config": train_config_dict(result.train_config), "history": result.history,
                                   "finetune_from": finetune_from or ""})
 
-
-def _with_transforms(data: PreparedData, base: Predictor) -> PreparedData:
-    """Re-express a prepared data set through another model's fitted transforms (fine-tuning keeps its inputs)."""
-    x = base.transforms.transform(data.panel.values) if base.transforms.feature_names == data.panel.feature_names \
-        else base.transforms.transform(data.panel.frame())
-    return replace(data, x=x, transforms=base.transforms)

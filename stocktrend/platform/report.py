@@ -16,7 +16,7 @@ from stocktrend.platform.cache import default_home
 from stocktrend.platform.checkpoint import Predictor
 from stocktrend.platform.dataset import PreparedData, build_dataset, prepare
 from stocktrend.platform.evaluation import backtest, baseline_probabilities, classification_scores
-from stocktrend.platform.pipeline import _with_transforms, resolve_model
+from stocktrend.platform.pipeline import resolve_model
 from stocktrend.platform.splits import walk_forward_boundaries
 from stocktrend.platform.training import TrainConfig, fit
 
@@ -223,11 +223,10 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
     if data.panel.data_hash != pred.ckpt["data_hash"]:
         log.warning("the data differ from the model's training data (hash %s vs %s): scoring on today's data",
                     data.panel.data_hash, pred.ckpt["data_hash"])
-    data = _with_transforms(data, pred)  # always the checkpoint's own scaler and features
+    data = data.with_transforms(pred.transforms)  # always the checkpoint's own scaler and features
     model_probs, _ = pred.predict_proba(data.windows(data.samples["test"]))
     scores, tests, probs = score_all(data, model_probs, opts)
 
-    label = f"{info['version']}" if info else Path(path).parent.name
     out = Path(out_dir) if out_dir else default_home() / "reports" / f"{spec.replace('@', '-').replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
     files = plots(out, pred, data, probs, scores, tests)

@@ -1,7 +1,5 @@
 """The pipeline must be honest on noise and must find a planted signal; the seeds' protocol must visibly leak."""
 
-import numpy as np
-import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
