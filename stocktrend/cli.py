@@ -131,8 +131,18 @@ def train_cmd(
     finetune: Optional[str] = typer.Option(None, help="Fine-tune from NAME[@ALIAS|@VERSION] or a checkpoint file "
                                                       "(learning rates x0.1)."),
     no_register: bool = typer.Option(False, "--no-register", help="Do not log to MLflow or register the model."),
+    workers: int = typer.Option(0, min=0, help="Ray Train workers (DDP); 0 = local training without Ray."),
+    cpus_per_worker: float = typer.Option(1.0, min=0.0, help="Ray: CPUs per worker."),
+    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="Ray: GPUs per worker (> 0 trains on CUDA)."),
+    storage: Optional[str] = typer.Option(None, help="Ray: run storage, local dir or s3://... / NFS path shared by "
+                                          "all nodes (default $STOCKTREND_HOME/ray)."),
+    max_failures: int = typer.Option(1, min=0, help="Ray: worker-group restarts from the last checkpoint."),
+    keep_checkpoints: int = typer.Option(2, min=1, help="Ray: best checkpoints kept by --monitor."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else local)."),
+    data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
+                                       "shared-path (the feature cache on shared storage)."),
 ) -> None:
-    """Train the hybrid model locally, log it to MLflow and register the best checkpoint."""
+    """Train the hybrid model (locally or with Ray Train), log it to MLflow and register the best checkpoint."""
     from stocktrend.platform.pipeline import train_job
     from stocktrend.platform.training import TrainConfig
     cfg = _data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo)
@@ -140,7 +150,14 @@ def train_cmd(
                        accumulate=accumulate, patience=patience, monitor=monitor,
                        monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
                        precision=precision, seed=seed)
-    out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune)
+    ray_config = None
+    if workers:
+        from stocktrend.platform.raytrain import RayConfig
+        ray_config = RayConfig(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                               storage=storage, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
+                               address=address, data_transport=data_transport)
+    out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
+                    ray_config=ray_config)
     r = out.fit
     typer.echo("")
     typer.echo(f"trained      : {tcfg.preset} preset, {sum(p.numel() for p in r.module.parameters()):,} parameters, "
@@ -273,11 +290,13 @@ def evaluate_cmd(
 
 def main() -> None:
     from stocktrend.platform.checkpoint import CheckpointError
+    from stocktrend.platform.raytrain import DistributedTrainingError
     from stocktrend.platform.registry import RegistryError
     from stocktrend.platform.sources import DataValidationError
     try:
         app()
-    except (DataValidationError, CheckpointError, RegistryError, ValueError, FileNotFoundError) as exc:
+    except (DataValidationError, CheckpointError, RegistryError, DistributedTrainingError, ValueError,
+            FileNotFoundError) as exc:
         if STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)

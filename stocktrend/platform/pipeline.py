@@ -39,8 +39,10 @@ def resolve_model(spec: str, dst: str | Path | None = None) -> tuple[Path, dict[
 
 def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | None = registry.DEFAULT_MODEL,
               register: bool = True, finetune_from: str | None = None, finetune_lr_factor: float = 0.1,
-              model_overrides: dict[str, Any] | None = None, data: PreparedData | None = None) -> TrainOutcome:
-    """Train locally and (by default) log the run to MLflow and register the best checkpoint."""
+              model_overrides: dict[str, Any] | None = None, data: PreparedData | None = None,
+              ray_config: Any = None) -> TrainOutcome:
+    """Train locally, or on Ray workers when ``ray_config`` (a raytrain.RayConfig) is given, then (by default) log the
+    run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code."""
     t0 = time.perf_counter()
     init_state = None
     base_info = None
@@ -65,12 +67,27 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
               **{f"model.{k}": v for k, v in mcfg.to_dict().items()},
               "data.hash": data.panel.data_hash, "finetune_from": finetune_from or ""}
     run_name = f"{'finetune' if finetune_from else 'train'}-{train_cfg.preset}-{'-'.join(data.tickers)}"
+    if ray_config is not None:
+        params.update({f"ray.{k}": v for k, v in vars(ray_config).items()})
+        run_name = f"ray{ray_config.workers}-{run_name}"
+
+    def run_fit(sink=None) -> FitResult:
+        if ray_config is None:
+            return fit(data, train_cfg, mcfg, init_state_dict=init_state, metric_sink=sink)
+        from stocktrend.platform.raytrain import fit_ray
+        result, info = fit_ray(data, train_cfg, mcfg, ray_config, init_state_dict=init_state)
+        log.info("Ray Train run stored at %s (best checkpoint %s)", info.storage_path, info.best_checkpoint_dir)
+        if sink is not None:
+            for row in result.history:
+                sink(row, int(row.get("epoch", 0)))
+        return result
+
     if not register:
-        result = fit(data, train_cfg, mcfg, init_state_dict=init_state)
+        result = run_fit()
         path = save_checkpoint(_ckpt(result, data, finetune_from), default_home() / "models" / "last" / "model.pt")
         return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0)
     with registry.tracked_run(run_name, params) as run:
-        result = fit(data, train_cfg, mcfg, init_state_dict=init_state, metric_sink=registry.log_epoch_metrics)
+        result = run_fit(registry.log_epoch_metrics)
         import mlflow
         mlflow.log_metrics({k: v for k, v in result.test_metrics.items()})
         if result.best_score is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,15 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Hybri
             test_metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
     module.eval()
     return FitResult(module, mcfg, tcfg, best, best_epoch, trainer.current_epoch, history.rows, test_metrics)
+
+
+def test_metrics_of(module: TrendModule, data: PreparedData, tcfg: TrainConfig) -> dict[str, float]:
+    """The test-segment metrics of trained weights, computed the same way as at the end of ``fit``."""
+    with tempfile.TemporaryDirectory(prefix="stocktrend-test-") as tmp:
+        trainer = build_trainer(replace(tcfg, progress=False), [], Path(tmp))
+        out = trainer.test(module, datamodule=StockDataModule(data, batch_size=tcfg.batch_size), verbose=False)
+    module.eval()
+    return {k: float(v) for k, v in (out[0] if out else {}).items()}
 
 
 def train_config_dict(tcfg: TrainConfig) -> dict[str, Any]:

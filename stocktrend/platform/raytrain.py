@@ -1,0 +1,243 @@
+"""Ray Train: the same TrendModule, StockDataModule and recipe as ``training.fit``, across Ray workers (DDP).
+
+How the data reaches the workers: the driver builds (or reads) the feature cache once and prepares the data set once.
+Then either
+- ``object-store`` (default): the PreparedData is put in the Ray object store once; every worker ``ray.get``s it. Works
+  on any cluster, multi-node included, with no shared filesystem (same-node workers read it zero-copy).
+- ``shared-path``: workers read the cached feature Parquet from a path every node can see (NFS, a mounted bucket)
+  and re-derive labels/split/transforms from it (deterministic, so identical on every rank). Use it when the panel
+  is too large to ship through the object store.
+Each worker then sees a distinct shard of the training windows: Lightning's DDP strategy wraps the training loader in
+a DistributedSampler.
+
+Checkpoints: RayTrainReportCallback reports each epoch's metrics with a Lightning checkpoint to ``storage_path``
+(local dir by default; S3/NFS URI on a cluster); CheckpointConfig keeps the best K by the monitored metric;
+FailureConfig(max_failures) restarts the worker group from the latest checkpoint after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stocktrend.models.hybrid import HybridConfig
+from stocktrend.platform.cache import default_home
+from stocktrend.platform.dataset import PreparedData
+from stocktrend.platform.training import FitResult, TrainConfig, pick_precision, test_metrics_of
+
+log = logging.getLogger(__name__)
+
+
+class DistributedTrainingError(RuntimeError):
+    """Ray Train could not finish the run; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    workers: int = 2  # Ray Train workers (DDP ranks)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # > 0 puts every worker on a GPU
+    storage: str | None = None  # local dir or URI (s3://, NFS path) shared by all nodes; default $STOCKTREND_HOME/ray
+    max_failures: int = 1  # worker-group restarts from the last checkpoint
+    keep_checkpoints: int = 2  # best K by the monitored metric
+    address: str | None = None  # Ray address; None = RAY_ADDRESS or a local instance
+    data_transport: str = "object-store"  # or "shared-path"
+    run_name: str | None = None
+
+
+def _worker_accelerator(gpus_per_worker: float) -> str:
+    """Chosen on each worker: CUDA when it was given a GPU, MPS on a laptop (single worker), else CPU."""
+    if gpus_per_worker > 0 and torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _load_worker_data(cfg: dict[str, Any]) -> PreparedData:
+    import ray
+    if cfg["transport"] == "object-store":
+        return ray.get(cfg["data_ref"])
+    from stocktrend.platform.cache import FeaturePanel, _read_parquet
+    from stocktrend.platform.dataset import prepare
+    meta, values, names = _read_parquet(Path(cfg["panel_path"]))
+    panel = FeaturePanel(meta, values, names, cfg["data_hash"], cfg["cache_key"], Path(cfg["panel_path"]), True)
+    return prepare(panel, cfg["data_config"])
+
+
+def train_loop(cfg: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import lightning.pytorch as pl
+    import ray.train
+    from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
+                                     prepare_trainer)
+
+    from stocktrend.models.module import TrendModule
+    from stocktrend.platform.datamodule import StockDataModule
+
+    tcfg: TrainConfig = cfg["train_config"]
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    data = _load_worker_data(cfg)
+    mcfg: HybridConfig = cfg["model_config"]
+    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
+                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
+                         label_smoothing=tcfg.label_smoothing)
+    if cfg.get("init_state_dict") is not None:
+        module.model.load_state_dict(cfg["init_state_dict"])
+    accelerator = _worker_accelerator(cfg["gpus_per_worker"])
+    callbacks = [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience),
+                 RayTrainReportCallback(), *cfg.get("callbacks", [])]
+    trainer = pl.Trainer(max_epochs=tcfg.epochs, accelerator=accelerator, devices="auto",
+                         strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
+                         precision=pick_precision(accelerator, tcfg.precision), gradient_clip_val=tcfg.grad_clip,
+                         accumulate_grad_batches=tcfg.accumulate, callbacks=callbacks, enable_checkpointing=False,
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer = prepare_trainer(trainer)
+    dm = StockDataModule(data, batch_size=tcfg.batch_size)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        # Restart after a failure: resume weights, optimiser, scheduler and epoch from the last reported checkpoint.
+        with checkpoint.as_directory() as d:
+            trainer.fit(module, datamodule=dm, ckpt_path=os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME),
+                        weights_only=True)
+    else:
+        trainer.fit(module, datamodule=dm)
+
+
+@dataclass
+class RayRunInfo:
+    storage_path: str  # where Ray Train put the run (checkpoints, metrics)
+    best_checkpoint_dir: str
+    workers: int
+    seconds: float
+
+
+def _history_collector():
+    """A tiny actor that keeps rank 0's metrics of every report (the Train controller's callback feeds it).
+
+    Train V2's ``Result.metrics_dataframe`` only holds the reports of the checkpoints it kept, so the full per-epoch
+    history is collected here; a restart after a failure re-reports epochs, and the last report of an epoch wins."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class HistoryCollector:
+        def __init__(self):
+            self.rows: dict[int, dict[str, float]] = {}
+
+        def add(self, row: dict[str, float]) -> None:
+            self.rows[int(row.get("epoch", len(self.rows)))] = row
+
+        def get(self) -> list[dict[str, float]]:
+            return [self.rows[k] for k in sorted(self.rows)]
+
+    return HistoryCollector.remote()
+
+
+def _report_callback(collector):
+    from ray.train import UserCallback
+
+    class ForwardReports(UserCallback):
+        def __init__(self, target):
+            self.target = target
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics:
+                row = {k: float(v) for k, v in metrics[0].items() if isinstance(v, (int, float))}
+                self.target.add.remote(row)
+
+    return ForwardReports(collector)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    import ray
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kw: dict[str, Any] = {"log_to_driver": True}
+    if address:
+        ray.init(address=address, **kw)
+    else:
+        ray.init(num_cpus=num_cpus, **kw)
+
+
+def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: RayConfig,
+            init_state_dict: dict[str, torch.Tensor] | None = None, extra_callbacks: list | None = None,
+            run_test: bool = True) -> tuple[FitResult, RayRunInfo]:
+    """Train on Ray workers; returns the same FitResult as ``training.fit`` (the best checkpoint's weights, loaded
+    with weights_only=True, and test metrics computed on the driver) plus where Ray Train stored the run."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    t0 = time.perf_counter()
+    if rcfg.workers < 1:
+        raise ValueError("--workers must be >= 1 (Ray Train local mode does not persist checkpoints)")
+    init_ray(rcfg.address)
+    storage = rcfg.storage or str(default_home() / "ray")
+    name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    loop_cfg: dict[str, Any] = {"train_config": replace(tcfg, progress=False), "model_config": mcfg,
+                                "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,
+                                "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}
+    if rcfg.data_transport == "object-store":
+        loop_cfg["data_ref"] = ray.put(data)
+    elif rcfg.data_transport == "shared-path":
+        if data.panel.path is None or not Path(data.panel.path).is_file():
+            raise ValueError("--data-transport shared-path needs the feature cache on disk (do not use --no-cache)")
+        loop_cfg.update(panel_path=str(data.panel.path), data_hash=data.panel.data_hash,
+                        cache_key=data.panel.cache_key, data_config=data.config)
+    else:
+        raise ValueError(f"unknown data transport {rcfg.data_transport!r}; use object-store or shared-path")
+    collector = _history_collector()
+    resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=rcfg.keep_checkpoints,
+                                                         checkpoint_score_attribute=tcfg.monitor,
+                                                         checkpoint_score_order=tcfg.monitor_mode),
+            failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures),
+            callbacks=[_report_callback(collector)]))
+    try:
+        result = trainer.fit()
+        history = [{k: v for k, v in row.items() if k.startswith(("train_", "val_")) or k == "epoch"}
+                   for row in ray.get(collector.get.remote())]
+    except ray.train.TrainingFailedError as exc:
+        raise DistributedTrainingError(
+            f"Ray Train run {name!r} failed after {rcfg.max_failures} allowed restart(s): "
+            f"{_first_line(exc)}. Checkpoints so far are in {storage}/{name}; raise --max-failures to let it "
+            f"restart from the last one.") from exc
+    finally:
+        ray.kill(collector)
+    best = result.get_best_checkpoint(tcfg.monitor, tcfg.monitor_mode) or result.checkpoint
+    if best is None:
+        raise DistributedTrainingError(f"Ray Train run {name!r} reported no checkpoint")
+    with best.as_directory() as d:
+        state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+    model_state = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    best_row = None
+    if history:
+        key = min if tcfg.monitor_mode == "min" else max
+        best_row = key(history, key=lambda r: r.get(tcfg.monitor, float("inf") if key is min else float("-inf")))
+    from stocktrend.models.module import TrendModule
+    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None)
+    module.model.load_state_dict(model_state)
+    module.eval()
+    fit_result = FitResult(module, mcfg, tcfg, best_row.get(tcfg.monitor) if best_row else None,
+                           int(best_row["epoch"]) if best_row else None, len(history), history,
+                           test_metrics_of(module, data, tcfg) if run_test else {})
+    return fit_result, RayRunInfo(result.path, str(best.path), rcfg.workers, time.perf_counter() - t0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
