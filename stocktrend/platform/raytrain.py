@@ -179,6 +179,9 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
     t0 = time.perf_counter()
     if rcfg.workers < 1:
         raise ValueError("--workers must be >= 1 (Ray Train local mode does not persist checkpoints)")
+    if rcfg.gpus_per_worker == 0 and rcfg.workers > 1 and torch.backends.mps.is_available():
+        # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
+        raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
     init_ray(rcfg.address)
     storage = rcfg.storage or str(default_home() / "ray")
     name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
