@@ -288,6 +288,14 @@ def evaluate_cmd(
     typer.echo(f"report       : {res['report']}")
 
 
+@app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def tune_cmd(ctx: typer.Context) -> None:
+    """Ray Tune + Optuna + ASHA search (same flags as python -m stocktrend.tune.search; --help lists them)."""
+    from stocktrend.tune.search import main as search_main
+    raise typer.Exit(search_main(list(ctx.args)))
+
+
 def main() -> None:
     from stocktrend.platform.checkpoint import CheckpointError
     from stocktrend.platform.raytrain import DistributedTrainingError

@@ -169,7 +169,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: RayConfig,
             init_state_dict: dict[str, torch.Tensor] | None = None, extra_callbacks: list | None = None,
-            run_test: bool = True) -> tuple[FitResult, RayRunInfo]:
+            run_test: bool = True, run_callbacks: list | None = None) -> tuple[FitResult, RayRunInfo]:
     """Train on Ray workers; returns the same FitResult as ``training.fit`` (the best checkpoint's weights, loaded
     with weights_only=True, and test metrics computed on the driver) plus where Ray Train stored the run."""
     import ray
@@ -209,7 +209,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
                                                          checkpoint_score_attribute=tcfg.monitor,
                                                          checkpoint_score_order=tcfg.monitor_mode),
             failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures),
-            callbacks=[_report_callback(collector)]))
+            callbacks=[_report_callback(collector), *(run_callbacks or [])]))
     try:
         result = trainer.fit()
         history = [{k: v for k, v in row.items() if k.startswith(("train_", "val_")) or k == "epoch"}

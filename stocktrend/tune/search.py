@@ -1,0 +1,279 @@
+"""Ray Tune + Optuna (TPE) + ASHA over the hybrid model: ``python -m stocktrend.tune.search`` or ``stocktrend tune``.
+
+Each trial is a Tune function trainable that launches a TorchTrainer (``stocktrend.platform.raytrain.fit_ray``) with
+``TuneReportCallback``: one report per epoch, so ASHA's ``training_iteration`` is the epoch. The features are built
+once by the driver and shipped to trials through the object store (``tune.with_parameters``); each trial only
+rebuilds labels/split/transforms/windows for its own sequence length and top-K.
+
+The Optuna study lives in SQLite (``$STOCKTREND_HOME/optuna.db`` by default; optuna-dashboard can open it), the Tune
+experiment under ``$STOCKTREND_HOME/tune/<name>``: rerunning the same command (same ``--name``) resumes an interrupted
+search. At the end every trial becomes an MLflow run nested under the search run, the trial table is printed and saved
+(CSV + Parquet), and the best trial's checkpoint is registered (``--promote`` sets ``production``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stocktrend.platform.cache import default_home
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    name: str = "search"
+    preset: str = "small"  # search space and model preset (stocktrend.tune.space)
+    num_samples: int = 8
+    max_epochs: int = 12  # ASHA max_t
+    grace_period: int = 2  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = 2
+    metric: str = "val_loss"  # or val_auc
+    max_concurrent: int = 1
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    seed: int = 42
+    tickers: tuple[str, ...] = ()
+    data_dir: str | None = None
+    storage: str | None = None  # Tune + Train storage (local dir or URI); default $STOCKTREND_HOME/tune
+    optuna_storage: str | None = None  # default sqlite:///$STOCKTREND_HOME/optuna.db
+    model_name: str = "stocktrend"
+    promote: bool = False
+    register: bool = True
+    address: str | None = None
+    extra_points: tuple[dict, ...] = ()  # evaluated after the preset default (tests plant a poor config here)
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric.endswith("loss") else "max"
+
+
+def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
+    """One trial: rebuild the windows for this trial's sequence length / top-K, then train through Ray Train."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from stocktrend.platform.dataset import prepare
+    from stocktrend.platform.raytrain import RayConfig, fit_ray
+    from stocktrend.platform.training import TrainConfig
+    from stocktrend.tune.space import model_config
+
+    opts: SearchOptions = base["opts"]
+    data = prepare(panel, replace(base["data_config"], sequence_length=int(config["sequence_length"]),
+                                  top_k=int(config["top_k"])))
+    mcfg = model_config(opts.preset, config, data.n_features, data.seq_len, data.kind.n_classes)
+    tcfg = TrainConfig(preset=opts.preset, epochs=opts.max_epochs, batch_size=int(config["batch_size"]),
+                       lr=float(config["lr"]), max_lr=float(config["lr"]) * 5, weight_decay=float(config["weight_decay"]),
+                       accumulate=1, patience=opts.max_epochs, monitor=opts.metric, monitor_mode=opts.mode,
+                       seed=opts.seed, progress=False)
+    trial_id = tune.get_context().get_trial_id()
+    rcfg = RayConfig(workers=opts.workers_per_trial, cpus_per_worker=opts.cpus_per_worker,
+                     gpus_per_worker=opts.gpus_per_worker, storage=base["storage"], max_failures=0,
+                     keep_checkpoints=1, run_name=f"train-{trial_id}")
+    fit_ray(data, tcfg, mcfg, rcfg, run_callbacks=[TuneReportCallback()], run_test=False)
+
+
+def _searcher(opts: SearchOptions, space: dict, defaults: dict):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+    url = opts.optuna_storage or f"sqlite:///{default_home() / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    searcher = OptunaSearch(points_to_evaluate=[defaults, *opts.extra_points],
+                            sampler=optuna.samplers.TPESampler(seed=opts.seed), seed=opts.seed,
+                            storage=storage, study_name=opts.name)
+    return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent), url
+
+
+def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
+    rows = []
+    for r in grid:
+        df = r.metrics_dataframe
+        epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
+        best = None
+        if df is not None and opts.metric in df:
+            best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
+        status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
+        rows.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
+                     f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
+                     "status": status, "error": str(r.error).splitlines()[0][:200] if r.error else ""})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(f"best_{opts.metric}", ascending=opts.mode == "min", na_position="last")
+    return table.reset_index(drop=True)
+
+
+def _best_checkpoint(grid, opts: SearchOptions) -> tuple[Any, Path]:
+    best = grid.get_best_result(metric=opts.metric, mode=opts.mode, scope="all")
+    df = best.metrics_dataframe
+    row = df.loc[df[opts.metric].idxmin() if opts.mode == "min" else df[opts.metric].idxmax()]
+    return best, Path(row["checkpoint_path"]) / "checkpoint.ckpt"
+
+
+def run_search(opts: SearchOptions) -> dict[str, Any]:
+    """Run (or resume) a search; returns the trial table, the best config and the registered version."""
+    import mlflow
+    import torch
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from stocktrend.platform import registry
+    from stocktrend.platform.cache import load_or_build_panel
+    from stocktrend.platform.checkpoint import make_checkpoint, save_checkpoint
+    from stocktrend.platform.dataset import DataConfig, prepare
+    from stocktrend.platform.raytrain import init_ray
+    from stocktrend.platform.sources import load_universe
+    from stocktrend.tune.space import DEFAULTS, SPACES, model_config
+
+    if opts.preset not in SPACES:
+        raise ValueError(f"unknown search preset {opts.preset!r}; available: {', '.join(SPACES)}")
+    t0 = time.perf_counter()
+    init_ray(opts.address)
+    data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir)
+    universe = load_universe(opts.data_dir, list(opts.tickers) or None)
+    panel = load_or_build_panel(universe)
+    log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
+    storage = opts.storage or str(default_home() / "tune")
+    exp_path = os.path.join(storage, opts.name)
+    trainable = tune.with_parameters(trial_fn, panel=panel,
+                                     base={"opts": opts, "data_config": data_config, "storage": storage})
+    if tune.Tuner.can_restore(exp_path):
+        log.info("resuming search %s from %s", opts.name, exp_path)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        searcher, _ = _searcher(opts, SPACES[opts.preset], DEFAULTS[opts.preset])
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=opts.max_epochs,
+                                  grace_period=opts.grace_period, reduction_factor=opts.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=SPACES[opts.preset],
+            tune_config=tune.TuneConfig(metric=opts.metric, mode=opts.mode, search_alg=searcher,
+                                        scheduler=scheduler, num_samples=opts.num_samples),
+            run_config=tune.RunConfig(name=opts.name, storage_path=storage,
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+    grid = tuner.fit()
+    table = trial_table(grid, opts)
+    out_dir = default_home() / "searches" / opts.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "trials.csv", index=False)
+    table.to_parquet(out_dir / "trials.parquet", index=False)
+    result: dict[str, Any] = {"table": table, "table_path": str(out_dir / "trials.csv"), "experiment": exp_path,
+                              "seconds": time.perf_counter() - t0, "version": None}
+    ok = table[table["status"] != "error"]
+    if ok.empty:
+        raise RuntimeError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
+    best, ckpt_path = _best_checkpoint(grid, opts)
+    result["best_config"] = {k: best.config[k] for k in SPACES[opts.preset]}
+    if not opts.register:
+        return result
+
+    with registry.tracked_run(f"search-{opts.name}", {f"search.{k}": v for k, v in vars(opts).items()
+                                                      if k != "extra_points"}) as parent:
+        for r in grid:  # every trial as a nested run: params, per-epoch metrics, status
+            with mlflow.start_run(run_name=f"trial-{r.path.rsplit('/', 1)[-1][:40]}", nested=True):
+                mlflow.log_params({k: v for k, v in r.config.items()})
+                df = r.metrics_dataframe
+                if df is not None:
+                    for _, row in df.iterrows():
+                        mlflow.log_metrics({k: float(row[k]) for k in df.columns
+                                            if k.startswith(("val_", "train_")) and pd.notna(row[k])},
+                                           step=int(row["training_iteration"]))
+                mlflow.set_tag("status", "error" if r.error else "ok")
+        mlflow.log_artifact(str(out_dir / "trials.csv"))
+        # The best trial's weights, re-expressed as a self-contained stocktrend checkpoint.
+        data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
+                                      top_k=int(best.config["top_k"])))
+        mcfg = model_config(opts.preset, best.config, data.n_features, data.seq_len, data.kind.n_classes)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+        from stocktrend.models.hybrid import HybridNet
+        model = HybridNet(mcfg)
+        model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+        best_value = float(table.iloc[0][f"best_{opts.metric}"])
+        ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
+                               extra={"search": opts.name, "trial_config": result["best_config"]})
+        path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
+        mlflow.log_metric(f"best_{opts.metric}", best_value)
+        version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],
+                                               description=f"search {opts.name}")
+    result.update(version=version, checkpoint=str(path))
+    if opts.promote:
+        registry.promote(opts.model_name, version)
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> SearchOptions:
+    ap = argparse.ArgumentParser(prog="python -m stocktrend.tune.search", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = SearchOptions()
+    ap.add_argument("--name", default=d.name, help="search name: Tune experiment, Optuna study, rerun to resume")
+    ap.add_argument("--preset", default=d.preset, help="search space / model preset: small, seed, tiny")
+    ap.add_argument("--num-samples", type=int, default=d.num_samples)
+    ap.add_argument("--max-epochs", type=int, default=d.max_epochs)
+    ap.add_argument("--grace-period", type=int, default=d.grace_period)
+    ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
+    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc"])
+    ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
+    ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial)
+    ap.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
+    ap.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--ticker", default="", help="comma-separated target tickers (default MSFT / all files of --data)")
+    ap.add_argument("--data", default=None, help="directory of CSV/Parquet files (default: embedded universe)")
+    ap.add_argument("--storage", default=None, help="Tune/Train storage: local dir or URI shared by all nodes")
+    ap.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default sqlite in $STOCKTREND_HOME)")
+    ap.add_argument("--model-name", default=d.model_name)
+    ap.add_argument("--promote", action="store_true", help="set the production alias on the best trial's version")
+    ap.add_argument("--no-register", action="store_true")
+    ap.add_argument("--address", default=None, help="Ray address (default $RAY_ADDRESS or a local instance)")
+    a = ap.parse_args(argv)
+    return SearchOptions(name=a.name, preset=a.preset, num_samples=a.num_samples, max_epochs=a.max_epochs,
+                         grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
+                         max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
+                         cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,
+                         tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, storage=a.storage,
+                         optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
+                         register=not a.no_register, address=a.address)
+
+
+def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
+    cols = [c for c in res["table"].columns if c not in ("trial_id", "error")]
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        print(res["table"][cols].to_string(index=False))
+    n_early = int(res["table"]["stopped_early"].sum())
+    print(f"\n{len(res['table'])} trials in {res['seconds']:.0f} s ({n_early} stopped early by ASHA); "
+          f"table: {res['table_path']}")
+    print(f"best config: {res['best_config']}")
+    if res["version"]:
+        print(f"registered: {opts.model_name} version {res['version']}"
+              + (" (promoted to production)" if opts.promote else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    opts = parse_args(argv)
+    try:
+        res = run_search(opts)
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command (--name {opts.name}) to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_summary(res, opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

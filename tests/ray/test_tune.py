@@ -1,0 +1,84 @@
+"""Ray Tune + Optuna + ASHA with real Ray on 2 CPUs (tiny search space), and through `ray job submit`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from stocktrend.platform import cache, registry
+from stocktrend.platform.checkpoint import Predictor
+from stocktrend.platform.dataset import build_dataset
+from stocktrend.tune.search import SearchOptions, run_search
+from tests.ray.test_raytrain import ROOT, _free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeypatch):
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    before = cache.COMPUTE_COUNT["tickers"]
+    # A deliberately poor point (tiny learning rate) after the preset default makes an ASHA stop certain.
+    poor = {"width": 1.0, "kernel_size": 3, "conv_dropout": 0.0, "lstm_dropout": 0.0, "dense_dropout": 0.0,
+            "lstm_hidden": 8, "sequence_length": 12, "top_k": 8, "lr": 1e-6, "weight_decay": 5e-3,
+            "batch_size": 64}
+    opts = SearchOptions(name="ci", preset="tiny", num_samples=3, max_epochs=4, grace_period=1,
+                         model_name="tuned", promote=True, extra_points=(poor,))
+    res = run_search(opts)
+    table = res["table"]
+    assert len(table) == 3 and (table["status"] != "error").all()
+    assert table["stopped_early"].any()  # ASHA stopped at least one trial
+    assert (table.loc[table["stopped_early"], "epochs"] < 4).all()
+    assert table["sequence_length"].nunique() >= 2  # windows were rebuilt per trial...
+    assert cache.COMPUTE_COUNT["tickers"] <= before + 1  # ...from features computed at most once, by the driver
+    assert len(list((tmp_path / "cache").glob("features-*.parquet"))) == 1
+    assert Path(res["table_path"]).is_file() and (Path(res["table_path"]).with_suffix(".parquet")).is_file()
+    # Best trial registered, promoted, loadable, predicting on windows of its own sequence length.
+    assert res["version"] == 1 and registry.get_version("tuned", "production")["version"] == 1
+    path, _ = registry.download("tuned", "production")
+    pred = Predictor.load(path)
+    assert pred.seq_len == res["best_config"]["sequence_length"]
+    data = build_dataset(pred.data_config)
+    probs, _ = pred.predict_proba(data.with_transforms(pred.transforms).windows(data.samples["test"][:5]))
+    assert probs.shape == (5, 2) and np.allclose(probs.sum(1), 1)
+    # The Optuna study is persisted (resumable, inspectable) and every trial is a nested MLflow run.
+    study = optuna.load_study(study_name="ci", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 3
+    c = registry.client()
+    exp = c.get_experiment_by_name(registry.EXPERIMENT)
+    parent = c.search_runs([exp.experiment_id], "tags.mlflow.runName = 'search-ci'")[0]
+    children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3
+
+
+def test_search_through_ray_job_submit(tmp_path):
+    import shutil
+    import tempfile
+
+    import ray
+    ray.shutdown()  # `ray stop` below stops every Ray process on the machine
+    ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port, dash = _free_port(), _free_port()
+    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", f"--dashboard-port={dash}",
+                            "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        runtime_env = json.dumps({"env_vars": {"STOCKTREND_HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}})
+        job = subprocess.run(
+            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
+             f"--runtime-env-json={runtime_env}", "--", sys.executable, "-m", "stocktrend.tune.search", "--preset",
+             "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1", "--name", "job"],
+            capture_output=True, text=True, env=env, timeout=500)
+        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
+        assert "succeeded" in job.stdout and "2 trials in" in job.stdout
+        assert (tmp_path / "searches" / "job" / "trials.csv").is_file()
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
