@@ -52,6 +52,8 @@ class SearchOptions:
     register: bool = True
     address: str | None = None
     extra_points: tuple[dict, ...] = ()  # evaluated after the preset default (tests plant a poor config here)
+    searcher: str = "optuna"  # optuna (TPE) | random (Tune's random sampling, for comparisons)
+    scheduler: str = "asha"  # asha | fifo (every trial runs max_epochs)
 
     @property
     def mode(self) -> str:
@@ -97,14 +99,14 @@ def _searcher(opts: SearchOptions, space: dict, defaults: dict):
 
 def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
     rows = []
-    for r in grid:
+    for order, r in enumerate(grid):
         df = r.metrics_dataframe
         epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
         best = None
         if df is not None and opts.metric in df:
             best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
         status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
-        rows.append({"trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
+        rows.append({"order": order, "trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
                      f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
                      "status": status, "error": str(r.error).splitlines()[0][:200] if r.error else ""})
     table = pd.DataFrame(rows)
@@ -152,9 +154,22 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
-        searcher, _ = _searcher(opts, SPACES[opts.preset], DEFAULTS[opts.preset])
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=opts.max_epochs,
-                                  grace_period=opts.grace_period, reduction_factor=opts.reduction_factor)
+        if opts.searcher == "optuna":
+            searcher, _ = _searcher(opts, SPACES[opts.preset], DEFAULTS[opts.preset])
+        elif opts.searcher == "random":
+            from ray.tune.search import BasicVariantGenerator
+            searcher = BasicVariantGenerator(points_to_evaluate=[DEFAULTS[opts.preset], *opts.extra_points],
+                                             max_concurrent=opts.max_concurrent, random_state=opts.seed)
+        else:
+            raise ValueError(f"unknown searcher {opts.searcher!r}; use optuna or random")
+        if opts.scheduler == "asha":
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=opts.max_epochs,
+                                      grace_period=opts.grace_period, reduction_factor=opts.reduction_factor)
+        elif opts.scheduler == "fifo":
+            from ray.tune.schedulers import FIFOScheduler
+            scheduler = FIFOScheduler()
+        else:
+            raise ValueError(f"unknown scheduler {opts.scheduler!r}; use asha or fifo")
         tuner = tune.Tuner(
             trainable, param_space=SPACES[opts.preset],
             tune_config=tune.TuneConfig(metric=opts.metric, mode=opts.mode, search_alg=searcher,
@@ -235,6 +250,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--promote", action="store_true", help="set the production alias on the best trial's version")
     ap.add_argument("--no-register", action="store_true")
     ap.add_argument("--address", default=None, help="Ray address (default $RAY_ADDRESS or a local instance)")
+    ap.add_argument("--searcher", default=d.searcher, choices=["optuna", "random"])
+    ap.add_argument("--scheduler", default=d.scheduler, choices=["asha", "fifo"])
     a = ap.parse_args(argv)
     return SearchOptions(name=a.name, preset=a.preset, num_samples=a.num_samples, max_epochs=a.max_epochs,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
@@ -242,11 +259,12 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,
                          tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, storage=a.storage,
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
-                         register=not a.no_register, address=a.address)
+                         register=not a.no_register, address=a.address, searcher=a.searcher,
+                         scheduler=a.scheduler)
 
 
 def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
-    cols = [c for c in res["table"].columns if c not in ("trial_id", "error")]
+    cols = [c for c in res["table"].columns if c not in ("order", "trial_id", "error")]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         print(res["table"][cols].to_string(index=False))
     n_early = int(res["table"]["stopped_early"].sum())
