@@ -288,6 +288,36 @@ def evaluate_cmd(
     typer.echo(f"report       : {res['report']}")
 
 
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option("stocktrend@production", "--model", help="NAME@ALIAS, NAME@VERSION or a checkpoint."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to listen on every interface)."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    max_replicas: int = typer.Option(2, min=1, help="Autoscaling upper bound."),
+    request_timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
+) -> None:
+    """Serve the model over HTTP with Ray Serve (Ctrl-C stops it). Routes: /predict, /predict/ticker, /model,
+    /healthz, /metrics, /docs."""
+    import os
+
+    from ray import serve
+
+    from stocktrend.platform.raytrain import init_ray
+    from stocktrend.serve.app import app_builder
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    init_ray()
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+    serve.run(app_builder({"model": model, "max_replicas": max_replicas}), name="stocktrend", route_prefix="/",
+              blocking=False)
+    typer.echo(f"serving {model} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    try:
+        import time
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
 @app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def tune_cmd(ctx: typer.Context) -> None:

@@ -4,6 +4,7 @@ import pytest
 
 # Keep every run artefact of the test session out of the working tree.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway local clusters (see ../shared/RAY_NOTES.md)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -16,3 +17,20 @@ def _stocktrend_home(tmp_path_factory):
         os.environ.pop("STOCKTREND_HOME", None)
     else:
         os.environ["STOCKTREND_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    import ray
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """One local Ray instance shared by the in-process tests (2 CPUs, modest object store), started on first use in
+    a module and again in the next module after a job-submit test (always last in its module) ran ``ray stop``."""
+    import ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=True, log_to_driver=False)
+    return ray

@@ -1,0 +1,344 @@
+"""Ray Serve deployment with a FastAPI ingress: the registered model as an autoscaling, hot-swappable HTTP endpoint.
+
+- The model comes from the registry by ``user_config["model"]`` (``NAME@ALIAS`` or ``NAME@VERSION``, or a checkpoint
+  path). ``reconfigure`` loads it; with an alias, a background task polls the registry every ``poll_interval_s`` and
+  swaps in a newly promoted version: the new model is loaded first and replaces the old one in one assignment, so no
+  request fails during the swap. ``check_health`` fails a replica that has no loaded model, and Serve replaces it.
+- ``/predict`` requests are merged by ``@serve.batch`` (max batch size and wait from ``user_config``).
+- Bad input is a 4xx naming the problem (shape, feature count, NaN/inf, empty, too many items, body too large, too
+  little history, unsorted/duplicate dates, bad prices, a version that is not served); never a 500.
+- ``STOCKTREND_API_TOKEN`` set in the replica's environment turns on bearer-token auth (401 without it).
+Build with ``app_builder(args)`` for ``serve run stocktrend.serve.app:app_builder``, ``serve build`` and
+``serve deploy serve_config.yaml``.
+"""
+
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from stocktrend.serve.schemas import (ItemPrediction, ModelInfo, PredictRequest, PredictResponse, TickerRequest,
+                                      TickerResponse)
+
+log = logging.getLogger("stocktrend.serve")
+
+DEFAULT_USER_CONFIG: dict[str, Any] = {
+    "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
+    "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)
+    "max_batch_size": 32,  # @serve.batch
+    "batch_wait_timeout_s": 0.005,
+    "max_items": 256,  # windows per /predict request
+    "max_history_days": 5000,  # bars per /predict/ticker request
+}
+MAX_BODY_BYTES = int(os.environ.get("STOCKTREND_MAX_BODY_BYTES", 8 * 2**20))
+
+api = FastAPI(title="stocktrend", description="Stock-trend predictions from the registered hybrid model. "
+              "Not financial advice.", version="1")
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next):
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": f"request body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit"},
+                            status_code=413)
+    return await call_next(request)
+
+
+@api.exception_handler(ClientError)
+async def _client_error(request: Request, exc: ClientError):
+    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+
+class Metrics:
+    """Prometheus metrics of one replica (``GET /metrics``)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stocktrend_requests", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("stocktrend_request_seconds", "request latency", ["route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.batch = Histogram("stocktrend_batch_size", "windows per model call", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.classes = Counter("stocktrend_predictions", "predicted labels", ["label"], registry=self.registry)
+        self.confidence = Histogram("stocktrend_confidence", "confidence of predictions", registry=self.registry,
+                                    buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0))
+        self.version = Gauge("stocktrend_model_version", "served model version", ["name"], registry=self.registry)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+
+def _check_token(request: Request) -> None:
+    token = os.environ.get("STOCKTREND_API_TOKEN")
+    if token and request.headers.get("authorization", "") != f"Bearer {token}":
+        raise ClientError(401, "missing or wrong bearer token (Authorization: Bearer <STOCKTREND_API_TOKEN>)")
+
+
+@serve.deployment(
+    max_ongoing_requests=32, max_queued_requests=64, health_check_period_s=5, health_check_timeout_s=10,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8,
+                        "upscale_delay_s": 10, "downscale_delay_s": 60},
+    user_config=DEFAULT_USER_CONFIG)
+@serve.ingress(api)
+class StockTrendService:
+    def __init__(self):
+        self.predictor = None
+        self.info: dict[str, Any] = {}
+        self.error: str | None = "no model loaded yet"
+        self.cfg = dict(DEFAULT_USER_CONFIG)
+        self.metrics = Metrics()
+        self._poll_task: asyncio.Task | None = None
+        self._market_cache: dict[str, pd.DataFrame] | None = None
+
+    # -- model loading and hot swap --------------------------------------------------------------------------------
+    def _load(self, spec: str) -> None:
+        from stocktrend.platform.checkpoint import Predictor
+        from stocktrend.platform.pipeline import resolve_model
+        path, info = resolve_model(spec)
+        predictor = Predictor.load(path)
+        name, _, ref = spec.partition("@")
+        new_info = {"name": info and name or os.path.basename(spec), "version": info["version"] if info else None,
+                    "alias": ref if ref and not ref.isdigit() else None}
+        # One assignment each: a request sees either the old model or the new one, never a mix.
+        self.predictor, self.info, self.error, self._market_cache = predictor, new_info, None, None
+        self.metrics.version.labels(new_info["name"]).set(new_info["version"] or 0)
+        log.info("serving %s version %s", new_info["name"], new_info["version"])
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        cfg = {**DEFAULT_USER_CONFIG, **(user_config or {})}
+        self.cfg = cfg
+        self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
+        self._batched.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+        try:
+            await asyncio.to_thread(self._load, cfg["model"])
+        except Exception as exc:  # keep serving the previous model if there is one; health reports the problem
+            self.error = f"cannot load model {cfg['model']!r}: {exc}"
+            log.error(self.error)
+        if self._poll_task is None and float(cfg["poll_interval_s"]) > 0:
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        from stocktrend.platform import registry
+        while True:
+            await asyncio.sleep(float(self.cfg["poll_interval_s"]))
+            spec = self.cfg["model"]
+            name, _, ref = spec.partition("@")
+            if not ref or ref.isdigit():
+                continue  # pinned version or file: nothing to follow
+            try:
+                current = await asyncio.to_thread(registry.get_version, name, ref)
+                if current["version"] != self.info.get("version"):
+                    await asyncio.to_thread(self._load, spec)
+            except Exception as exc:  # a registry hiccup must not kill the replica; the old model keeps serving
+                log.warning("alias poll failed: %s", exc)
+
+    def check_health(self) -> None:
+        if self.predictor is None:
+            raise RuntimeError(self.error or "no model loaded")
+
+    def _require(self, version: int | None):
+        if self.predictor is None:
+            raise ClientError(503, self.error or "no model loaded")
+        if version is not None and version != self.info.get("version"):
+            raise ClientError(404, f"model version {version} is not served; this endpoint serves "
+                                   f"{self.info.get('name')} version {self.info.get('version')}")
+        return self.predictor
+
+    # -- batching ----------------------------------------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batched(self, items: list[tuple[Any, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        # Requests are grouped by the predictor that validated them, so a hot swap mid-batch cannot mix models.
+        out: list[Any] = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for i, (pred, _) in enumerate(items):
+            groups.setdefault(id(pred), []).append(i)
+        for idx in groups.values():
+            pred = items[idx[0]][0]
+            x = np.concatenate([items[i][1] for i in idx])
+            self.metrics.batch.observe(len(x))
+            probs, att = await asyncio.to_thread(pred.predict_proba, x, 512, True)
+            start = 0
+            for i in idx:
+                n = len(items[i][1])
+                out[i] = (probs[start:start + n], att[start:start + n])
+                start += n
+        return out
+
+    def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[ItemPrediction]:
+        d = pred.describe(probs, att if attention else None)
+        items = []
+        for i in range(len(probs)):
+            self.metrics.classes.labels(d.labels[i]).inc()
+            self.metrics.confidence.observe(d.confidence[i])
+            items.append(ItemPrediction(probabilities=dict(zip(pred.class_names, d.probabilities[i])),
+                                        label=d.labels[i], signal=d.signals[i], confidence=d.confidence[i],
+                                        attention=d.attention[i] if d.attention is not None else None))
+        return items
+
+    async def _timed(self, route: str, fn):
+        t0 = time.perf_counter()
+        status = 200
+        try:
+            return await fn()
+        except ClientError as exc:
+            status = exc.status
+            raise
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        except Exception as exc:  # unexpected: still a clear answer, and counted
+            status = 500
+            log.exception("unexpected error on %s", route)
+            raise ClientError(500, f"internal error: {type(exc).__name__}") from exc
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+    # -- routes ----------------------------------------------------------------------------------------------------
+    @api.post("/predict", response_model=PredictResponse)
+    async def predict(self, req: PredictRequest, request: Request) -> PredictResponse:
+        async def run():
+            _check_token(request)
+            pred = self._require(req.version)
+            if len(req.windows) > int(self.cfg["max_items"]):
+                raise ClientError(413, f"{len(req.windows)} windows exceed the limit of {self.cfg['max_items']} "
+                                       f"per request")
+            try:
+                x = np.asarray(req.windows, dtype=np.float32)
+            except ValueError:
+                raise ClientError(422, "windows must be a rectangular [batch][sequence_length][n_features] array "
+                                       "(rows of different lengths)") from None
+            if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
+                raise ClientError(422, f"windows must have shape [batch][{pred.seq_len}][{pred.n_features}] for this "
+                                       f"model, got {list(x.shape)}")
+            if not np.isfinite(x).all():
+                bad = np.argwhere(~np.isfinite(x))[0].tolist()
+                raise ClientError(422, f"windows contain NaN or infinite values (first at index {bad})")
+            probs, att = await self._batched((pred, x))
+            return PredictResponse(model=self.info["name"], version=self.info["version"],
+                                   predictions=self._items(pred, probs, att, req.attention))
+        return await self._timed("/predict", run)
+
+    def _market_for(self, pred, req: TickerRequest) -> dict[str, pd.DataFrame]:
+        from stocktrend.platform.sources import validate_prices
+        if req.market is not None:
+            return {name: validate_prices(pd.DataFrame([b.model_dump() for b in bars]), f"market[{name}]",
+                                          required=("close",), repair=False) for name, bars in req.market.items()}
+        if pred.data_config.data_dir is not None:
+            raise ClientError(422, "this model was trained with market series from a data directory: send them in "
+                                   "'market'")
+        if self._market_cache is None:
+            from stocktrend.platform.sources import load_embedded
+            market = list(pred.data_config.market) if pred.data_config.market is not None else None
+            self._market_cache = load_embedded(market=market).market
+        return self._market_cache
+
+    @api.post("/predict/ticker", response_model=TickerResponse)
+    async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
+        from stocktrend.platform.sources import DataValidationError, validate_prices
+
+        async def run():
+            _check_token(request)
+            pred = self._require(req.version)
+            if len(req.prices) > int(self.cfg["max_history_days"]):
+                raise ClientError(413, f"{len(req.prices)} bars exceed the limit of {self.cfg['max_history_days']}")
+            try:
+                prices = validate_prices(pd.DataFrame([b.model_dump() for b in req.prices]), "prices", repair=False)
+                market = self._market_for(pred, req)
+                out = await asyncio.to_thread(pred.predict_prices, prices, market, None, True)
+            except DataValidationError as exc:
+                raise ClientError(422, str(exc)) from None
+            probs = np.asarray(out.probabilities)
+            item = self._items(pred, probs, np.asarray(out.attention), req.attention)[0]
+            return TickerResponse(**item.model_dump(), model=self.info["name"], version=self.info["version"],
+                                  date=str(prices.index[-1].date()))
+        return await self._timed("/predict/ticker", run)
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        if self.predictor is None:
+            return JSONResponse({"status": "unhealthy", "detail": self.error}, status_code=503)
+        return JSONResponse({"status": "ok", "model": self.info["name"], "version": self.info["version"]})
+
+    @api.get("/model", response_model=ModelInfo)
+    async def model(self, request: Request) -> ModelInfo:
+        _check_token(request)
+        pred = self._require(None)
+        ck = pred.ckpt
+        return ModelInfo(name=self.info["name"], version=self.info["version"], alias=self.info["alias"],
+                         label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
+                         n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
+                         metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
+                         features=pred.transforms.selected,
+                         market=list(pred.data_config.market) if pred.data_config.market is not None else None)
+
+    @api.get("/metrics")
+    async def metrics_text(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+
+BUILDER_ARGS = {*DEFAULT_USER_CONFIG, "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
+                "downscale_delay_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars"}
+
+
+def validate_serve_config(cfg: dict[str, Any]) -> None:
+    """Ray's ServeDeploySchema plus what it lets through: unknown keys at any level (Ray accepts them silently) and
+    unknown app_builder args. Raises ValueError naming the bad key."""
+    from ray.serve.schema import HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema
+    ServeDeploySchema.model_validate(cfg)
+    for where, keys, model in (("top level", cfg, ServeDeploySchema),
+                               ("http_options", cfg.get("http_options", {}), HTTPOptionsSchema),
+                               *((f"application {a.get('name')}", a, ServeApplicationSchema)
+                                 for a in cfg.get("applications", []))):
+        unknown = set(keys) - set(model.model_fields)
+        if unknown:
+            raise ValueError(f"serve config {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for a in cfg.get("applications", []):
+        if a.get("import_path") == "stocktrend.serve.app:app_builder":
+            unknown = set(a.get("args", {})) - BUILDER_ARGS
+            if unknown:
+                raise ValueError(f"serve config application {a.get('name')}: unknown arg(s) "
+                                 f"{', '.join(sorted(unknown))}")
+
+
+def app_builder(args: dict[str, Any] | None = None):
+    """``serve run stocktrend.serve.app:app_builder model=stocktrend@production`` and serve_config.yaml use this.
+
+    args: model, poll_interval_s, max_batch_size, batch_wait_timeout_s, max_items, min_replicas, max_replicas,
+    target_ongoing_requests, upscale_delay_s, downscale_delay_s, max_ongoing_requests, max_queued_requests,
+    num_cpus (per replica), env_vars (e.g. MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas)."""
+    args = dict(args or {})
+    unknown = set(args) - BUILDER_ARGS
+    if unknown:
+        raise ValueError(f"unknown app_builder arg(s): {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(sorted(BUILDER_ARGS))}")
+    user_config = {k: type(DEFAULT_USER_CONFIG[k])(args[k]) for k in DEFAULT_USER_CONFIG if k in args}
+    autoscaling = {"min_replicas": int(args.get("min_replicas", 1)), "max_replicas": int(args.get("max_replicas", 2)),
+                   "target_ongoing_requests": float(args.get("target_ongoing_requests", 8)),
+                   "upscale_delay_s": float(args.get("upscale_delay_s", 10)),
+                   "downscale_delay_s": float(args.get("downscale_delay_s", 60))}
+    return StockTrendService.options(
+        user_config={**DEFAULT_USER_CONFIG, **user_config}, autoscaling_config=autoscaling,
+        max_ongoing_requests=int(args.get("max_ongoing_requests", 32)),
+        max_queued_requests=int(args.get("max_queued_requests", 64)),
+        ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5)),
+                           **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
+                              if args.get("env_vars") else {})}).bind()

@@ -1,0 +1,78 @@
+"""Request and response models of the HTTP API (pydantic v2). Shapes are checked against the served model in the
+deployment, where its sequence length and feature count are known; here only structure and limits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PredictRequest(BaseModel):
+    """Windows already scaled and selected as ``GET /model`` describes: [batch][sequence_length][n_features]."""
+
+    model_config = ConfigDict(extra="forbid")
+    windows: list[list[list[float]]] = Field(..., min_length=1, description="[batch][sequence_length][n_features]")
+    attention: bool = Field(False, description="also return the attention weight of every day")
+    version: int | None = Field(None, description="refuse to answer unless this model version is served")
+
+
+class Bar(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    date: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+
+
+class MarketBar(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    date: str
+    close: float
+
+
+class TickerRequest(BaseModel):
+    """Raw daily history, oldest first; the server computes features exactly as in training."""
+
+    model_config = ConfigDict(extra="forbid")
+    prices: list[Bar] = Field(..., min_length=1)
+    market: dict[str, list[MarketBar]] | None = Field(
+        None, description="market series by the names used in training (default: the embedded series, if the "
+                          "model was trained on them)")
+    attention: bool = False
+    version: int | None = None
+
+
+class ItemPrediction(BaseModel):
+    probabilities: dict[str, float]
+    label: str
+    signal: str
+    confidence: float
+    attention: list[float] | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int | None
+    predictions: list[ItemPrediction]
+
+
+class TickerResponse(ItemPrediction):
+    model: str
+    version: int | None
+    date: str  # the last day of the history: the prediction is for the next ``horizon`` days
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: int | None
+    alias: str | None
+    label_kind: str
+    class_names: list[str]
+    sequence_length: int
+    n_features: int
+    horizon: int
+    data_hash: str
+    metrics: dict[str, float]
+    features: list[str]  # the selected features, in model input order
+    market: list[str] | None

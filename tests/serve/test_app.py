@@ -1,0 +1,233 @@
+"""The Serve app over real HTTP on loopback: parity with in-process predictions, bad input, auth, hot swap, replica
+loss and autoscaling. One Serve instance for the module."""
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from stocktrend.platform import registry
+from stocktrend.platform.checkpoint import Predictor
+from stocktrend.platform.dataset import DataConfig, build_dataset
+from stocktrend.platform.pipeline import train_job
+from stocktrend.platform.sources import load_embedded
+from stocktrend.platform.training import TrainConfig
+from tests.ray.test_raytrain import _free_port
+
+pytestmark = pytest.mark.slow
+QUICK = TrainConfig(preset="tiny", epochs=1, batch_size=64, accumulate=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, tmp_path_factory):
+    import os
+
+    from ray import serve
+
+    from stocktrend.serve.app import StockTrendService, app_builder
+    home = tmp_path_factory.mktemp("serve-home")
+    old = os.environ.get("STOCKTREND_HOME")
+    os.environ["STOCKTREND_HOME"] = str(home)  # the replicas inherit it through the local Ray instance's env
+    data = build_dataset(DataConfig(top_k=12, sequence_length=20))
+    for _ in range(2):
+        train_job(data.config, QUICK, model_name="svc", data=data)
+    registry.promote("svc", 1)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
+    args = {"model": "svc@production", "poll_interval_s": 1, "min_replicas": 1, "max_replicas": 2,
+            "target_ongoing_requests": 2, "upscale_delay_s": 1, "downscale_delay_s": 4, "num_cpus": 0.25,
+            "max_batch_size": 16, "env_vars": {"STOCKTREND_HOME": str(home)}}
+    serve.run(app_builder(args), name="stocktrend", route_prefix="/")
+    secure = StockTrendService.options(
+        name="secure", ray_actor_options={"num_cpus": 0.1,
+                                          "runtime_env": {"env_vars": {"STOCKTREND_API_TOKEN": "s3cret",
+                                                                       "STOCKTREND_HOME": str(home)}}},
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
+        user_config={"model": "svc@1", "poll_interval_s": 0}).bind()
+    serve.run(secure, name="secure", route_prefix="/secure")
+    url = f"http://127.0.0.1:{port}"
+    yield {"url": url, "data": data, "home": home}
+    serve.shutdown()
+    if old is None:
+        os.environ.pop("STOCKTREND_HOME", None)
+    else:
+        os.environ["STOCKTREND_HOME"] = old
+
+
+def _windows(data, n=5):
+    return data.windows(data.samples["test"][:n])
+
+
+def test_predictions_over_http_equal_in_process(served):
+    data = served["data"]
+    path, _ = registry.download("svc", "1")
+    pred = Predictor.load(path)
+    x = data.with_transforms(pred.transforms).windows(data.samples["test"][:7])
+    r = httpx.post(f"{served['url']}/predict", json={"windows": x.tolist(), "attention": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == 1 and len(body["predictions"]) == 7
+    expected, att = pred.predict_proba(x, return_attention=True)
+    got = np.array([[p["probabilities"][n] for n in pred.class_names] for p in body["predictions"]])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array([p["attention"] for p in body["predictions"]]), att, rtol=1e-5, atol=1e-6)
+    assert {p["signal"] for p in body["predictions"]} <= {"BUY", "SELL"}
+
+    msft = load_embedded().tickers["MSFT"].iloc[-400:]
+    bars = [{"date": str(d.date()), **{k: float(v) for k, v in row.items()}} for d, row in msft.iterrows()]
+    r = httpx.post(f"{served['url']}/predict/ticker", json={"prices": bars, "attention": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    local = pred.predict_prices(msft, load_embedded().market)
+    assert r.json()["date"] == "2017-11-10" and r.json()["label"] == local.labels[0]
+    assert r.json()["probabilities"]["Alcista"] == pytest.approx(local.probabilities[0][1], rel=1e-5)
+    assert len(r.json()["attention"]) == 20
+
+    info = httpx.get(f"{served['url']}/model", timeout=10).json()
+    assert info["version"] == 1 and info["alias"] == "production" and info["n_features"] == 12
+    assert httpx.get(f"{served['url']}/healthz", timeout=10).json()["status"] == "ok"
+    assert "/predict" in httpx.get(f"{served['url']}/openapi.json", timeout=10).json()["paths"]
+
+
+def _bars(n=400):
+    msft = load_embedded().tickers["MSFT"].iloc[-n:]
+    return [{"date": str(d.date()), **{k: float(v) for k, v in row.items()}} for d, row in msft.iterrows()]
+
+
+BAD = [
+    ("/predict", {"windows": [[[0.0] * 12] * 19]}, 422, "shape [batch][20][12]"),
+    ("/predict", {"windows": [[[0.0] * 11] * 20]}, 422, "shape [batch][20][12]"),
+    ("/predict", {"windows": []}, 422, "at least 1"),
+    ("/predict", {"windows": [[["a"] * 12] * 20]}, 422, "valid number"),
+    ("/predict", {"windows": [[[0.0] * 12] * 20, [[0.0] * 12] * 19]}, 422, "rectangular"),
+    ("/predict", {"windows": [[[0.0] * 12] * 20] * 300}, 413, "exceed the limit of 256"),
+    ("/predict", {"windows": [[[0.0] * 12] * 20], "version": 9}, 404, "version 9 is not served"),
+    ("/predict", {"wndows": []}, 422, "Field required"),
+]
+
+
+@pytest.mark.parametrize("route,payload,status,message", BAD)
+def test_bad_input_is_a_clear_4xx_and_the_next_request_works(served, route, payload, status, message):
+    r = httpx.post(f"{served['url']}{route}", json=payload, timeout=30)
+    assert r.status_code == status, r.text
+    assert message in r.text
+    good = httpx.post(f"{served['url']}/predict", json={"windows": [[[0.0] * 12] * 20]}, timeout=30)
+    assert good.status_code == 200
+
+
+def test_nan_inf_history_and_body_limits(served):
+    url = served["url"]
+    nan_body = '{"windows": [[' + ",".join(["[" + ",".join(["NaN"] * 12) + "]"] * 20) + "]]}"
+    r = httpx.post(f"{url}/predict", content=nan_body, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 422 and "NaN or infinite" in r.text
+    bars = _bars(100)
+    r = httpx.post(f"{url}/predict/ticker", json={"prices": bars}, timeout=30)
+    assert r.status_code == 422 and "too little history" in r.text
+    bars = _bars()
+    bars[10], bars[11] = bars[11], bars[10]
+    r = httpx.post(f"{url}/predict/ticker", json={"prices": bars}, timeout=30)
+    assert r.status_code == 422 and "dates are not sorted" in r.text
+    bars = _bars()
+    bars[12] = dict(bars[11])
+    r = httpx.post(f"{url}/predict/ticker", json={"prices": bars}, timeout=30)
+    assert r.status_code == 422 and "duplicate" in r.text
+    bars = _bars()
+    bars[5]["close"] = -3.0
+    r = httpx.post(f"{url}/predict/ticker", json={"prices": bars}, timeout=30)
+    assert r.status_code == 422 and "non-positive price" in r.text
+    big = b'{"windows": [' + b"0" * (9 * 2**20) + b"]}"
+    r = httpx.post(f"{url}/predict", content=big, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413 and "exceeds" in r.text
+    assert httpx.post(f"{url}/predict", json={"windows": [[[0.0] * 12] * 20]}, timeout=30).status_code == 200
+
+
+def test_auth(served):
+    url = served["url"] + "/secure"
+    ok = {"windows": [[[0.0] * 12] * 20]}
+    assert httpx.post(f"{url}/predict", json=ok, timeout=30).status_code == 401
+    assert httpx.post(f"{url}/predict", json=ok, headers={"Authorization": "Bearer nope"}, timeout=30).status_code == 401
+    r = httpx.post(f"{url}/predict", json=ok, headers={"Authorization": "Bearer s3cret"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+class Loop:
+    """Sends good requests from a thread until stopped; counts successes and failures."""
+
+    def __init__(self, url, threads=1):
+        self.url, self.ok, self.failed, self.versions = url, 0, [], set()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self):
+        with httpx.Client(timeout=30) as c:
+            while not self.stop.is_set():
+                try:
+                    r = c.post(f"{self.url}/predict", json={"windows": [[[0.1] * 12] * 20]})
+                    if r.status_code == 200:
+                        self.ok += 1
+                        self.versions.add(r.json()["version"])
+                    else:
+                        self.failed.append(r.status_code)
+                except httpx.HTTPError as exc:
+                    self.failed.append(type(exc).__name__)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def _wait(pred, timeout, step=0.5):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_hot_swap_under_load_has_zero_failures(served):
+    url = served["url"]
+    with Loop(url) as loop:
+        time.sleep(1)
+        registry.promote("svc", 2)
+        assert _wait(lambda: httpx.get(f"{url}/model", timeout=10).json()["version"] == 2, 30)
+        time.sleep(1)
+    assert loop.failed == [] and loop.ok > 10 and loop.versions == {1, 2}
+    registry.rollback("svc")
+    assert _wait(lambda: httpx.get(f"{url}/model", timeout=10).json()["version"] == 1, 30)
+
+
+def _replicas(app="stocktrend"):
+    from ray import serve
+    dep = serve.status().applications[app].deployments["StockTrendService"]
+    return sum(dep.replica_states.values()), dep.replica_states
+
+
+def test_killed_replica_is_replaced(served):
+    import ray
+    from ray.util.state import list_actors
+    with Loop(served["url"]) as loop:
+        time.sleep(1)
+        actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                  if "StockTrendService" in a.class_name and "secure" not in (a.name or "")]
+        assert actors
+        ray.kill(ray.get_actor(actors[0].name, namespace="serve"), no_restart=True)
+        assert _wait(lambda: _replicas()[1].get("RUNNING", 0) >= 1 and len(loop.failed) < 50, 60)
+        time.sleep(3)
+    assert len(loop.failed) <= 5, loop.failed
+    assert httpx.post(f"{served['url']}/predict", json={"windows": [[[0.0] * 12] * 20]}, timeout=30).status_code == 200
+
+
+def test_autoscaling_up_and_down(served):
+    with Loop(served["url"], threads=8):
+        assert _wait(lambda: _replicas()[1].get("RUNNING", 0) >= 2, 60), _replicas()
+    assert _wait(lambda: _replicas()[0] == 1, 60), _replicas()
+    metrics = httpx.get(f"{served['url']}/metrics", timeout=10).text
+    assert "stocktrend_requests_total" in metrics and "stocktrend_batch_size" in metrics

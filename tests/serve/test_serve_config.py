@@ -1,0 +1,38 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stocktrend.serve.app import app_builder, validate_serve_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+
+
+def test_serve_config_validates():
+    validate_serve_config(CFG)
+    assert CFG["applications"][0]["import_path"] == "stocktrend.serve.app:app_builder"
+
+
+@pytest.mark.parametrize("mutate,where", [
+    (lambda c: c.update(aplications=[]), "top level"),
+    (lambda c: c["http_options"].update(prot=8000), "http_options"),
+    (lambda c: c["applications"][0].update(import_pth="x"), "application stocktrend"),
+    (lambda c: c["applications"][0]["args"].update(max_replica=3), "unknown arg"),
+])
+def test_a_typo_fails(mutate, where):
+    cfg = copy.deepcopy(CFG)
+    mutate(cfg)
+    with pytest.raises(ValueError, match=where):
+        validate_serve_config(cfg)
+
+
+def test_app_builder_reads_the_config_args():
+    app = app_builder(CFG["applications"][0]["args"])
+    dep = app._bound_deployment
+    assert dep.user_config["model"] == "stocktrend@production"
+    assert dep._deployment_config.autoscaling_config.max_replicas == 4
+    assert dep._deployment_config.max_queued_requests == 64
+    with pytest.raises(ValueError, match="unknown app_builder arg"):
+        app_builder({"modle": "x"})
