@@ -71,7 +71,8 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         self.registry = CollectorRegistry()
         self.requests = Counter("stocktrend_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("stocktrend_request_seconds", "request latency", ["route"], registry=self.registry,
+        self.latency = Histogram("stocktrend_request_seconds", "request latency", ["route", "status"],
+                                 registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.batch = Histogram("stocktrend_batch_size", "windows per model call", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
@@ -209,7 +210,7 @@ class StockTrendService:
             raise ClientError(500, f"internal error: {type(exc).__name__}") from exc
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - t0)
 
     # -- routes ----------------------------------------------------------------------------------------------------
     @api.post("/predict", response_model=PredictResponse)

@@ -230,4 +230,8 @@ def test_autoscaling_up_and_down(served):
         assert _wait(lambda: _replicas()[1].get("RUNNING", 0) >= 2, 60), _replicas()
     assert _wait(lambda: _replicas()[0] == 1, 60), _replicas()
     metrics = httpx.get(f"{served['url']}/metrics", timeout=10).text
-    assert "stocktrend_requests_total" in metrics and "stocktrend_batch_size" in metrics
+    assert 'stocktrend_requests_total{route="/predict",status="200"}' in metrics
+    assert 'stocktrend_request_seconds_count{route="/predict",status="200"}' in metrics
+    for name in ("stocktrend_batch_size", "stocktrend_predictions_total", "stocktrend_confidence",
+                 "stocktrend_model_version"):
+        assert name in metrics
