@@ -97,7 +97,15 @@ def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_
     import mlflow
     from mlflow.exceptions import MlflowException
     c = client()
-    mlflow.log_artifact(str(ckpt_path), artifact_path=CHECKPOINT_DIR, run_id=run_id)
+    ckpt_path = Path(ckpt_path)
+    if ckpt_path.name != CHECKPOINT_FILE:
+        # The registry always stores the canonical name, whatever the local file is called.
+        with tempfile.TemporaryDirectory() as tmp:
+            import shutil
+            shutil.copyfile(ckpt_path, Path(tmp) / CHECKPOINT_FILE)
+            mlflow.log_artifact(str(Path(tmp) / CHECKPOINT_FILE), artifact_path=CHECKPOINT_DIR, run_id=run_id)
+    else:
+        mlflow.log_artifact(str(ckpt_path), artifact_path=CHECKPOINT_DIR, run_id=run_id)
     source = f"{c.get_run(run_id).info.artifact_uri}/{CHECKPOINT_DIR}"
     try:
         c.get_registered_model(name)

@@ -95,6 +95,12 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
         registry.list_versions("nope")
     path, info = registry.download("t", "2")
     assert info["version"] == 2 and Predictor.load(path).config.n_features == 16
+    # A checkpoint saved under another file name is stored under the canonical name and downloads fine.
+    other = tmp_path / "renamed.pt"
+    other.write_bytes(path.read_bytes())
+    with registry.tracked_run("manual", {}) as run:
+        v = registry.register_checkpoint(other, run.info.run_id, "t")
+    assert registry.download("t", str(v))[0].name == registry.CHECKPOINT_FILE
 
     # A run that dies mid-training leaves a FAILED run and no new registered version.
     import lightning.pytorch as pl
@@ -106,9 +112,10 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
     import stocktrend.platform.pipeline as pipeline
     real_fit = pipeline.fit
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: real_fit(*a, callbacks=[Boom()], **k))
+    before = [v["version"] for v in registry.list_versions("t")]
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_job(planted.config, quick, model_name="t", data=planted)
-    assert [v["version"] for v in registry.list_versions("t")] == [1, 2]
+    assert [v["version"] for v in registry.list_versions("t")] == before
     c = registry.client()
     runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id],
                          order_by=["attributes.start_time DESC"], max_results=1)
