@@ -116,6 +116,13 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     return meta, values, names
 
 
+def read_panel(path: Path | str, data_hash: str, cache_key: str) -> FeaturePanel:
+    """A cached panel read back from its Parquet file (Ray workers use it with --data-transport shared-path)."""
+    t0 = time.perf_counter()
+    meta, values, names = _read_parquet(Path(path))
+    return FeaturePanel(meta, values, names, data_hash, cache_key, Path(path), True, time.perf_counter() - t0)
+
+
 def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, cache_dir: Path | str | None = None,
                         use_cache: bool = True, n_jobs: int = 1) -> FeaturePanel:
     cfg = cfg or FeatureConfig()
@@ -128,8 +135,9 @@ def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, ca
         path = cache_dir / f"features-{key}.parquet"
         if path.is_file():
             try:
-                meta, values, names = _read_parquet(path)
-                return FeaturePanel(meta, values, names, data_hash, key, path, True, time.perf_counter() - t0)
+                panel = read_panel(path, data_hash, key)
+                panel.seconds = time.perf_counter() - t0
+                return panel
             except (OSError, ValueError, KeyError) as exc:  # a corrupt entry is rebuilt, not trusted
                 log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
     meta, values, names = compute_panel(universe, cfg, n_jobs=n_jobs)

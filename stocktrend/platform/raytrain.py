@@ -64,11 +64,9 @@ def _load_worker_data(cfg: dict[str, Any]) -> PreparedData:
     import ray
     if cfg["transport"] == "object-store":
         return ray.get(cfg["data_ref"])
-    from stocktrend.platform.cache import FeaturePanel, _read_parquet
+    from stocktrend.platform.cache import read_panel
     from stocktrend.platform.dataset import prepare
-    meta, values, names = _read_parquet(Path(cfg["panel_path"]))
-    panel = FeaturePanel(meta, values, names, cfg["data_hash"], cfg["cache_key"], Path(cfg["panel_path"]), True)
-    return prepare(panel, cfg["data_config"])
+    return prepare(read_panel(cfg["panel_path"], cfg["data_hash"], cfg["cache_key"]), cfg["data_config"])
 
 
 def train_loop(cfg: dict[str, Any]) -> None:

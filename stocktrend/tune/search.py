@@ -85,7 +85,7 @@ def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     fit_ray(data, tcfg, mcfg, rcfg, run_callbacks=[TuneReportCallback()], run_test=False)
 
 
-def _searcher(opts: SearchOptions, space: dict, defaults: dict):
+def _searcher(opts: SearchOptions, defaults: dict):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -94,7 +94,7 @@ def _searcher(opts: SearchOptions, space: dict, defaults: dict):
     searcher = OptunaSearch(points_to_evaluate=[defaults, *opts.extra_points],
                             sampler=optuna.samplers.TPESampler(seed=opts.seed), seed=opts.seed,
                             storage=storage, study_name=opts.name)
-    return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent), url
+    return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent)
 
 
 def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
@@ -155,7 +155,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                                    restart_errored=False)
     else:
         if opts.searcher == "optuna":
-            searcher, _ = _searcher(opts, SPACES[opts.preset], DEFAULTS[opts.preset])
+            searcher = _searcher(opts, DEFAULTS[opts.preset])
         elif opts.searcher == "random":
             from ray.tune.search import BasicVariantGenerator
             searcher = BasicVariantGenerator(points_to_evaluate=[DEFAULTS[opts.preset], *opts.extra_points],

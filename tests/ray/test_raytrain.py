@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from stocktrend.platform.raytrain import DistributedTrainingError, RayConfig, fi
 from stocktrend.platform.synthetic import planted_signal_universe
 from stocktrend.platform.training import TrainConfig, model_config_for
 from tests.ray import helpers
+from tests.ray.local_head import local_head, submit
 
 ray.cloudpickle.register_pickle_by_value(helpers)
 pytestmark = pytest.mark.slow
@@ -85,6 +85,7 @@ import ray, ray.cloudpickle
 from ray.cluster_utils import Cluster
 sys.path.insert(0, {root!r})
 from tests.ray import helpers
+from tests.ray.local_head import local_head, submit
 ray.cloudpickle.register_pickle_by_value(helpers)
 from stocktrend.platform.dataset import DataConfig, build_dataset
 from stocktrend.platform.raytrain import RayConfig, fit_ray
@@ -120,37 +121,10 @@ def test_two_nodes_one_worker_each(tmp_path):
     assert placed["rank0"] != placed["rank1"] and set(placed.values()) == set(out["nodes"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_job_submit_against_a_local_head(tmp_path):
-    import tempfile
-
-    import ray
-    ray.shutdown()  # `ray stop` below stops every Ray process on the machine, this session's instance included
-    ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # AF_UNIX socket paths must stay under 108 bytes
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    bindir = Path(sys.executable).parent
-    port, dash = _free_port(), _free_port()
-    start = subprocess.run([str(bindir / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-                            f"--dashboard-port={dash}", "--include-dashboard=true", "--disable-usage-stats",
-                            f"--temp-dir={ray_tmp}"], capture_output=True, text=True, env=env,
-                           timeout=120)
-    assert start.returncode == 0, start.stderr[-2000:]
-    try:
-        runtime_env = json.dumps({"env_vars": {"STOCKTREND_HOME": str(tmp_path / "home"),
-                                               "RAY_AUTH_MODE": "disabled"}})
-        job = subprocess.run(
-            [str(bindir / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
-             f"--runtime-env-json={runtime_env}", "--", sys.executable, "-m", "stocktrend", "-q", "train", "--preset",
-             "tiny", "--epochs", "1", "--workers", "1", "--accumulate", "1", "--model-name", "job-model"],
-            capture_output=True, text=True, env=env, timeout=400)
-        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
-        assert "succeeded" in job.stdout and "registered   : job-model version 1" in job.stdout
-    finally:
-        subprocess.run([str(bindir / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
-        import shutil
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with local_head() as address:
+        job = submit(address, ROOT, {"STOCKTREND_HOME": str(tmp_path / "home")}, "-m", "stocktrend", "-q", "train",
+                     "--preset", "tiny", "--epochs", "1", "--workers", "1", "--accumulate", "1", "--model-name",
+                     "job-model")
+    assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
+    assert "succeeded" in job.stdout and "registered   : job-model version 1" in job.stdout

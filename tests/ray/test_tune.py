@@ -1,9 +1,5 @@
 """Ray Tune + Optuna + ASHA with real Ray on 2 CPUs (tiny search space), and through `ray job submit`."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,8 @@ from stocktrend.platform import cache, registry
 from stocktrend.platform.checkpoint import Predictor
 from stocktrend.platform.dataset import build_dataset
 from stocktrend.tune.search import SearchOptions, run_search
-from tests.ray.test_raytrain import ROOT, _free_port
+from tests.ray.local_head import local_head, submit
+from tests.ray.test_raytrain import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -56,29 +53,9 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
 
 
 def test_search_through_ray_job_submit(tmp_path):
-    import shutil
-    import tempfile
-
-    import ray
-    ray.shutdown()  # `ray stop` below stops every Ray process on the machine
-    ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    port, dash = _free_port(), _free_port()
-    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", f"--dashboard-port={dash}",
-                            "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
-                           capture_output=True, text=True, env=env, timeout=120)
-    assert start.returncode == 0, start.stderr[-2000:]
-    try:
-        runtime_env = json.dumps({"env_vars": {"STOCKTREND_HOME": str(tmp_path), "RAY_AUTH_MODE": "disabled"}})
-        job = subprocess.run(
-            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", str(ROOT),
-             f"--runtime-env-json={runtime_env}", "--", sys.executable, "-m", "stocktrend.tune.search", "--preset",
-             "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1", "--name", "job"],
-            capture_output=True, text=True, env=env, timeout=500)
-        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
-        assert "succeeded" in job.stdout and "2 trials in" in job.stdout
-        assert (tmp_path / "searches" / "job" / "trials.csv").is_file()
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with local_head() as address:
+        job = submit(address, ROOT, {"STOCKTREND_HOME": str(tmp_path)}, "-m", "stocktrend.tune.search", "--preset",
+                     "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1", "--name", "job")
+    assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
+    assert "succeeded" in job.stdout and "2 trials in" in job.stdout
+    assert (tmp_path / "searches" / "job" / "trials.csv").is_file()

@@ -14,7 +14,7 @@ from stocktrend.platform.dataset import DataConfig, build_dataset
 from stocktrend.platform.pipeline import train_job
 from stocktrend.platform.sources import load_embedded
 from stocktrend.platform.training import TrainConfig
-from tests.ray.test_raytrain import _free_port
+from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
 QUICK = TrainConfig(preset="tiny", epochs=1, batch_size=64, accumulate=1, progress=False)
@@ -34,7 +34,7 @@ def served(ray_local, tmp_path_factory):
     for _ in range(2):
         train_job(data.config, QUICK, model_name="svc", data=data)
     registry.promote("svc", 1)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
     args = {"model": "svc@production", "poll_interval_s": 1, "min_replicas": 1, "max_replicas": 2,
             "target_ongoing_requests": 2, "upscale_delay_s": 1, "downscale_delay_s": 4, "num_cpus": 0.25,
