@@ -14,6 +14,7 @@ Build with ``app_builder(args)`` for ``serve run stocktrend.serve.app:app_builde
 
 
 import asyncio
+import io
 import logging
 import os
 import time
@@ -23,10 +24,10 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from ray import serve
 
-from stocktrend.serve.schemas import (ItemPrediction, ModelInfo, PredictRequest, PredictResponse, TickerRequest,
-                                      TickerResponse)
+from stocktrend.serve.schemas import ModelInfo, PredictRequest, PredictResponse, TickerRequest, TickerResponse
 
 log = logging.getLogger("stocktrend.serve")
 
@@ -34,10 +35,11 @@ DEFAULT_USER_CONFIG: dict[str, Any] = {
     "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
     "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)
     "max_batch_size": 32,  # @serve.batch
-    "batch_wait_timeout_s": 0.005,
+    "batch_wait_timeout_s": 0.002,
     "max_items": 256,  # windows per /predict request
     "max_history_days": 5000,  # bars per /predict/ticker request
 }
+INLINE_MAX_WINDOWS = 4  # model calls this small run on the event loop, larger ones in a worker thread
 MAX_BODY_BYTES = int(os.environ.get("STOCKTREND_MAX_BODY_BYTES", 8 * 2**20))
 
 api = FastAPI(title="stocktrend", description="Stock-trend predictions from the registered hybrid model. "
@@ -50,13 +52,51 @@ class ClientError(Exception):
         self.status, self.message = status, message
 
 
-@api.middleware("http")
-async def _limit_body(request: Request, call_next):
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": f"request body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit"},
-                            status_code=413)
-    return await call_next(request)
+class _BodyLimit:
+    """Pure ASGI middleware (no extra task per request, unlike ``@app.middleware``): a declared body over the limit
+    is answered 413 before it is read. Bodies without a Content-Length are counted while read (``_read_body``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+                    await JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
+                                                  f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(_BodyLimit)
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ClientError(413, f"request body exceeds the {MAX_BODY_BYTES}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in e["loc"]) or "body"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+NPY_TYPES = ("application/x-npy", "application/octet-stream")
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": PredictRequest.model_json_schema()},
+    "application/x-npy": {"schema": {"type": "string", "format": "binary",
+                                     "description": "a float32/float64 .npy array [batch][sequence_length][n_features]"
+                                                    " (np.save; no pickles); options as query parameters "
+                                                    "?attention=true&version=N"}}}}}
 
 
 @api.exception_handler(ClientError)
@@ -163,7 +203,7 @@ class StockTrendService:
         return self.predictor
 
     # -- batching ----------------------------------------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _batched(self, items: list[tuple[Any, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         # Requests are grouped by the predictor that validated them, so a hot swap mid-batch cannot mix models.
         out: list[Any] = [None] * len(items)
@@ -173,8 +213,7 @@ class StockTrendService:
         for idx in groups.values():
             pred = items[idx[0]][0]
             x = np.concatenate([items[i][1] for i in idx])
-            self.metrics.batch.observe(len(x))
-            probs, att = await asyncio.to_thread(pred.predict_proba, x, 512, True)
+            probs, att = await self._run_model(pred, x)
             start = 0
             for i in idx:
                 n = len(items[i][1])
@@ -182,15 +221,26 @@ class StockTrendService:
                 start += n
         return out
 
-    def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[ItemPrediction]:
+    async def _run_model(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.metrics.batch.observe(len(x))
+        if len(x) <= INLINE_MAX_WINDOWS:  # ~1 ms for the small preset: cheaper than a hop to a worker thread
+            return pred.predict_proba(x, 512, True)
+        return await asyncio.to_thread(pred.predict_proba, x, 512, True)
+
+    async def _infer(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if int(self.cfg["max_batch_size"]) <= 1:  # batching off: no queue, no wait
+            return await self._run_model(pred, x)
+        return await self._batched((pred, x))
+
+    def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[dict[str, Any]]:
         d = pred.describe(probs, att if attention else None)
         items = []
         for i in range(len(probs)):
             self.metrics.classes.labels(d.labels[i]).inc()
             self.metrics.confidence.observe(d.confidence[i])
-            items.append(ItemPrediction(probabilities=dict(zip(pred.class_names, d.probabilities[i])),
-                                        label=d.labels[i], signal=d.signals[i], confidence=d.confidence[i],
-                                        attention=d.attention[i] if d.attention is not None else None))
+            items.append({"probabilities": dict(zip(pred.class_names, d.probabilities[i])), "label": d.labels[i],
+                          "signal": d.signals[i], "confidence": d.confidence[i],
+                          "attention": d.attention[i] if d.attention is not None else None})
         return items
 
     async def _timed(self, route: str, fn):
@@ -213,28 +263,63 @@ class StockTrendService:
             self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - t0)
 
     # -- routes ----------------------------------------------------------------------------------------------------
-    @api.post("/predict", response_model=PredictResponse)
-    async def predict(self, req: PredictRequest, request: Request) -> PredictResponse:
-        async def run():
-            _check_token(request)
-            pred = self._require(req.version)
-            if len(req.windows) > int(self.cfg["max_items"]):
-                raise ClientError(413, f"{len(req.windows)} windows exceed the limit of {self.cfg['max_items']} "
-                                       f"per request")
+    def _check_count(self, n: int) -> None:
+        if n == 0:
+            raise ClientError(422, "windows: at least 1 window is needed")
+        if n > int(self.cfg["max_items"]):
+            raise ClientError(413, f"{n} windows exceed the limit of {self.cfg['max_items']} per request")
+
+    def _parse_predict(self, body: bytes, request: Request) -> tuple[np.ndarray, bool, int | None]:
+        """JSON (``PredictRequest``) or a binary .npy body -> (windows, attention, version). Parsed straight from the
+        bytes (pydantic's JSON parser, or np.load without pickles): no intermediate Python objects for FastAPI."""
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype in NPY_TYPES:
+            try:
+                x = np.load(io.BytesIO(body), allow_pickle=False)
+            except Exception as exc:  # not a .npy file, or an object array (pickles are refused)
+                raise ClientError(422, f"body is not a readable .npy array: {exc}") from None
+            if x.dtype.kind not in "fiu":
+                raise ClientError(422, f"the .npy array must be numeric, got dtype {x.dtype}")
+            q = request.query_params
+            try:
+                version = int(q["version"]) if "version" in q else None
+            except ValueError:
+                raise ClientError(422, f"query parameter version must be an integer, got {q['version']!r}") from None
+            attention = q.get("attention", "false").lower() in ("1", "true", "yes")
+            x = x.astype(np.float32, copy=False)
+        else:
+            try:
+                req = PredictRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise ClientError(422, _validation_message(exc)) from None
+            version, attention = req.version, req.attention
+            self._check_count(len(req.windows))  # before building an array from an oversized request
             try:
                 x = np.asarray(req.windows, dtype=np.float32)
             except ValueError:
-                raise ClientError(422, "windows must be a rectangular [batch][sequence_length][n_features] array "
-                                       "(rows of different lengths)") from None
+                raise ClientError(422, "windows must be a rectangular [batch][sequence_length][n_features] "
+                                       "array (rows of different lengths)") from None
+        self._check_count(len(x) if x.ndim else 0)
+        return x, attention, version
+
+    @api.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY)
+    async def predict(self, request: Request) -> Response:
+        """Windows already scaled and selected as ``GET /model`` describes, as JSON ``{"windows": [...]}`` or as a
+        binary .npy array (``Content-Type: application/x-npy``)."""
+        async def run():
+            _check_token(request)
+            body = await _read_body(request)
+            x, attention, version = self._parse_predict(body, request)
+            pred = self._require(version)
             if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
                 raise ClientError(422, f"windows must have shape [batch][{pred.seq_len}][{pred.n_features}] for this "
                                        f"model, got {list(x.shape)}")
             if not np.isfinite(x).all():
                 bad = np.argwhere(~np.isfinite(x))[0].tolist()
                 raise ClientError(422, f"windows contain NaN or infinite values (first at index {bad})")
-            probs, att = await self._batched((pred, x))
-            return PredictResponse(model=self.info["name"], version=self.info["version"],
-                                   predictions=self._items(pred, probs, att, req.attention))
+            probs, att = await self._infer(pred, x)
+            return JSONResponse({"model": self.info["name"], "version": self.info["version"],
+                                 "predictions": self._items(pred, probs, att, attention)})
         return await self._timed("/predict", run)
 
     def _market_for(self, pred, req: TickerRequest) -> dict[str, pd.DataFrame]:
@@ -268,7 +353,7 @@ class StockTrendService:
                 raise ClientError(422, str(exc)) from None
             probs = np.asarray(out.probabilities)
             item = self._items(pred, probs, np.asarray(out.attention), req.attention)[0]
-            return TickerResponse(**item.model_dump(), model=self.info["name"], version=self.info["version"],
+            return TickerResponse(**item, model=self.info["name"], version=self.info["version"],
                                   date=str(prices.index[-1].date()))
         return await self._timed("/predict/ticker", run)
 

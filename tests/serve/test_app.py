@@ -142,6 +142,42 @@ def test_nan_inf_history_and_body_limits(served):
     assert httpx.post(f"{url}/predict", json={"windows": [[[0.0] * 12] * 20]}, timeout=30).status_code == 200
 
 
+def _npy(a) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def test_binary_npy_body(served):
+    """A .npy body gives the same answer as JSON; pickled object arrays, junk and bad query values are a clear 422."""
+    url, data = served["url"], served["data"]
+    pred = Predictor.load(registry.download("svc", "1")[0])
+    x = data.with_transforms(pred.transforms).windows(data.samples["test"][:3]).astype(np.float32)
+    npy = {"content-type": "application/x-npy"}
+    r_json = httpx.post(f"{url}/predict", json={"windows": x.tolist(), "attention": True}, timeout=30)
+    r_npy = httpx.post(f"{url}/predict?attention=true", content=_npy(x), headers=npy, timeout=30)
+    assert r_npy.status_code == 200, r_npy.text
+    assert r_npy.json()["predictions"] == r_json.json()["predictions"]
+    assert r_npy.json()["predictions"][0]["attention"] is not None
+    assert httpx.post(f"{url}/predict", content=_npy(x.astype(np.float64)), headers=npy,
+                      timeout=30).json()["predictions"][0]["attention"] is None
+    cases = [(_npy(np.array([{"a": 1}], dtype=object)), "", 422, "not a readable .npy array"),  # pickles refused
+             (b"not numpy at all", "", 422, "not a readable .npy array"),
+             (_npy(np.array(["a", "b"])), "", 422, "must be numeric"),
+             (_npy(x[:, :5]), "", 422, "shape [batch][20][12]"),
+             (_npy(np.zeros((0, 20, 12), np.float32)), "", 422, "at least 1 window"),
+             (_npy(np.zeros((300, 20, 12), np.float32)), "", 413, "exceed the limit of 256"),
+             (_npy(np.full((1, 20, 12), np.inf, np.float32)), "", 422, "NaN or infinite"),
+             (_npy(x), "?version=abc", 422, "version must be an integer"),
+             (_npy(x), "?version=7", 404, "version 7 is not served")]
+    for body, query, status, message in cases:
+        r = httpx.post(f"{url}/predict{query}", content=body, headers=npy, timeout=30)
+        assert r.status_code == status and message in r.text, (message, r.status_code, r.text)
+    assert "application/x-npy" in httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]["/predict"]["post"][
+        "requestBody"]["content"]
+
+
 def test_auth(served):
     url = served["url"] + "/secure"
     ok = {"windows": [[[0.0] * 12] * 20]}
