@@ -14,8 +14,6 @@ Goals (issue 6): HTTP p50 at concurrency 1 within in-process + 5 ms; batched HTT
 batched; small-preset p99 < 10 ms at concurrency 1.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import io

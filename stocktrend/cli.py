@@ -318,6 +318,39 @@ def serve_cmd(
         serve.shutdown()
 
 
+@app.command("quickstart")
+def quickstart_cmd(
+    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 6 trials of up to 6 epochs (about 10 minutes on "
+                                 "2 cores); 0.3 = 2 trials of 2 epochs."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the endpoint and send sample requests."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Keep serving until Ctrl-C (--no-wait: stop after the "
+                              "sample requests)."),
+    host: str = typer.Option("127.0.0.1", help="Endpoint bind address."),
+    port: int = typer.Option(8000, help="Endpoint port."),
+    model_name: str = typer.Option("stocktrend", help="Registered model name (its production alias is moved)."),
+    workers: int = typer.Option(2, min=1, help="Ray Train workers for the final retrain."),
+    preset: str = typer.Option("small", help="Search space and model preset (small; tiny for smoke tests)."),
+    name: Optional[str] = typer.Option(None, help="Search name (default quickstart-<time>)."),
+) -> None:
+    """The main job in one command on the embedded data: build the data set -> Ray Tune + Optuna + ASHA search ->
+    retrain the best config with Ray Train -> evaluate next to baselines -> register + promote -> Ray Serve ->
+    sample requests on both routes."""
+    from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
+    opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
+                             preset=preset, workers=workers, name=name)
+
+    def say(line: str) -> None:
+        typer.echo(line)
+
+    run_quickstart(opts, say)
+    if serve and wait:
+        serve_forever()
+    elif serve:
+        from ray import serve as ray_serve
+        ray_serve.shutdown()
+        typer.echo("endpoint stopped (--no-wait)")
+
+
 @app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def tune_cmd(ctx: typer.Context) -> None:
@@ -334,7 +367,7 @@ def main() -> None:
     try:
         app()
     except (DataValidationError, CheckpointError, RegistryError, DistributedTrainingError, ValueError,
-            FileNotFoundError) as exc:
+            FileNotFoundError, RuntimeError) as exc:
         if STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)

@@ -122,6 +122,22 @@ def _best_checkpoint(grid, opts: SearchOptions) -> tuple[Any, Path]:
     return best, Path(row["checkpoint_path"]) / "checkpoint.ckpt"
 
 
+def _check_capacity(opts: SearchOptions) -> None:
+    """Each running trial holds 1 CPU for its driver plus its Train workers. Asking for more concurrent trials than
+    the cluster can hold leaves every trial waiting for workers (WorkerGroupStartupTimeoutError, retried forever)."""
+    import ray
+    need = opts.max_concurrent * (1 + opts.workers_per_trial * opts.cpus_per_worker)
+    have = float(ray.cluster_resources().get("CPU", 0))
+    if need > have:
+        msg = (f"{opts.max_concurrent} concurrent trial(s) x (1 CPU for the trial driver + {opts.workers_per_trial} "
+               f"worker(s) x {opts.cpus_per_worker:g} CPU) = {need:g} CPUs, but the Ray cluster has {have:g}: lower "
+               f"--max-concurrent, --workers-per-trial or --cpus-per-worker")
+        if opts.address or os.environ.get("RAY_ADDRESS"):
+            log.warning("%s (continuing: an autoscaling cluster may add nodes)", msg)
+        else:
+            raise ValueError(msg)
+
+
 def run_search(opts: SearchOptions) -> dict[str, Any]:
     """Run (or resume) a search; returns the trial table, the best config and the registered version."""
     import mlflow
@@ -141,6 +157,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         raise ValueError(f"unknown search preset {opts.preset!r}; available: {', '.join(SPACES)}")
     t0 = time.perf_counter()
     init_ray(opts.address)
+    _check_capacity(opts)
     data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir)
     universe = load_universe(opts.data_dir, list(opts.tickers) or None)
     panel = load_or_build_panel(universe)

@@ -1,0 +1,267 @@
+"""``stocktrend quickstart``: the main job in one command, on the embedded data, offline.
+
+data (cached features) -> Ray Tune + Optuna + ASHA search -> retrain the best config with Ray Train -> evaluate on the
+untouched test segment next to the baselines (report + plots) -> register + promote in MLflow -> Ray Serve endpoint
+-> real requests built from the test period on both routes -> URL, report path and how to stop.
+
+Every stage prints what it does and how long it took. ``budget`` scales the search (trials and epochs); a re-run
+reuses the feature cache (each run is a new search, named ``quickstart-<time>``).
+"""
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class QuickstartOptions:
+    budget: float = 1.0  # x the default search: 6 trials of up to 6 epochs, retrain up to 10 epochs
+    serve: bool = True
+    wait: bool = True  # keep serving in the foreground until Ctrl-C (False: stop after the sample requests)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_name: str = "stocktrend"
+    preset: str = "small"  # search space + model preset (tiny: seconds per trial, for tests)
+    workers: int = 2  # Ray Train workers for the retrain
+    name: str | None = None  # search name (default quickstart-<time>)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Plan:
+    trials: int
+    max_epochs: int
+    grace_period: int
+    retrain_epochs: int
+    max_concurrent: int
+
+
+def plan(opts: QuickstartOptions, cpus: int) -> Plan:
+    if opts.budget <= 0:
+        raise ValueError(f"--budget must be > 0, got {opts.budget}")
+    max_epochs = max(2, round(6 * opts.budget))
+    return Plan(trials=max(2, round(6 * opts.budget)), max_epochs=max_epochs,
+                grace_period=1 if max_epochs <= 3 else 2, retrain_epochs=max(2, round(10 * opts.budget)),
+                max_concurrent=max(1, cpus // 2))  # a trial holds 2 CPUs: its driver + 1 Train worker
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class Stages:
+    """Numbered progress lines: ``[2/6] search ...`` then ``[2/6] done in 3m12s``."""
+
+    def __init__(self, total: int, say: Callable[[str], None]):
+        self.total, self.say, self.i, self.t0 = total, say, 0, time.perf_counter()
+
+    @contextmanager
+    def stage(self, title: str):
+        self.i += 1
+        t = time.perf_counter()
+        self.say(f"\n[{self.i}/{self.total}] {title}")
+        yield
+        self.say(f"[{self.i}/{self.total}] done in {_dur(time.perf_counter() - t)} "
+                 f"(total {_dur(time.perf_counter() - self.t0)})")
+
+
+def _dur(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s" if s >= 60 else f"{s:.1f}s"
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"POST {url} answered {exc.code}: {exc.read().decode()[:300]}") from None
+
+
+def _wait_healthy(url: str, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    last = ""
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(1)
+    raise RuntimeError(f"the endpoint at {url} did not become healthy in {timeout:.0f} s ({last})")
+
+
+def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the main job; returns the artefacts (cache path, trial table, version, report, HTTP answers, URL)."""
+    from stocktrend.platform import registry
+    from stocktrend.platform.cache import default_home
+    from stocktrend.platform.dataset import DataConfig, build_dataset
+    from stocktrend.platform.pipeline import train_job
+    from stocktrend.platform.raytrain import RayConfig, init_ray
+    from stocktrend.platform.report import EvalOptions, evaluate
+    from stocktrend.platform.training import TrainConfig
+    from stocktrend.tune.search import SearchOptions, run_search
+    from stocktrend.tune.space import SPACES, model_config
+
+    if opts.preset not in SPACES:
+        raise ValueError(f"unknown preset {opts.preset!r}; available: {', '.join(SPACES)}")
+    if opts.serve and not port_free(opts.host, opts.port):
+        raise ValueError(f"port {opts.port} on {opts.host} is in use: pick another with --port, or --no-serve")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    home = default_home().resolve()
+    cpus = os.cpu_count() or 1
+    p = plan(opts, cpus)
+    name = opts.name or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
+    st = Stages(6 if opts.serve else 5, say)
+    out: dict[str, Any] = {"home": str(home), "search": name}
+    say(f"stocktrend quickstart: embedded MSFT + S&P 500 + NASDAQ, preset {opts.preset}, budget {opts.budget:g} "
+        f"({p.trials} trials x <= {p.max_epochs} epochs, ASHA grace {p.grace_period}; retrain <= {p.retrain_epochs} "
+        f"epochs on {opts.workers} Ray Train workers); runs and registry under {home}")
+
+    with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
+        data = build_dataset(DataConfig())
+        s = data.summary()
+        out["cache"] = str(s["cache_path"])
+        say(f"  features {s['features_total']} engineered, {s['features_kept']} kept; rows {s['rows']}; "
+            f"cache {'hit (reused)' if s['cache_hit'] else 'built'}: {s['cache_path']}")
+        for seg, info in s["segments"].items():
+            say(f"  {seg:<5} {info['dates'][0]} .. {info['dates'][1]}: {info['samples']} windows")
+
+    with st.stage(f"search: Ray Tune + Optuna TPE + ASHA, {p.trials} trials (Tune prints its own progress)"):
+        init_ray(num_cpus=None)
+        sopts = SearchOptions(name=name, preset=opts.preset, num_samples=p.trials, max_epochs=p.max_epochs,
+                              grace_period=p.grace_period, max_concurrent=p.max_concurrent, seed=opts.seed,
+                              register=False, model_name=opts.model_name)
+        res = run_search(sopts)
+        table = res["table"]
+        best = res["best_config"]
+        out.update(trial_table=res["table_path"], best_config=best)
+        n_early = int(table["stopped_early"].sum())
+        say(f"  {len(table)} trials, {n_early} stopped early by ASHA; best val_loss "
+            f"{table.iloc[0]['best_val_loss']:.4f}; trial table: {res['table_path']}")
+        say(f"  best config: {best}")
+
+    with st.stage(f"retrain the best config with Ray Train ({opts.workers} workers), register in MLflow"):
+        dcfg = DataConfig(sequence_length=int(best["sequence_length"]), top_k=int(best["top_k"]))
+        tdata = build_dataset(dcfg)
+        mc = model_config(opts.preset, best, tdata.n_features, tdata.seq_len, tdata.kind.n_classes)
+        overrides = {k: getattr(mc, k) for k in ("conv_filters", "kernel_size", "conv_dropout", "lstm_dropout",
+                                                  "dense_dropout", "lstm_hidden")}
+        tcfg = TrainConfig(preset=opts.preset, epochs=p.retrain_epochs, batch_size=int(best["batch_size"]),
+                           lr=float(best["lr"]), max_lr=float(best["lr"]) * 5,
+                           weight_decay=float(best["weight_decay"]), seed=opts.seed, progress=False)
+        rcfg = RayConfig(workers=max(1, opts.workers), max_failures=1, run_name=f"{name}-retrain")
+        outcome = train_job(dcfg, tcfg, model_name=opts.model_name, model_overrides=overrides, data=tdata,
+                            ray_config=rcfg)
+        m = outcome.fit.test_metrics
+        out.update(version=outcome.version, checkpoint=str(outcome.checkpoint_path))
+        say(f"  {outcome.fit.epochs_run} epochs (best {outcome.fit.best_epoch}); registered {opts.model_name} version "
+            f"{outcome.version}; test acc {m.get('test_acc', float('nan')):.3f}, AUC "
+            f"{m.get('test_auc', float('nan')):.3f}")
+
+    spec = f"{opts.model_name}@{outcome.version}"
+    with st.stage("evaluate on the untouched test segment next to the baselines (report + plots)"):
+        ev = evaluate(spec, opts=EvalOptions())
+        out["report"] = str(ev["report"])
+        scores = ev["scores"]
+        for key, sc in scores.items():
+            say(f"  {key:<20} acc {sc['accuracy']:.3f}  balanced acc {sc['balanced_accuracy']:.3f}  "
+                f"AUC {sc['auc']:.3f}")
+        bt = ev["backtest"]
+        say(f"  backtest after costs: Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold "
+            f"{bt['buy_and_hold']['sharpe']:.2f}")
+        for line in ev["verdict"]:
+            say(f"  verdict: {line}")
+        say(f"  report: {ev['report']}")
+
+    with st.stage(f"promote {spec} to {opts.model_name}@production"):
+        registry.promote(opts.model_name, outcome.version)
+        out["promoted"] = outcome.version
+        say(f"  {opts.model_name}@production -> version {outcome.version}")
+
+    if not opts.serve:
+        say(f"\nDone (no serving). Report: {out['report']}\nServe it later: stocktrend serve --model "
+            f"{opts.model_name}@production")
+        return out
+
+    with st.stage(f"serve {opts.model_name}@production with Ray Serve and send requests from the test period"):
+        out.update(_serve_and_query(opts, data, home, say))
+    url = out["url"]
+    say(f"\nEndpoint: {url}  (OpenAPI docs: {url}/docs, model: {url}/model, metrics: {url}/metrics)")
+    say(f"Report:   {out['report']}")
+    if opts.wait:
+        say("Stop:     Ctrl-C (shuts the endpoint and the local Ray instance down)")
+    return out
+
+
+def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str, Any]:
+    from ray import serve
+
+    from stocktrend.platform import registry
+    from stocktrend.platform.checkpoint import Predictor
+    from stocktrend.platform.sources import load_embedded
+    from stocktrend.serve.app import app_builder
+
+    env = {"STOCKTREND_HOME": str(home)}
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+    serve.start(http_options={"host": opts.host, "port": opts.port, "request_timeout_s": 30})
+    serve.run(app_builder({"model": f"{opts.model_name}@production", "max_replicas": 1, "poll_interval_s": 5,
+                           "env_vars": env}), name="stocktrend", route_prefix="/", blocking=False)
+    url = f"http://{opts.host}:{opts.port}"
+    _wait_healthy(url)
+    path, _ = registry.download(opts.model_name, "production")
+    pred = Predictor.load(path)
+
+    # /predict: the last three windows of the test segment, scaled/selected with the served model's transforms.
+    served = data if data.seq_len == pred.seq_len else None
+    if served is None:
+        from stocktrend.platform.dataset import build_dataset
+        served = build_dataset(pred.data_config)
+    served = served.with_transforms(pred.transforms)
+    rows = served.samples["test"][-3:]
+    x = served.windows(rows)
+    answer = _post(f"{url}/predict", {"windows": x.tolist()})
+    truth = served.targets(rows)
+    say(f"  POST {url}/predict  ({len(rows)} windows, {pred.seq_len} days x {pred.n_features} features, from the "
+        f"test period)")
+    for date, item, y in zip(served.dates[rows], answer["predictions"], truth):
+        say(f"    {str(date)[:10]}: {item['label']:<8} {item['signal']:<4} confidence {item['confidence']:.3f}  "
+            f"(realised: {pred.class_names[int(y)]})")
+
+    # /predict/ticker: raw MSFT bars up to a test-period day; the server computes the features itself.
+    msft = load_embedded().tickers["MSFT"]
+    last = served.dates[rows[-1]]
+    hist = msft.loc[:last].iloc[-400:]
+    bars = [{"date": str(d.date()), **{k: float(v) for k, v in row.items()}} for d, row in hist.iterrows()]
+    tick = _post(f"{url}/predict/ticker", {"prices": bars})
+    say(f"  POST {url}/predict/ticker  ({len(bars)} raw daily bars of MSFT ending {bars[-1]['date']})")
+    say(f"    next {pred.data_config.horizon} days after {tick['date']}: {tick['label']} {tick['signal']} "
+        f"confidence {tick['confidence']:.3f} (model version {tick['version']})")
+    return {"url": url, "predict": answer, "predict_ticker": tick}
+
+
+def serve_forever() -> None:
+    """Block until Ctrl-C, then shut Serve down."""
+    from ray import serve
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
