@@ -181,7 +181,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
     init_ray(rcfg.address)
-    storage = rcfg.storage or str(default_home() / "ray")
+    base = os.environ.get("STOCKTREND_STORAGE")  # shared by every node on a cluster, e.g. s3://bucket/stocktrend
+    storage = rcfg.storage or (f"{base.rstrip('/')}/ray" if base else str(default_home() / "ray"))
     name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
     loop_cfg: dict[str, Any] = {"train_config": replace(tcfg, progress=False), "model_config": mcfg,
                                 "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,

@@ -60,6 +60,13 @@ class SearchOptions:
         return "min" if self.metric.endswith("loss") else "max"
 
 
+def _storage_root(kind: str) -> str:
+    """$STOCKTREND_STORAGE/<kind> (a URI or path every node can reach, e.g. s3://bucket/stocktrend on a cluster), else
+    $STOCKTREND_HOME/<kind>."""
+    base = os.environ.get("STOCKTREND_STORAGE")
+    return f"{base.rstrip('/')}/{kind}" if base else str(default_home() / kind)
+
+
 def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     """One trial: rebuild the windows for this trial's sequence length / top-K, then train through Ray Train."""
     from ray import tune
@@ -115,11 +122,18 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _best_checkpoint(grid, opts: SearchOptions) -> tuple[Any, Path]:
+def _best_checkpoint(grid, opts: SearchOptions, storage: str):
+    """The best trial and its best epoch's checkpoint (a ray.train.Checkpoint on the storage's filesystem: a local
+    directory, or a bucket path when the storage is a URI such as s3://)."""
+    from ray.train import Checkpoint
     best = grid.get_best_result(metric=opts.metric, mode=opts.mode, scope="all")
     df = best.metrics_dataframe
     row = df.loc[df[opts.metric].idxmin() if opts.mode == "min" else df[opts.metric].idxmax()]
-    return best, Path(row["checkpoint_path"]) / "checkpoint.ckpt"
+    fs = None
+    if "://" in storage:
+        import pyarrow.fs
+        fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+    return best, Checkpoint(str(row["checkpoint_path"]), filesystem=fs)
 
 
 def _check_capacity(opts: SearchOptions) -> None:
@@ -162,7 +176,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     universe = load_universe(opts.data_dir, list(opts.tickers) or None)
     panel = load_or_build_panel(universe)
     log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
-    storage = opts.storage or str(default_home() / "tune")
+    storage = opts.storage or _storage_root("tune")
     exp_path = os.path.join(storage, opts.name)
     trainable = tune.with_parameters(trial_fn, panel=panel,
                                      base={"opts": opts, "data_config": data_config, "storage": storage})
@@ -204,7 +218,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     ok = table[table["status"] != "error"]
     if ok.empty:
         raise RuntimeError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
-    best, ckpt_path = _best_checkpoint(grid, opts)
+    best, best_ckpt = _best_checkpoint(grid, opts, storage)
     result["best_config"] = {k: best.config[k] for k in SPACES[opts.preset]}
     if not opts.register:
         return result
@@ -226,7 +240,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
                                       top_k=int(best.config["top_k"])))
         mcfg = model_config(opts.preset, best.config, data.n_features, data.seq_len, data.kind.n_classes)
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+        with best_ckpt.as_directory() as d:
+            state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
         from stocktrend.models.hybrid import HybridNet
         model = HybridNet(mcfg)
         model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
