@@ -192,19 +192,32 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         out["promoted"] = outcome.version
         say(f"  {opts.model_name}@production -> version {outcome.version}")
 
+    _save(out, home)
     if not opts.serve:
-        say(f"\nDone (no serving). Report: {out['report']}\nServe it later: stocktrend serve --model "
-            f"{opts.model_name}@production")
+        say(f"\nDone (no serving). Summary: {out['summary']}\nReport: {out['report']}\nServe it later: "
+            f"stocktrend serve --model {opts.model_name}@production")
         return out
 
     with st.stage(f"serve {opts.model_name}@production with Ray Serve and send requests from the test period"):
         out.update(_serve_and_query(opts, data, home, say))
     url = out["url"]
-    say(f"\nEndpoint: {url}  (OpenAPI docs: {url}/docs, model: {url}/model, metrics: {url}/metrics)")
+    _save(out, home)
+    say(f"\nSummary:  {out['summary']}")
+    say(f"Endpoint: {url}  (OpenAPI docs: {url}/docs, model: {url}/model, metrics: {url}/metrics)")
     say(f"Report:   {out['report']}")
     if opts.wait:
         say("Stop:     Ctrl-C (shuts the endpoint and the local Ray instance down)")
     return out
+
+
+def _save(out: dict[str, Any], home: Path) -> None:
+    """The run's artefacts and answers as JSON next to its trial table."""
+    path = home / "searches" / out["search"] / "quickstart.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out["summary"] = str(path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2, default=str))
+    tmp.replace(path)
 
 
 def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str, Any]:
