@@ -428,3 +428,8 @@ def app_builder(args: dict[str, Any] | None = None):
         ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5)),
                            **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
                               if args.get("env_vars") else {})}).bind()
+
+
+# The application with the default args: `serve build stocktrend.serve.app:app -o serve.yaml` writes a config from it
+# (serve build wants an Application, not a builder); `serve run stocktrend.serve.app:app` also works.
+app = app_builder()

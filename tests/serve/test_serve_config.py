@@ -36,3 +36,19 @@ def test_app_builder_reads_the_config_args():
     assert dep._deployment_config.max_queued_requests == 64
     with pytest.raises(ValueError, match="unknown app_builder arg"):
         app_builder({"modle": "x"})
+
+
+def test_serve_build_writes_a_valid_config(tmp_path):
+    """`serve build stocktrend.serve.app:app` (Ray's CLI, offline) produces a config our validator and Ray accept."""
+    import subprocess
+    import sys
+    out = tmp_path / "built.yaml"
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    r = subprocess.run([serve_cli, "build", "stocktrend.serve.app:app", "-o", str(out)], capture_output=True,
+                       text=True, timeout=120, env={**__import__("os").environ, "RAY_AUTH_MODE": "disabled"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    built = yaml.safe_load(out.read_text())
+    validate_serve_config(built)
+    dep = built["applications"][0]["deployments"][0]
+    assert dep["user_config"]["model"] == "stocktrend@production"
+    assert dep["max_queued_requests"] == 64 and dep["autoscaling_config"]["max_replicas"] == 2
