@@ -320,7 +320,7 @@ def serve_cmd(
 
 @app.command("quickstart")
 def quickstart_cmd(
-    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 6 trials of up to 6 epochs (about 10 minutes on "
+    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 6 trials of up to 6 epochs (about 5 minutes on "
                                  "2 cores); 0.3 = 2 trials of 2 epochs."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the endpoint and send sample requests."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Keep serving until Ctrl-C (--no-wait: stop after the "
@@ -338,11 +338,7 @@ def quickstart_cmd(
     from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
     opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
                              preset=preset, workers=workers, name=name)
-
-    def say(line: str) -> None:
-        typer.echo(line)
-
-    run_quickstart(opts, say)
+    run_quickstart(opts, typer.echo)
     if serve and wait:
         serve_forever()
     elif serve:

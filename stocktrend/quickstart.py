@@ -199,7 +199,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         return out
 
     with st.stage(f"serve {opts.model_name}@production with Ray Serve and send requests from the test period"):
-        out.update(_serve_and_query(opts, data, home, say))
+        out.update(_serve_and_query(opts, tdata, home, say))
     url = out["url"]
     _save(out, home)
     say(f"\nSummary:  {out['summary']}")
@@ -239,12 +239,9 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
     path, _ = registry.download(opts.model_name, "production")
     pred = Predictor.load(path)
 
-    # /predict: the last three windows of the test segment, scaled/selected with the served model's transforms.
-    served = data if data.seq_len == pred.seq_len else None
-    if served is None:
-        from stocktrend.platform.dataset import build_dataset
-        served = build_dataset(pred.data_config)
-    served = served.with_transforms(pred.transforms)
+    # /predict: the last three windows of the test segment (the retrain's data set), with the served model's scaler
+    # and features.
+    served = data.with_transforms(pred.transforms)
     rows = served.samples["test"][-3:]
     x = served.windows(rows)
     answer = _post(f"{url}/predict", {"windows": x.tolist()})
