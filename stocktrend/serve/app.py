@@ -8,8 +8,9 @@
 - Bad input is a 4xx naming the problem (shape, feature count, NaN/inf, empty, too many items, body too large, too
   little history, unsorted/duplicate dates, bad prices, a version that is not served); never a 500.
 - ``STOCKTREND_API_TOKEN`` set in the replica's environment turns on bearer-token auth (401 without it).
-Build with ``app_builder(args)`` for ``serve run stocktrend.serve.app:app_builder``, ``serve build`` and
-``serve deploy serve_config.yaml``.
+Build with ``app_builder(args)`` for ``serve run stocktrend.serve.app:app_builder`` and ``serve deploy
+serve_config.yaml``; ``serve build stocktrend.serve.app:app`` uses the module-level ``app`` (default args).
+``/predict`` also takes a binary .npy body (``Content-Type: application/x-npy``), read without pickles.
 """
 
 
