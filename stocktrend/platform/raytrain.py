@@ -38,6 +38,10 @@ class DistributedTrainingError(RuntimeError):
     """Ray Train could not finish the run; the message says why and what to change."""
 
 
+class ResourcesUnavailableError(DistributedTrainingError):
+    """The run's workers could not be placed: what it asked for and what the cluster has free."""
+
+
 @dataclass(frozen=True)
 class RayConfig:
     workers: int = 2  # Ray Train workers (DDP ranks)
@@ -49,6 +53,11 @@ class RayConfig:
     address: str | None = None  # Ray address; None = RAY_ADDRESS or a local instance
     data_transport: str = "object-store"  # or "shared-path"
     run_name: str | None = None
+    # Bounded start: a worker group that cannot be placed within start_timeout_s fails (Ray's default is 60 s, retried
+    # forever by the controller: the hang of Ray issue #54305); start_retries more attempts are made before the run
+    # fails with a ResourcesUnavailableError.
+    start_timeout_s: float = 30.0
+    start_retries: int = 1
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
@@ -153,16 +162,91 @@ def _report_callback(collector):
     return ForwardReports(collector)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+RAY_STATE = {"started_local": False, "verbose": True}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool | None = None) -> bool:
+    """Connect to ``address`` (or $RAY_ADDRESS), else start a local instance. Returns True when this call started a
+    local instance (the caller then owns its shutdown). ``verbose=False`` keeps workers' output off the console."""
     import ray
+    if verbose is not None:
+        RAY_STATE["verbose"] = verbose
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
-    kw: dict[str, Any] = {"log_to_driver": True}
+    kw: dict[str, Any] = {"log_to_driver": RAY_STATE["verbose"]}
+    if not RAY_STATE["verbose"]:
+        kw["logging_level"] = logging.WARNING
     if address:
         ray.init(address=address, **kw)
-    else:
-        ray.init(num_cpus=num_cpus, **kw)
+        _reroute_logs()
+        return False
+    ray.init(num_cpus=num_cpus, **kw)
+    RAY_STATE["started_local"] = True
+    _reroute_logs()
+    return True
+
+
+def _reroute_logs() -> None:
+    from stocktrend import console
+    console.reroute()
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray instance this process started (a cluster it only connected to is left running)."""
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+    RAY_STATE["started_local"] = False
+
+
+def _resources_line() -> str:
+    import ray
+    free, total = ray.available_resources(), ray.cluster_resources()
+    keys = [k for k in ("CPU", "GPU") if total.get(k)]
+    return ", ".join(f"{k} {free.get(k, 0):g} free of {total.get(k, 0):g}" for k in keys) or "no CPU or GPU"
+
+
+def _check_fits(rcfg: RayConfig) -> None:
+    """Fail at once when the request exceeds the whole cluster (waiting cannot help), unless the cluster may grow."""
+    import ray
+    total = ray.cluster_resources()
+    need = {"CPU": rcfg.workers * rcfg.cpus_per_worker, "GPU": rcfg.workers * rcfg.gpus_per_worker}
+    short = [f"{need[k]:g} {k}" for k in need if need[k] > float(total.get(k, 0)) + 1e-9]
+    if not short:
+        return
+    msg = (f"Ray Train asked for {rcfg.workers} worker(s) x ({rcfg.cpus_per_worker:g} CPU, {rcfg.gpus_per_worker:g} "
+           f"GPU) = {' + '.join(short)}, more than the whole cluster has ({_resources_line()}): lower --workers, "
+           f"--cpus-per-worker or --gpus-per-worker")
+    if rcfg.address or os.environ.get("RAY_ADDRESS"):
+        log.warning("%s (continuing: an autoscaling cluster may add nodes; the start is bounded by %g s x %d "
+                    "attempts)", msg, rcfg.start_timeout_s, rcfg.start_retries + 1)
+        return
+    raise ResourcesUnavailableError(msg)
+
+
+def run_in_thread(fn, *args, **kwargs):
+    """Run ``fn`` in a helper thread while the main thread waits, so that Ctrl-C reaches our caller as a
+    KeyboardInterrupt at once. Ray Train registers its own SIGINT handler when called from the main thread; that
+    handler only asks the controller to abort and waits (it hung for 10 minutes in the reported case)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args, **kwargs)
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="stocktrend-ray-train", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: RayConfig,
@@ -181,6 +265,10 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
     init_ray(rcfg.address)
+    _check_fits(rcfg)
+    # Propagated by Ray Train from this process to its controller (ENV_VARS_TO_PROPAGATE); a value the user exported
+    # wins.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", f"{rcfg.start_timeout_s:g}")
     base = os.environ.get("STOCKTREND_STORAGE")  # shared by every node on a cluster, e.g. s3://bucket/stocktrend
     storage = rcfg.storage or (f"{base.rstrip('/')}/ray" if base else str(default_home() / "ray"))
     name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -207,12 +295,22 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=rcfg.keep_checkpoints,
                                                          checkpoint_score_attribute=tcfg.monitor,
                                                          checkpoint_score_order=tcfg.monitor_mode),
-            failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures,
+                                                   controller_failure_limit=rcfg.start_retries),
             callbacks=[_report_callback(collector), *(run_callbacks or [])]))
     try:
-        result = trainer.fit()
+        result = run_in_thread(trainer.fit)
         history = [{k: v for k, v in row.items() if k.startswith(("train_", "val_")) or k == "epoch"}
                    for row in ray.get(collector.get.remote())]
+    except ray.train.ControllerError as exc:
+        cause = exc.controller_failure
+        if type(cause).__name__ in ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError"):
+            raise ResourcesUnavailableError(
+                f"Ray Train run {name!r} could not start {rcfg.workers} worker(s) x ({rcfg.cpus_per_worker:g} CPU, "
+                f"{rcfg.gpus_per_worker:g} GPU) in {rcfg.start_retries + 1} attempt(s) of "
+                f"{float(os.environ['RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S']):g} s; the cluster has "
+                f"{_resources_line()} (other runs, or a placement group left by one, hold the rest)") from None
+        raise DistributedTrainingError(f"Ray Train run {name!r} failed in its controller: {_first_line(cause)}") from exc
     except ray.train.TrainingFailedError as exc:
         raise DistributedTrainingError(
             f"Ray Train run {name!r} failed after {rcfg.max_failures} allowed restart(s): "

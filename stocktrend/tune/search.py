@@ -1,7 +1,9 @@
 """Ray Tune + Optuna (TPE) + ASHA over the hybrid model: ``python -m stocktrend.tune.search`` or ``stocktrend tune``.
 
-Each trial is a Tune function trainable that launches a TorchTrainer (``stocktrend.platform.raytrain.fit_ray``) with
-``TuneReportCallback``: one report per epoch, so ASHA's ``training_iteration`` is the epoch. The features are built
+Each trial is a Tune function trainable (``stocktrend.tune.trial``). With one worker per trial (the default) it trains
+in its own process with the platform's Lightning module and reports each epoch with a checkpoint; with
+``--workers-per-trial N > 1`` it launches a bounded TorchTrainer (``stocktrend.platform.raytrain.fit_ray``). One
+report per epoch either way, so ASHA's ``training_iteration`` is the epoch. The features are built
 once by the driver and shipped to trials through the object store (``tune.with_parameters``); each trial only
 rebuilds labels/split/transforms/windows for its own sequence length and top-K.
 
@@ -9,6 +11,9 @@ The Optuna study lives in SQLite (``$STOCKTREND_HOME/optuna.db`` by default; opt
 experiment under ``$STOCKTREND_HOME/tune/<name>``: rerunning the same command (same ``--name``) resumes an interrupted
 search. At the end every trial becomes an MLflow run nested under the search run, the trial table is printed and saved
 (CSV + Parquet), and the best trial's checkpoint is registered (``--promote`` sets ``production``).
+
+Console: one line per trial event and the final table; ``--verbose`` shows Ray's own table and logs. Ctrl-C ends the
+search (Tune saves its state), writes the table of the trials so far and exits 130; the same command resumes it.
 """
 
 from __future__ import annotations
@@ -38,9 +43,9 @@ class SearchOptions:
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2
     metric: str = "val_loss"  # or val_auc
-    max_concurrent: int = 1
-    workers_per_trial: int = 1
-    cpus_per_worker: float = 1.0
+    max_concurrent: int = 0  # 0 = as many 1-worker trials as the cluster has CPUs for
+    workers_per_trial: int = 1  # 1: train inside the trial's process; > 1: Ray Train (DDP) inside the trial
+    cpus_per_worker: float = 1.0  # also the torch threads of an in-process trial
     gpus_per_worker: float = 0.0
     seed: int = 42
     tickers: tuple[str, ...] = ()
@@ -54,10 +59,35 @@ class SearchOptions:
     extra_points: tuple[dict, ...] = ()  # evaluated after the preset default (tests plant a poor config here)
     searcher: str = "optuna"  # optuna (TPE) | random (Tune's random sampling, for comparisons)
     scheduler: str = "asha"  # asha | fifo (every trial runs max_epochs)
+    nested_train: bool = False  # force Ray Train inside 1-worker trials too (the pre-issue-11 path; for benchmarks)
+    start_timeout_s: float = 30.0  # Ray Train worker-group start bound inside a trial (nested path)
+    verbose: bool = False  # Ray's trial table and logs on the console
 
     @property
     def mode(self) -> str:
         return "min" if self.metric.endswith("loss") else "max"
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers_per_trial <= 1 and not self.nested_train
+
+    def trial_resources(self) -> dict[str, float]:
+        """What Tune reserves for one trial: its worker's CPUs/GPUs when it trains in process; 1 CPU for the trial
+        driver when Ray Train workers (which reserve their own) do the training."""
+        if self.in_process:
+            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
+        return {"cpu": 1.0}
+
+    def cpus_per_trial(self) -> float:
+        return self.cpus_per_worker if self.in_process else 1 + self.workers_per_trial * self.cpus_per_worker
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended the search; ``summary`` says what was kept and how to resume."""
+
+    def __init__(self, summary: str):
+        super().__init__(summary)
+        self.summary = summary
 
 
 def _storage_root(kind: str) -> str:
@@ -67,29 +97,8 @@ def _storage_root(kind: str) -> str:
     return f"{base.rstrip('/')}/{kind}" if base else str(default_home() / kind)
 
 
-def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
-    """One trial: rebuild the windows for this trial's sequence length / top-K, then train through Ray Train."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from stocktrend.platform.dataset import prepare
-    from stocktrend.platform.raytrain import RayConfig, fit_ray
-    from stocktrend.platform.training import TrainConfig
-    from stocktrend.tune.space import model_config
-
-    opts: SearchOptions = base["opts"]
-    data = prepare(panel, replace(base["data_config"], sequence_length=int(config["sequence_length"]),
-                                  top_k=int(config["top_k"])))
-    mcfg = model_config(opts.preset, config, data.n_features, data.seq_len, data.kind.n_classes)
-    tcfg = TrainConfig(preset=opts.preset, epochs=opts.max_epochs, batch_size=int(config["batch_size"]),
-                       lr=float(config["lr"]), max_lr=float(config["lr"]) * 5, weight_decay=float(config["weight_decay"]),
-                       accumulate=1, patience=opts.max_epochs, monitor=opts.metric, monitor_mode=opts.mode,
-                       seed=opts.seed, progress=False)
-    trial_id = tune.get_context().get_trial_id()
-    rcfg = RayConfig(workers=opts.workers_per_trial, cpus_per_worker=opts.cpus_per_worker,
-                     gpus_per_worker=opts.gpus_per_worker, storage=base["storage"], max_failures=0,
-                     keep_checkpoints=1, run_name=f"train-{trial_id}")
-    fit_ray(data, tcfg, mcfg, rcfg, run_callbacks=[TuneReportCallback()], run_test=False)
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _searcher(opts: SearchOptions, defaults: dict):
@@ -99,12 +108,14 @@ def _searcher(opts: SearchOptions, defaults: dict):
     url = opts.optuna_storage or f"sqlite:///{default_home() / 'optuna.db'}"
     storage = optuna.storages.RDBStorage(url)
     searcher = OptunaSearch(points_to_evaluate=[defaults, *opts.extra_points],
-                            sampler=optuna.samplers.TPESampler(seed=opts.seed), seed=opts.seed,
+                            sampler=optuna.samplers.TPESampler(seed=opts.seed),
                             storage=storage, study_name=opts.name)
     return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent)
 
 
 def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
+    from stocktrend.tune.trial import LAST_RUN
+    interrupted = LAST_RUN.get("unfinished_dirs")
     rows = []
     for order, r in enumerate(grid):
         df = r.metrics_dataframe
@@ -113,9 +124,13 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
         if df is not None and opts.metric in df:
             best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
         status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
+        if interrupted is not None and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
+            status = "interrupted"
         rows.append({"order": order, "trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
                      f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
                      "status": status, "error": str(r.error).splitlines()[0][:200] if r.error else ""})
+        if status == "interrupted":
+            rows[-1]["stopped_early"] = False
     table = pd.DataFrame(rows)
     if len(table):
         table = table.sort_values(f"best_{opts.metric}", ascending=opts.mode == "min", na_position="last")
@@ -127,6 +142,11 @@ def _best_checkpoint(grid, opts: SearchOptions, storage: str):
     directory, or a bucket path when the storage is a URI such as s3://)."""
     from ray.train import Checkpoint
     best = grid.get_best_result(metric=opts.metric, mode=opts.mode, scope="all")
+    if opts.in_process:  # the trial reported its checkpoints to Tune, which kept the best one
+        ckpt = best.get_best_checkpoint(opts.metric, opts.mode)
+        if ckpt is None:
+            raise RuntimeError(f"the best trial ({best.path}) kept no checkpoint")
+        return best, ckpt
     df = best.metrics_dataframe
     row = df.loc[df[opts.metric].idxmin() if opts.mode == "min" else df[opts.metric].idxmax()]
     fs = None
@@ -136,20 +156,25 @@ def _best_checkpoint(grid, opts: SearchOptions, storage: str):
     return best, Checkpoint(str(row["checkpoint_path"]), filesystem=fs)
 
 
-def _check_capacity(opts: SearchOptions) -> None:
-    """Each running trial holds 1 CPU for its driver plus its Train workers. Asking for more concurrent trials than
-    the cluster can hold leaves every trial waiting for workers (WorkerGroupStartupTimeoutError, retried forever)."""
+def _check_capacity(opts: SearchOptions) -> SearchOptions:
+    """Resolve ``max_concurrent=0`` to what the cluster holds, and refuse more concurrent trials than it can hold: a
+    nested Train run then waits for workers that cannot start (bounded now, but every trial would fail)."""
     import ray
-    need = opts.max_concurrent * (1 + opts.workers_per_trial * opts.cpus_per_worker)
     have = float(ray.cluster_resources().get("CPU", 0))
+    per = opts.cpus_per_trial()
+    if opts.max_concurrent <= 0:
+        opts = replace(opts, max_concurrent=max(1, int(have // per)) if per else 1)
+    need = opts.max_concurrent * per
     if need > have:
-        msg = (f"{opts.max_concurrent} concurrent trial(s) x (1 CPU for the trial driver + {opts.workers_per_trial} "
-               f"worker(s) x {opts.cpus_per_worker:g} CPU) = {need:g} CPUs, but the Ray cluster has {have:g}: lower "
-               f"--max-concurrent, --workers-per-trial or --cpus-per-worker")
+        how = (f"{opts.cpus_per_worker:g} CPU" if opts.in_process else
+               f"(1 CPU for the trial driver + {opts.workers_per_trial} worker(s) x {opts.cpus_per_worker:g} CPU)")
+        msg = (f"{opts.max_concurrent} concurrent trial(s) x {how} = {need:g} CPUs, but the Ray cluster has "
+               f"{have:g}: lower --max-concurrent, --workers-per-trial or --cpus-per-worker")
         if opts.address or os.environ.get("RAY_ADDRESS"):
             log.warning("%s (continuing: an autoscaling cluster may add nodes)", msg)
         else:
             raise ValueError(msg)
+    return opts
 
 
 def run_search(opts: SearchOptions) -> dict[str, Any]:
@@ -165,21 +190,31 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     from stocktrend.platform.dataset import DataConfig, prepare
     from stocktrend.platform.raytrain import init_ray
     from stocktrend.platform.sources import load_universe
+    from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import DEFAULTS, SPACES, model_config
 
     if opts.preset not in SPACES:
         raise ValueError(f"unknown search preset {opts.preset!r}; available: {', '.join(SPACES)}")
     t0 = time.perf_counter()
-    init_ray(opts.address)
-    _check_capacity(opts)
+    init_ray(opts.address, verbose=opts.verbose)
+    opts = _check_capacity(opts)
+    log.info("search %s: %d trial(s), %d at a time, %s per trial (%s)", opts.name, opts.num_samples,
+             opts.max_concurrent, ", ".join(f"{v:g} {k.upper()}" for k, v in opts.trial_resources().items() if v),
+             "training in the trial's process" if opts.in_process else
+             f"Ray Train with {opts.workers_per_trial} worker(s)")
     data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir)
     universe = load_universe(opts.data_dir, list(opts.tickers) or None)
     panel = load_or_build_panel(universe)
     log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
     storage = opts.storage or _storage_root("tune")
     exp_path = os.path.join(storage, opts.name)
-    trainable = tune.with_parameters(trial_fn, panel=panel,
-                                     base={"opts": opts, "data_config": data_config, "storage": storage})
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_mod.trial_fn, panel=panel,
+                             base={"opts": opts, "data_config": data_config, "storage": storage}),
+        opts.trial_resources())
+    events = trial_mod.TrialEvents(opts.metric, opts.mode, opts.max_epochs, opts.num_samples,
+                                   cleanup_groups=not opts.in_process, say=_say)
+    trial_mod.LAST_RUN.clear()
     if tune.Tuner.can_restore(exp_path):
         log.info("resuming search %s from %s", opts.name, exp_path)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
@@ -205,9 +240,21 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
             trainable, param_space=SPACES[opts.preset],
             tune_config=tune.TuneConfig(metric=opts.metric, mode=opts.mode, search_alg=searcher,
                                         scheduler=scheduler, num_samples=opts.num_samples),
-            run_config=tune.RunConfig(name=opts.name, storage_path=storage,
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+            run_config=tune.RunConfig(
+                name=opts.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=opts.metric,
+                                                        checkpoint_score_order=opts.mode),
+                verbose=None if opts.verbose else 0, callbacks=[events]))
+    from stocktrend import console
+    console.reroute()
+    # Tune's new output engine prints its configuration box whatever the verbosity; the legacy one at verbosity 0
+    # prints nothing, and TrialEvents says what happens.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose else "0"
+    # With num_to_keep=1 every improving epoch forces a (7 ms) experiment snapshot; Tune warns about it each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     grid = tuner.fit()
+    if not opts.in_process:
+        trial_mod.remove_orphan_placement_groups()  # whatever the last trial's Train run left
     table = trial_table(grid, opts)
     out_dir = default_home() / "searches" / opts.name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +262,22 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     table.to_parquet(out_dir / "trials.parquet", index=False)
     result: dict[str, Any] = {"table": table, "table_path": str(out_dir / "trials.csv"), "experiment": exp_path,
                               "seconds": time.perf_counter() - t0, "version": None}
+    if trial_mod.LAST_RUN.get("interrupted"):
+        done = table[table["status"] != "interrupted"]
+        best_line = (f"best so far {table.iloc[0][f'best_{opts.metric}']:.4f} ({opts.metric})"
+                     if len(table) and pd.notna(table.iloc[0][f"best_{opts.metric}"]) else "no epoch finished")
+        ckpt_line = ""
+        if len(done) and pd.notna(table.iloc[0][f"best_{opts.metric}"]):
+            try:
+                _, ck = _best_checkpoint(grid, opts, storage)
+                ckpt_line = f"\nbest checkpoint so far: {ck.path}"
+            except Exception:  # nothing kept yet
+                pass
+        raise SearchInterrupted(
+            f"search {opts.name} interrupted after {time.perf_counter() - t0:.0f} s: {len(done)} of "
+            f"{len(table)} started trial(s) ended, {best_line}; trial table so far: {out_dir / 'trials.csv'}"
+            f"{ckpt_line}\nOptuna study {opts.name!r} and Tune state in {exp_path}: rerun the same command "
+            f"(--name {opts.name}) to resume")
     ok = table[table["status"] != "error"]
     if ok.empty:
         raise RuntimeError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
@@ -269,9 +332,12 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--grace-period", type=int, default=d.grace_period)
     ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
     ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc"])
-    ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent)
-    ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial)
-    ap.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
+    ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                    help="trials at once (default 0: as many as the cluster has CPUs for)")
+    ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial,
+                    help="1: train in the trial's own process; N > 1: Ray Train (DDP) with N workers per trial")
+    ap.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker,
+                    help="CPUs (and torch threads) per trial worker")
     ap.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--ticker", default="", help="comma-separated target tickers (default MSFT / all files of --data)")
@@ -284,6 +350,11 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--address", default=None, help="Ray address (default $RAY_ADDRESS or a local instance)")
     ap.add_argument("--searcher", default=d.searcher, choices=["optuna", "random"])
     ap.add_argument("--scheduler", default=d.scheduler, choices=["asha", "fifo"])
+    ap.add_argument("--nested-train", action="store_true",
+                    help="run Ray Train inside 1-worker trials too (the slower pre-0.2 path, for comparisons)")
+    ap.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
+                    help="seconds a trial's Ray Train workers may take to start before the trial fails")
+    ap.add_argument("--verbose", action="store_true", help="show Ray's trial table and logs on the console")
     a = ap.parse_args(argv)
     return SearchOptions(name=a.name, preset=a.preset, num_samples=a.num_samples, max_epochs=a.max_epochs,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
@@ -292,7 +363,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, storage=a.storage,
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
                          register=not a.no_register, address=a.address, searcher=a.searcher,
-                         scheduler=a.scheduler)
+                         scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,
+                         verbose=a.verbose)
 
 
 def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
@@ -309,19 +381,26 @@ def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from stocktrend import console
+    from stocktrend.platform.raytrain import shutdown_ray
     opts = parse_args(argv)
+    console.setup("tune", opts.verbose)
     try:
         res = run_search(opts)
+    except SearchInterrupted as exc:
+        print(f"\ninterrupted: {exc.summary}", file=sys.stderr, flush=True)
+        shutdown_ray()
+        return 130
     except KeyboardInterrupt:
-        print(f"interrupted: rerun the same command (--name {opts.name}) to resume", file=sys.stderr)
+        print(f"\ninterrupted: rerun the same command (--name {opts.name}) to resume", file=sys.stderr, flush=True)
+        shutdown_ray()
         return 130
     except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{console.where()}", file=sys.stderr)
+        shutdown_ray()
         return 2
     print_summary(res, opts)
+    shutdown_ray()
     return 0
 
 

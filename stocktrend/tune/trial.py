@@ -1,0 +1,229 @@
+"""How one search trial runs, and what the driver does around trials.
+
+A trial with one worker trains inside the Tune trial's own process (the same TrendModule, StockDataModule and Trainer
+settings as ``training.fit``; Ray's ``TuneReportCheckpointCallback`` reports every epoch with a checkpoint): no nested
+TorchTrainer, so no worker-group start-up (~18 s here) and no nested placement group that can outlive the trial
+(Ray issue #54305, which hung searches on this machine). A trial with ``workers_per_trial > 1`` keeps Ray's
+Tune-drives-Train pattern, with the bounded start and retries of ``raytrain.fit_ray``.
+
+``TrialEvents`` is the Tune callback behind the default console: one line per trial event (started with its config,
+stopped by ASHA, completed, failed with the path of its traceback), and after each trial it removes placement groups
+whose creating actor is gone, so a search gives back every CPU it took.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune import Callback
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.ckpt"  # the same name the Ray Train path uses (RayTrainReportCallback)
+
+# What the last experiment's end looked like, set by TrialEvents in the driver (a restored search unpickles its own
+# callback instance, so the driver reads this rather than the instance it created).
+LAST_RUN: dict[str, Any] = {}
+
+
+def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
+    """One trial: rebuild the windows for this trial's sequence length / top-K, then train (in process, or through
+    Ray Train when the trial asks for more than one worker)."""
+    from stocktrend.platform.dataset import prepare
+    from stocktrend.platform.training import TrainConfig
+    from stocktrend.tune.space import model_config
+
+    opts = base["opts"]
+    data = prepare(panel, replace(base["data_config"], sequence_length=int(config["sequence_length"]),
+                                  top_k=int(config["top_k"])))
+    mcfg = model_config(opts.preset, config, data.n_features, data.seq_len, data.kind.n_classes)
+    tcfg = TrainConfig(preset=opts.preset, epochs=opts.max_epochs, batch_size=int(config["batch_size"]),
+                       lr=float(config["lr"]), max_lr=float(config["lr"]) * 5, weight_decay=float(config["weight_decay"]),
+                       accumulate=1, patience=opts.max_epochs, monitor=opts.metric, monitor_mode=opts.mode,
+                       seed=opts.seed, progress=False)
+    if opts.workers_per_trial <= 1 and not opts.nested_train:
+        _train_in_process(data, tcfg, mcfg, threads=max(1, int(round(opts.cpus_per_worker))))
+    else:
+        _train_with_ray_train(data, tcfg, mcfg, opts, base["storage"])
+
+
+def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
+    import lightning.pytorch as pl
+    import torch
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+    from stocktrend.models.module import TrendModule
+    from stocktrend.platform.datamodule import StockDataModule
+    from stocktrend.platform.training import build_trainer
+
+    # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch's intra-op pool is set explicitly so a trial uses exactly
+    # the cores it reserved (two 1-CPU trials side by side do not fight over both cores).
+    torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
+                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
+                         label_smoothing=tcfg.label_smoothing)
+    report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
+    with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
+        trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
+        trainer.fit(module, datamodule=StockDataModule(data, batch_size=tcfg.batch_size))
+
+
+def _train_with_ray_train(data, tcfg, mcfg, opts, storage: str) -> None:
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from stocktrend.platform.raytrain import RayConfig, fit_ray
+
+    trial_id = tune.get_context().get_trial_id()
+    rcfg = RayConfig(workers=opts.workers_per_trial, cpus_per_worker=opts.cpus_per_worker,
+                     gpus_per_worker=opts.gpus_per_worker, storage=storage, max_failures=0, keep_checkpoints=1,
+                     run_name=f"train-{trial_id}", start_timeout_s=opts.start_timeout_s)
+    fit_ray(data, tcfg, mcfg, rcfg, run_callbacks=[TuneReportCallback()], run_test=False)
+
+
+def orphan_placement_groups() -> list[str]:
+    """Ids of live placement groups created by an actor that is gone (a Train controller of a stopped trial).
+
+    Ray's table exposes the creator only in the raw GCS record, so it is read from there; a group whose creator is
+    alive (a running Train run, Tune's own trial groups, which the driver creates) is never touched."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    out = []
+    accessor = state._connect_and_get_accessor()
+    for raw in accessor.get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if pg.state == gcs_pb2.PlacementGroupTableData.REMOVED or pg.is_detached:
+            continue
+        creator = pg.creator_actor_id.hex() if pg.creator_actor_id else ""
+        if not creator or creator.strip("f0") == "":
+            continue  # created by a driver (Tune's trial groups): Tune manages those
+        if pg.creator_actor_dead or not _actor_alive(creator):
+            out.append(ray.PlacementGroupID(pg.placement_group_id).hex())
+    return out
+
+
+def _actor_alive(actor_id: str) -> bool:
+    from ray.util.state import get_actor
+    try:
+        info = get_actor(actor_id, timeout=10)
+    except Exception:  # state API unavailable: assume alive (never remove what we cannot prove is orphaned)
+        return True
+    return info is not None and getattr(info, "state", "DEAD") != "DEAD"
+
+
+def remove_orphan_placement_groups() -> int:
+    """Remove the orphaned groups; returns how many were removed."""
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    import ray
+    removed = 0
+    for pg_id in orphan_placement_groups():
+        try:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            removed += 1
+            log.info("removed placement group %s left by a stopped trial", pg_id)
+        except Exception as exc:  # already gone
+            log.debug("placement group %s: %s", pg_id, exc)
+    return removed
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+class TrialEvents(Callback):
+    """One console line per trial event, orphan placement-group clean-up, and whether the run was interrupted."""
+
+    def __init__(self, metric: str, mode: str, max_epochs: int, total: int, cleanup_groups: bool,
+                 say: Callable[[str], None] | None = None):
+        self.metric, self.mode, self.max_epochs, self.total = metric, mode, max_epochs, total
+        self.cleanup_groups = cleanup_groups
+        self.say = say or print
+        self.best: dict[str, float] = {}
+        self.epochs: dict[str, int] = {}
+        self.order: dict[str, int] = {}
+        self.interrupted = False
+        self.removed_groups = 0
+
+    def __getstate__(self):  # the experiment state pickles callbacks; the console function stays behind
+        d = dict(self.__dict__)
+        d["say"] = None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self.say = self.say or print
+
+    def _name(self, trial) -> str:
+        n = self.order.setdefault(trial.trial_id, len(self.order) + 1)
+        return f"trial {n}/{self.total} ({trial.trial_id})"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
+        self.say(f"  {self._name(trial)} started: {cfg}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if value is not None:
+            old = self.best.get(trial.trial_id)
+            better = old is None or (value < old if self.mode == "min" else value > old)
+            if better:
+                self.best[trial.trial_id] = float(value)
+        self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
+
+    def _summary(self, trial) -> str:
+        best = self.best.get(trial.trial_id)
+        return (f"{self.epochs.get(trial.trial_id, 0)} epoch(s), best {self.metric} "
+                f"{best:.4f}" if best is not None else "no epoch reported")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epochs = self.epochs.get(trial.trial_id, 0)
+        what = "stopped by ASHA after" if epochs < self.max_epochs else "completed:"
+        self.say(f"  {self._name(trial)} {what} {self._summary(trial)}")
+        self._cleanup()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = getattr(trial, "error_file", None) or os.path.join(str(getattr(trial, "local_path", "")), "error.txt")
+        first = ""
+        try:
+            first = _last_error_line(Path(err).read_text())
+        except OSError:
+            pass
+        self.say(f"  {self._name(trial)} FAILED after {self._summary(trial)}: {first or 'see the log'} "
+                 f"(traceback: {err})")
+        self._cleanup()
+
+    def on_experiment_end(self, trials, **info):
+        from ray.tune.experiment import Trial
+        unfinished = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+        self.interrupted = bool(unfinished)
+        LAST_RUN.update(interrupted=self.interrupted,
+                        unfinished_dirs={str(t.path).rstrip("/").rsplit("/", 1)[-1] for t in unfinished})
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if not self.cleanup_groups:
+            return
+        try:
+            self.removed_groups += remove_orphan_placement_groups()
+        except Exception as exc:  # never let clean-up break the search
+            log.debug("placement-group clean-up skipped: %s", exc)
+
+
+def _last_error_line(text: str) -> str:
+    """The most specific line of a traceback (the last 'SomethingError: ...' line)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if head.endswith(("Error", "Exception", "Interrupt")) and " " not in head:
+            return ln[:300]
+    return lines[-1][:300] if lines else ""
