@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -141,6 +142,8 @@ def train_cmd(
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else local)."),
     data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
                                        "shared-path (the feature cache on shared storage)."),
+    start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
+                                        "before the run fails naming what it asked for and what is free."),
 ) -> None:
     """Train the hybrid model (locally or with Ray Train), log it to MLflow and register the best checkpoint."""
     from stocktrend.platform.pipeline import train_job
@@ -155,9 +158,14 @@ def train_cmd(
         from stocktrend.platform.raytrain import RayConfig
         ray_config = RayConfig(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                                storage=storage, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
-                               address=address, data_transport=data_transport)
-    out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
-                    ray_config=ray_config)
+                               address=address, data_transport=data_transport, start_timeout_s=start_timeout)
+    if workers:
+        from stocktrend import console
+        console.setup("train", STATE["debug"])
+    with _interruptible("train"):
+        out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
+                        ray_config=ray_config)
+    _finish()
     r = out.fit
     typer.echo("")
     typer.echo(f"trained      : {tcfg.preset} preset, {sum(p.numel() for p in r.module.parameters()):,} parameters, "
@@ -331,20 +339,28 @@ def quickstart_cmd(
     workers: int = typer.Option(2, min=1, help="Ray Train workers for the final retrain."),
     preset: str = typer.Option("small", help="Search space and model preset (small; tiny for smoke tests)."),
     name: Optional[str] = typer.Option(None, help="Search name (default quickstart-<time>)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's trial table and logs on the console."),
+    nested_train: bool = typer.Option(False, "--nested-train", hidden=True,
+                                      help="Trials through nested Ray Train runs, one at a time (the old, slower "
+                                           "path; for benchmarks)."),
 ) -> None:
     """The main job in one command on the embedded data: build the data set -> Ray Tune + Optuna + ASHA search ->
     retrain the best config with Ray Train -> evaluate next to baselines -> register + promote -> Ray Serve ->
     sample requests on both routes."""
+    from stocktrend import console
     from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
     opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
-                             preset=preset, workers=workers, name=name)
-    run_quickstart(opts, typer.echo)
-    if serve and wait:
-        serve_forever()
-    elif serve:
-        from ray import serve as ray_serve
-        ray_serve.shutdown()
-        typer.echo("endpoint stopped (--no-wait)")
+                             preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train)
+    console.setup("quickstart", verbose)
+    with _interruptible("quickstart"):
+        run_quickstart(opts, typer.echo)
+        if serve and wait:
+            serve_forever()
+        elif serve:
+            from ray import serve as ray_serve
+            ray_serve.shutdown()
+            typer.echo("endpoint stopped (--no-wait)")
+    _finish()
 
 
 @app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -353,6 +369,43 @@ def tune_cmd(ctx: typer.Context) -> None:
     """Ray Tune + Optuna + ASHA search (same flags as python -m stocktrend.tune.search; --help lists them)."""
     from stocktrend.tune.search import main as search_main
     raise typer.Exit(search_main(list(ctx.args)))
+
+
+@contextmanager
+def _interruptible(command: str):
+    """One Ctrl-C ends the command: say what was kept, shut down the Ray instance this process started (no Ray
+    process of the run is left), exit 130. Errors shut it down too, so nothing is left behind either way."""
+    from stocktrend import console
+    from stocktrend.platform.raytrain import shutdown_ray
+    from stocktrend.tune.search import SearchInterrupted
+    try:
+        yield
+    except SearchInterrupted as exc:
+        typer.echo(f"\ninterrupted: {exc.summary}", err=True)
+        _exit_now(130, shutdown_ray)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted: {command} stopped by Ctrl-C{console.where()}", err=True)
+        _exit_now(130, shutdown_ray)
+    except BaseException:
+        shutdown_ray()
+        raise
+
+
+def _exit_now(code: int, shutdown) -> None:
+    """Shut Ray down and leave at once: a helper thread may still be blocked in a Ray call, and a normal interpreter
+    exit would wait for it."""
+    import os
+    try:
+        shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _finish() -> None:
+    from stocktrend.platform.raytrain import shutdown_ray
+    shutdown_ray()
 
 
 def main() -> None:
@@ -366,7 +419,8 @@ def main() -> None:
             FileNotFoundError, RuntimeError) as exc:
         if STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        from stocktrend import console
+        typer.echo(f"error: {exc}{console.where()}", err=True)
         sys.exit(2)
 
 

@@ -32,6 +32,8 @@ class QuickstartOptions:
     workers: int = 2  # Ray Train workers for the retrain
     name: str | None = None  # search name (default quickstart-<time>)
     seed: int = 42
+    verbose: bool = False  # Ray's own tables and logs on the console
+    nested_train: bool = False  # trials through a nested Ray Train run with 1 trial at a time (the pre-0.2 path)
 
 
 @dataclass(frozen=True)
@@ -41,15 +43,19 @@ class Plan:
     grace_period: int
     retrain_epochs: int
     max_concurrent: int
+    patience: int  # retrain early stopping on val_loss (the seeds' 15 is longer than the whole budget)
 
 
 def plan(opts: QuickstartOptions, cpus: int) -> Plan:
     if opts.budget <= 0:
         raise ValueError(f"--budget must be > 0, got {opts.budget}")
     max_epochs = max(2, round(6 * opts.budget))
+    # A trial trains in its own process on 1 CPU, so the cluster runs one per CPU (two side by side beat one 2-thread
+    # trial here: bench/search_cost.py). The nested path holds 2 CPUs per trial: its driver + 1 Train worker.
     return Plan(trials=max(2, round(6 * opts.budget)), max_epochs=max_epochs,
                 grace_period=1 if max_epochs <= 3 else 2, retrain_epochs=max(2, round(10 * opts.budget)),
-                max_concurrent=max(1, cpus // 2))  # a trial holds 2 CPUs: its driver + 1 Train worker
+                max_concurrent=max(1, cpus // 2) if opts.nested_train else max(1, cpus),
+                patience=max(2, round(3 * opts.budget)))
 
 
 def port_free(host: str, port: int) -> bool:
@@ -129,7 +135,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     out: dict[str, Any] = {"home": str(home), "search": name}
     say(f"stocktrend quickstart: embedded MSFT + S&P 500 + NASDAQ, preset {opts.preset}, budget {opts.budget:g} "
         f"({p.trials} trials x <= {p.max_epochs} epochs, ASHA grace {p.grace_period}; retrain <= {p.retrain_epochs} "
-        f"epochs on {opts.workers} Ray Train workers); runs and registry under {home}")
+        f"epochs, patience {p.patience}, on {opts.workers} Ray Train workers); runs and registry under {home}")
 
     with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
         data = build_dataset(DataConfig())
@@ -140,11 +146,12 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         for seg, info in s["segments"].items():
             say(f"  {seg:<5} {info['dates'][0]} .. {info['dates'][1]}: {info['samples']} windows")
 
-    with st.stage(f"search: Ray Tune + Optuna TPE + ASHA, {p.trials} trials (Tune prints its own progress)"):
-        init_ray(num_cpus=None)
+    with st.stage(f"search: Ray Tune + Optuna TPE + ASHA, {p.trials} trials, {p.max_concurrent} at a time"):
+        init_ray(num_cpus=None, verbose=opts.verbose)
         sopts = SearchOptions(name=name, preset=opts.preset, num_samples=p.trials, max_epochs=p.max_epochs,
                               grace_period=p.grace_period, max_concurrent=p.max_concurrent, seed=opts.seed,
-                              register=False, model_name=opts.model_name)
+                              register=False, model_name=opts.model_name, verbose=opts.verbose,
+                              nested_train=opts.nested_train)
         res = run_search(sopts)
         table = res["table"]
         best = res["best_config"]
@@ -162,7 +169,8 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
                                                   "dense_dropout", "lstm_hidden")}
         tcfg = TrainConfig(preset=opts.preset, epochs=p.retrain_epochs, batch_size=int(best["batch_size"]),
                            lr=float(best["lr"]), max_lr=float(best["lr"]) * 5,
-                           weight_decay=float(best["weight_decay"]), seed=opts.seed, progress=False)
+                           weight_decay=float(best["weight_decay"]), seed=opts.seed, progress=False,
+                           patience=p.patience)
         rcfg = RayConfig(workers=max(1, opts.workers), max_failures=1, run_name=f"{name}-retrain")
         outcome = train_job(dcfg, tcfg, model_name=opts.model_name, model_overrides=overrides, data=tdata,
                             ray_config=rcfg)

@@ -82,3 +82,84 @@ def test_quickstart_refuses_a_busy_port_and_a_bad_budget(tmp_path):
     assert r.returncode == 2 and "--budget must be > 0" in r.stderr
     assert "Traceback" not in r.stderr
     assert os.path.exists(tmp_path) and not (tmp_path / "tune").exists()
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (Ray's GCS, raylet, dashboard and workers of a locally started instance), with its
+    command line so that a reused pid is not mistaken for a survivor."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out[c] = _cmdline(c)
+            todo.append(c)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int, cmd: str) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and _cmdline(pid) == cmd
+
+
+def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path):
+    """One SIGINT during stage 2: exit 130 within 30 s, the trial table so far written, how to resume printed, and no
+    process of the run's Ray instance left; the same command with the same --name then resumes the search."""
+    import signal
+    import threading
+    import time
+    import ray
+    ray.shutdown()
+    home = tmp_path / "home"
+    env = {**ENV, "STOCKTREND_HOME": str(home)}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "1.5", "--no-serve", "--name", "cc"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # wait until a trial has ended, so the table has something to keep
+        lines.append(line)
+        if (" stopped by ASHA after" in line or " completed:" in line) or time.monotonic() > deadline:
+            break
+    assert any("[2/5] search" in x for x in lines), "".join(lines)
+    ray_procs = _descendants(proc.pid)
+    assert any("raylet" in c for c in ray_procs.values()), ray_procs
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    stderr = "".join(err)
+    assert proc.returncode == 130, (proc.returncode, rest[-2000:], stderr[-3000:])
+    assert took < 30, took
+    assert "interrupted: search cc interrupted" in stderr and "rerun the same command (--name cc)" in stderr
+    assert "Traceback" not in stderr
+    table = home / "searches" / "cc" / "trials.csv"
+    assert table.is_file() and len(table.read_text().strip().splitlines()) >= 2
+    time.sleep(2)  # processes killed by the shutdown may take a moment to be reaped
+    left = {p: c for p, c in ray_procs.items() if _alive(p, c)}
+    assert not left, left
+    assert "[3/5]" not in "".join(lines) + rest  # the quickstart did not go on to the retrain
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming search cc" in again.stderr + again.stdout
+    assert "[5/5] done in" in again.stdout

