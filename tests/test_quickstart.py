@@ -122,7 +122,6 @@ def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path)
     """One SIGINT during stage 2: exit 130 within 30 s, the trial table so far written, how to resume printed, and no
     process of the run's Ray instance left; the same command with the same --name then resumes the search."""
     import signal
-    import threading
     import time
     import ray
     ray.shutdown()
@@ -131,10 +130,10 @@ def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path)
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "1.5", "--no-serve", "--name", "cc"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err_out, text=True)
     lines: list[str] = []
-    err: list[str] = []
-    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
     deadline = time.monotonic() + 300
     for line in proc.stdout:  # wait until a trial has ended, so the table has something to keep
         lines.append(line)
@@ -147,7 +146,7 @@ def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     took = time.monotonic() - t0
-    stderr = "".join(err)
+    stderr = err_file.read_text()
     assert proc.returncode == 130, (proc.returncode, rest[-2000:], stderr[-3000:])
     assert took < 30, took
     assert "interrupted: search cc interrupted" in stderr and "rerun the same command (--name cc)" in stderr

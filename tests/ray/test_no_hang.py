@@ -23,6 +23,21 @@ POOR = {"width": 2.0, "kernel_size": 5, "conv_dropout": 0.0, "lstm_dropout": 0.0
         "lstm_hidden": 16, "sequence_length": 30, "top_k": 16, "lr": 1e-6, "weight_decay": 5e-3, "batch_size": 32}
 
 
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    """A user data directory whose ticker copies the market 5 days later: the preset default learns it within an
+    epoch while POOR (learning rate 1e-6) stays at chance, so ASHA's stop of POOR does not depend on luck."""
+    from stocktrend.platform.synthetic import planted_signal_universe
+    d = tmp_path_factory.mktemp("planted")
+    u = planted_signal_universe(900, seed=5)
+    (d / "market").mkdir()
+    for name, frame in u.tickers.items():
+        frame.to_csv(d / f"{name}.csv")
+    for name, frame in u.market.items():
+        frame.to_csv(d / "market" / f"{name}.csv")
+    return str(d)
+
+
 @pytest.fixture()
 def busy_core():
     """A process spinning on one core for the length of the test."""
@@ -46,12 +61,13 @@ def wait_all_cpus_free(timeout: float = 10) -> float:
     return ray.available_resources().get("CPU", 0)
 
 
-def test_six_trial_search_twice_under_load_returns_every_cpu(ray_local, busy_core, tmp_path, monkeypatch):
+def test_six_trial_search_twice_under_load_returns_every_cpu(ray_local, busy_core, planted_dir, tmp_path,
+                                                             monkeypatch):
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
     timing = []
     for run in range(2):
         opts = SearchOptions(name=f"load-{run}", preset="tiny", num_samples=6, max_epochs=3, grace_period=1,
-                             register=False, seed=run, extra_points=(POOR,))
+                             register=False, seed=run, extra_points=(POOR,), data_dir=planted_dir)
         t0 = time.perf_counter()
         res = run_search(opts)
         timing.append(time.perf_counter() - t0)
@@ -69,11 +85,11 @@ def test_six_trial_search_twice_under_load_returns_every_cpu(ray_local, busy_cor
     print(f"two searches: {timing[0]:.1f} s, {timing[1]:.1f} s; fixed cost per trial {sorted(fixed)}")
 
 
-def test_nested_train_trials_leave_no_placement_group(ray_local, busy_core, tmp_path, monkeypatch):
+def test_nested_train_trials_leave_no_placement_group(ray_local, busy_core, planted_dir, tmp_path, monkeypatch):
     """--workers-per-trial keeps Tune driving Ray Train; ASHA-stopped trials must not leave their groups behind."""
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
     opts = SearchOptions(name="nested", preset="tiny", num_samples=2, max_epochs=3, grace_period=1, register=False,
-                         nested_train=True, extra_points=(POOR,), start_timeout_s=20)
+                         nested_train=True, extra_points=(POOR,), start_timeout_s=20, data_dir=planted_dir)
     res = run_search(opts)
     table = res["table"]
     assert len(table) == 2 and (table["status"] != "error").all(), table[["status", "error"]]
