@@ -78,7 +78,11 @@ def run_mode(mode: str, args) -> dict:
 def quickstart(nested: bool) -> float:
     home = tempfile.mkdtemp(prefix="qs-bench-")
     cli = str(Path(sys.executable).parent / "stocktrend")
-    cmd = [cli, "quickstart", "--no-wait", "--port", "8799"] + (["--nested-train"] if nested else [])
+    import socket
+    with socket.socket() as sock:  # a port nobody holds (the previous run's endpoint may still be closing)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [cli, "quickstart", "--no-wait", "--port", str(port)] + (["--nested-train"] if nested else [])
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env={**os.environ, "STOCKTREND_HOME": home}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -107,7 +111,7 @@ def main() -> None:
     console.setup("bench-search", verbose=False)
     load_or_build_panel(load_universe(None, None))  # the feature cache, outside every timing
     rows = []
-    for mode in args.modes.split(","):
+    for mode in [m for m in args.modes.split(",") if m]:
         init_ray(verbose=False)
         rows.append(run_mode(mode, args))
         shutdown_ray()

@@ -111,8 +111,18 @@ def baseline_probabilities(data: PreparedData, test_rows: np.ndarray | None = No
     x_tr, y_bal, x_te = _flat(data.windows(balanced)), data.targets(balanced), _flat(data.windows(test_rows))
     lr = LogisticRegression(C=0.05, max_iter=2000)
     out["logistic_regression"] = lr.fit(x_tr, y_bal).predict_proba(x_te)
-    gb = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
-    out["gradient_boosting"] = gb.fit(x_tr, y_bal).predict_proba(x_te)
+    # Gradient boosting picks its number of trees on the validation segment, as the network picks its epoch there
+    # (same protocol for both; 2.5 s instead of 17 s for 200 fixed trees on MSFT, with test AUC 0.517 vs 0.522).
+    val_rows = data.samples.get("val", np.empty(0, dtype=int))
+    y_val = data.targets(val_rows) if len(val_rows) else np.empty(0, dtype=int)
+    if len(val_rows) >= 50 and len(np.unique(y_val)) == k:
+        gb = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed,
+                                            early_stopping=True, n_iter_no_change=10)
+        gb.fit(x_tr, y_bal, X_val=_flat(data.windows(val_rows)), y_val=y_val)
+    else:
+        gb = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed, early_stopping=False)
+        gb.fit(x_tr, y_bal)
+    out["gradient_boosting"] = gb.predict_proba(x_te)
     return out
 
 

@@ -235,7 +235,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     init_ray(opts.address, verbose=opts.verbose)
     opts = _check_capacity(opts)
     log.info("search %s: %d trial(s), %d at a time, %s per trial (%s)", opts.name, opts.num_samples,
-             opts.max_concurrent, ", ".join(f"{v:g} {k.upper()}" for k, v in opts.trial_resources().items() if v),
+             opts.max_concurrent, f"{opts.cpus_per_trial():g} CPU",
              "training in the trial's process" if opts.in_process else
              f"Ray Train with {opts.workers_per_trial} worker(s)")
     data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir)
