@@ -12,8 +12,8 @@ import time
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.evaluation import _flat
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.evaluation.metrics import _flat
 
 
 def main() -> None:

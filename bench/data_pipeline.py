@@ -31,9 +31,9 @@ def main() -> None:
     ap.add_argument("--cache", action="store_true", help="also write the Parquet feature cache (timed)")
     args = ap.parse_args()
 
-    from stocktrend.platform.cache import load_or_build_panel
-    from stocktrend.platform.dataset import DataConfig, prepare
-    from stocktrend.platform.synthetic import random_walk_universe
+    from stocktrend.platform.data.cache import load_or_build_panel
+    from stocktrend.platform.data.dataset import DataConfig, prepare
+    from stocktrend.platform.data.synthetic import random_walk_universe
 
     t0 = time.perf_counter()
     universe = random_walk_universe(args.days, n_tickers=args.tickers, seed=0)

@@ -45,9 +45,9 @@ def main() -> None:
     import logging
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    from stocktrend.platform.dataset import build_dataset
-    from stocktrend.platform.raytrain import RayConfig, fit_ray, init_ray
-    from stocktrend.platform.training import TrainConfig, fit, model_config_for
+    from stocktrend.platform.data.dataset import build_dataset
+    from stocktrend.platform.training.distributed import RayConfig, fit_ray, init_ray
+    from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
 
     data = build_dataset()
     n_train = len(data.samples["train"]) + len(data.samples["val"])  # each epoch trains and validates

@@ -104,10 +104,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("STOCKTREND_HOME", tempfile.mkdtemp(prefix="search-bench-"))
-    from stocktrend import console
-    from stocktrend.platform.cache import load_or_build_panel
-    from stocktrend.platform.raytrain import init_ray, shutdown_ray
-    from stocktrend.platform.sources import load_universe
+    from stocktrend.platform import console
+    from stocktrend.platform.data.cache import load_or_build_panel
+    from stocktrend.platform.training.distributed import init_ray, shutdown_ray
+    from stocktrend.platform.data.sources import load_universe
     console.setup("bench-search", verbose=False)
     load_or_build_panel(load_universe(None, None))  # the feature cache, outside every timing
     rows = []

@@ -105,10 +105,10 @@ def main() -> None:
     from ray import serve
 
     from stocktrend.models.hybrid import HybridNet
-    from stocktrend.platform import registry
-    from stocktrend.platform.checkpoint import Predictor, make_checkpoint, save_checkpoint
-    from stocktrend.platform.dataset import build_dataset
-    from stocktrend.platform.training import model_config_for
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
+    from stocktrend.platform.data.dataset import build_dataset
+    from stocktrend.platform.training.local import model_config_for
     from stocktrend.serve.app import app_builder
 
     data = build_dataset()

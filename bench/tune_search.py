@@ -45,9 +45,9 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import logging
     logging.basicConfig(level=logging.WARNING)
-    from stocktrend.platform.dataset import DataConfig, build_dataset
-    from stocktrend.platform.evaluation import baseline_probabilities, classification_scores
-    from stocktrend.platform.training import TrainConfig, fit
+    from stocktrend.platform.data.dataset import DataConfig, build_dataset
+    from stocktrend.platform.evaluation.metrics import baseline_probabilities, classification_scores
+    from stocktrend.platform.training.local import TrainConfig, fit
     from stocktrend.tune.search import SearchOptions
     from stocktrend.tune.space import DEFAULTS, model_config
 

@@ -87,7 +87,7 @@ def data_build(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build the data set and print a summary (splits, class balance, features, purge counts, cache)."""
-    from stocktrend.platform.dataset import DataConfig, build_dataset
+    from stocktrend.platform.data.dataset import DataConfig, build_dataset
     if label not in ("binary", "ternary", "regression"):
         raise typer.BadParameter(f"unknown label kind {label!r}; use binary, ternary or regression")
     cfg = DataConfig(tickers=_split_list(ticker) or (), data_dir=data, market=_split_list(market),
@@ -99,7 +99,7 @@ def data_build(
 
 
 def _data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo):
-    from stocktrend.platform.dataset import DataConfig
+    from stocktrend.platform.data.dataset import DataConfig
     if label not in ("binary", "ternary", "regression"):
         raise typer.BadParameter(f"unknown label kind {label!r}; use binary, ternary or regression")
     return DataConfig(tickers=_split_list(ticker) or (), data_dir=data, market=_split_list(market),
@@ -146,8 +146,8 @@ def train_cmd(
                                         "before the run fails naming what it asked for and what is free."),
 ) -> None:
     """Train the hybrid model (locally or with Ray Train), log it to MLflow and register the best checkpoint."""
-    from stocktrend.platform.pipeline import train_job
-    from stocktrend.platform.training import TrainConfig
+    from stocktrend.platform.training.jobs import train_job
+    from stocktrend.platform.training.local import TrainConfig
     cfg = _data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo)
     tcfg = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
                        accumulate=accumulate, patience=patience, monitor=monitor,
@@ -155,12 +155,12 @@ def train_cmd(
                        precision=precision, seed=seed)
     ray_config = None
     if workers:
-        from stocktrend.platform.raytrain import RayConfig
+        from stocktrend.platform.training.distributed import RayConfig
         ray_config = RayConfig(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                                storage=storage, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
                                address=address, data_transport=data_transport, start_timeout_s=start_timeout)
     if workers:
-        from stocktrend import console
+        from stocktrend.platform import console
         console.setup("train", STATE["debug"])
     with _interruptible("train"):
         out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
@@ -195,9 +195,9 @@ def predict_cmd(
     """Predict the trend from the last window of a price file: probabilities, label and BUY/SELL signal."""
     from pathlib import Path
 
-    from stocktrend.platform.checkpoint import Predictor
-    from stocktrend.platform.pipeline import resolve_model
-    from stocktrend.platform.sources import load_embedded, load_price_file, load_universe
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.training.jobs import resolve_model
+    from stocktrend.platform.data.sources import load_embedded, load_price_file, load_universe
     path, _ = resolve_model(model)
     pred = Predictor.load(path)
     prices = load_price_file(csv)
@@ -224,7 +224,7 @@ def predict_cmd(
 @models_app.command("list")
 def models_list(name: str = typer.Argument("stocktrend")) -> None:
     """Versions of a registered model with their aliases and test metrics."""
-    from stocktrend.platform import registry
+    from stocktrend.platform.registry import mlflow_registry as registry
     for v in registry.list_versions(name):
         metrics = ", ".join(f"{k} {v2}" for k, v2 in v["metrics"].items() if k.startswith("test_"))
         aliases = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
@@ -234,8 +234,8 @@ def models_list(name: str = typer.Argument("stocktrend")) -> None:
 @models_app.command("show")
 def models_show(spec: str = typer.Argument("stocktrend", help="NAME[@ALIAS|@VERSION]")) -> None:
     """One version: registry entry plus what its checkpoint holds (config, features, metrics, data hash)."""
-    from stocktrend.platform import registry
-    from stocktrend.platform.checkpoint import read_checkpoint
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import read_checkpoint
     name, ref = registry.parse_spec(spec)
     path, info = registry.download(name, ref)
     ckpt = read_checkpoint(path)
@@ -251,7 +251,7 @@ def models_show(spec: str = typer.Argument("stocktrend", help="NAME[@ALIAS|@VERS
 def models_promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
                    alias: str = typer.Option("production")) -> None:
     """Point an alias (default production) at a version; the previous holder is kept for rollback."""
-    from stocktrend.platform import registry
+    from stocktrend.platform.registry import mlflow_registry as registry
     r = registry.promote(name, version, alias)
     typer.echo(f"{name}@{alias} -> version {r['version']}" + (f" (was {r['previous']})" if r["previous"] else "")
                + ("" if r["changed"] else " (unchanged)"))
@@ -260,7 +260,7 @@ def models_promote(name: str = typer.Argument(...), version: int = typer.Argumen
 @models_app.command("rollback")
 def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
     """Give the production alias back to the version that held it before the last promote."""
-    from stocktrend.platform import registry
+    from stocktrend.platform.registry import mlflow_registry as registry
     r = registry.rollback(name)
     typer.echo(f"{name}@production -> version {r['version']} (was {r['previous']})")
 
@@ -278,7 +278,7 @@ def evaluate_cmd(
     epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap when retraining (walk-forward, audit)."),
 ) -> None:
     """Score a model next to baselines on the untouched test segment; backtest; Markdown + PNG report."""
-    from stocktrend.platform.report import EvalOptions, evaluate
+    from stocktrend.platform.evaluation.report import EvalOptions, evaluate
     res = evaluate(model, out, EvalOptions(threshold=threshold, cost_bps=cost_bps, allow_short=short,
                                            walk_forward=walk_forward, leakage_audit=leakage_audit, epochs=epochs))
     m = res["scores"]["model"]
@@ -310,7 +310,7 @@ def serve_cmd(
 
     from ray import serve
 
-    from stocktrend.platform.raytrain import init_ray
+    from stocktrend.platform.training.distributed import init_ray
     from stocktrend.serve.app import app_builder
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     init_ray()
@@ -347,7 +347,7 @@ def quickstart_cmd(
     """The main job in one command on the embedded data: build the data set -> Ray Tune + Optuna + ASHA search ->
     retrain the best config with Ray Train -> evaluate next to baselines -> register + promote -> Ray Serve ->
     sample requests on both routes."""
-    from stocktrend import console
+    from stocktrend.platform import console
     from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
     opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
                              preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train)
@@ -375,8 +375,8 @@ def tune_cmd(ctx: typer.Context) -> None:
 def _interruptible(command: str):
     """One Ctrl-C ends the command: say what was kept, shut down the Ray instance this process started (no Ray
     process of the run is left), exit 130. Errors shut it down too, so nothing is left behind either way."""
-    from stocktrend import console
-    from stocktrend.platform.raytrain import shutdown_ray
+    from stocktrend.platform import console
+    from stocktrend.platform.training.distributed import shutdown_ray
     from stocktrend.tune.search import SearchInterrupted
     try:
         yield
@@ -404,22 +404,22 @@ def _exit_now(code: int, shutdown) -> None:
 
 
 def _finish() -> None:
-    from stocktrend.platform.raytrain import shutdown_ray
+    from stocktrend.platform.training.distributed import shutdown_ray
     shutdown_ray()
 
 
 def main() -> None:
-    from stocktrend.platform.checkpoint import CheckpointError
-    from stocktrend.platform.raytrain import DistributedTrainingError
-    from stocktrend.platform.registry import RegistryError
-    from stocktrend.platform.sources import DataValidationError
+    from stocktrend.platform.registry.checkpoint import CheckpointError
+    from stocktrend.platform.training.distributed import DistributedTrainingError
+    from stocktrend.platform.registry.mlflow_registry import RegistryError
+    from stocktrend.platform.data.sources import DataValidationError
     try:
         app()
     except (DataValidationError, CheckpointError, RegistryError, DistributedTrainingError, ValueError,
             FileNotFoundError, RuntimeError) as exc:
         if STATE["debug"]:
             raise
-        from stocktrend import console
+        from stocktrend.platform import console
         typer.echo(f"error: {exc}{console.where()}", err=True)
         sys.exit(2)
 

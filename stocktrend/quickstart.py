@@ -112,13 +112,13 @@ def _wait_healthy(url: str, timeout: float = 120) -> None:
 
 def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the main job; returns the artefacts (cache path, trial table, version, report, HTTP answers, URL)."""
-    from stocktrend.platform import registry
-    from stocktrend.platform.cache import default_home
-    from stocktrend.platform.dataset import DataConfig, build_dataset
-    from stocktrend.platform.pipeline import train_job
-    from stocktrend.platform.raytrain import RayConfig, init_ray
-    from stocktrend.platform.report import EvalOptions, evaluate
-    from stocktrend.platform.training import TrainConfig
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.data.cache import default_home
+    from stocktrend.platform.data.dataset import DataConfig, build_dataset
+    from stocktrend.platform.training.jobs import train_job
+    from stocktrend.platform.training.distributed import RayConfig, init_ray
+    from stocktrend.platform.evaluation.report import EvalOptions, evaluate
+    from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.search import SearchOptions, run_search
     from stocktrend.tune.space import SPACES, model_config
 
@@ -231,9 +231,9 @@ def _save(out: dict[str, Any], home: Path) -> None:
 def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str, Any]:
     from ray import serve
 
-    from stocktrend.platform import registry
-    from stocktrend.platform.checkpoint import Predictor
-    from stocktrend.platform.sources import load_embedded
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.data.sources import load_embedded
     from stocktrend.serve.app import app_builder
 
     env = {"STOCKTREND_HOME": str(home)}

@@ -2,7 +2,7 @@
 
 Recipe (the seeds'): CrossEntropy with class weights and label smoothing 0.1, AdamW (lr 2e-4, weight decay 5e-3),
 OneCycleLR up to 1e-3 over the whole run. Gradient clipping (1.0) and accumulation (4) are Trainer settings, applied in
-``stocktrend.platform.training``. Regression models use the Huber loss and report MAE and directional accuracy.
+``stocktrend.platform.training.local``. Regression models use the Huber loss and report MAE and directional accuracy.
 """
 
 from __future__ import annotations

@@ -151,8 +151,8 @@ class StockTrendService:
 
     # -- model loading and hot swap --------------------------------------------------------------------------------
     def _load(self, spec: str) -> None:
-        from stocktrend.platform.checkpoint import Predictor
-        from stocktrend.platform.pipeline import resolve_model
+        from stocktrend.platform.registry.checkpoint import Predictor
+        from stocktrend.platform.training.jobs import resolve_model
         path, info = resolve_model(spec)
         predictor = Predictor.load(path)
         name, _, ref = spec.partition("@")
@@ -177,7 +177,7 @@ class StockTrendService:
             self._poll_task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
-        from stocktrend.platform import registry
+        from stocktrend.platform.registry import mlflow_registry as registry
         while True:
             await asyncio.sleep(float(self.cfg["poll_interval_s"]))
             spec = self.cfg["model"]
@@ -324,7 +324,7 @@ class StockTrendService:
         return await self._timed("/predict", run)
 
     def _market_for(self, pred, req: TickerRequest) -> dict[str, pd.DataFrame]:
-        from stocktrend.platform.sources import validate_prices
+        from stocktrend.platform.data.sources import validate_prices
         if req.market is not None:
             return {name: validate_prices(pd.DataFrame([b.model_dump() for b in bars]), f"market[{name}]",
                                           required=("close",), repair=False) for name, bars in req.market.items()}
@@ -332,14 +332,14 @@ class StockTrendService:
             raise ClientError(422, "this model was trained with market series from a data directory: send them in "
                                    "'market'")
         if self._market_cache is None:
-            from stocktrend.platform.sources import load_embedded
+            from stocktrend.platform.data.sources import load_embedded
             market = list(pred.data_config.market) if pred.data_config.market is not None else None
             self._market_cache = load_embedded(market=market).market
         return self._market_cache
 
     @api.post("/predict/ticker", response_model=TickerResponse)
     async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
-        from stocktrend.platform.sources import DataValidationError, validate_prices
+        from stocktrend.platform.data.sources import DataValidationError, validate_prices
 
         async def run():
             _check_token(request)

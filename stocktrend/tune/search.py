@@ -2,7 +2,7 @@
 
 Each trial is a Tune function trainable (``stocktrend.tune.trial``). With one worker per trial (the default) it trains
 in its own process with the platform's Lightning module and reports each epoch with a checkpoint; with
-``--workers-per-trial N > 1`` it launches a bounded TorchTrainer (``stocktrend.platform.raytrain.fit_ray``). One
+``--workers-per-trial N > 1`` it launches a bounded TorchTrainer (``stocktrend.platform.training.distributed.fit_ray``). One
 report per epoch either way, so ASHA's ``training_iteration`` is the epoch. The features are built
 once by the driver and shipped to trials through the object store (``tune.with_parameters``); each trial only
 rebuilds labels/split/transforms/windows for its own sequence length and top-K.
@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from stocktrend.platform.cache import default_home
+from stocktrend.platform.data.cache import default_home
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,12 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from stocktrend.platform import registry
-    from stocktrend.platform.cache import load_or_build_panel
-    from stocktrend.platform.checkpoint import make_checkpoint, save_checkpoint
-    from stocktrend.platform.dataset import DataConfig, prepare
-    from stocktrend.platform.raytrain import init_ray
-    from stocktrend.platform.sources import load_universe
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.data.cache import load_or_build_panel
+    from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
+    from stocktrend.platform.data.dataset import DataConfig, prepare
+    from stocktrend.platform.training.distributed import init_ray
+    from stocktrend.platform.data.sources import load_universe
     from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import DEFAULTS, SPACES, model_config
 
@@ -286,7 +286,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                 verbose=None if opts.verbose else 0, callbacks=[events]))
     import ray
     cpus_free_before = float(ray.available_resources().get("CPU", 0))
-    from stocktrend import console
+    from stocktrend.platform import console
     console.reroute()
     # Tune's new output engine prints its configuration box whatever the verbosity; the legacy one at verbosity 0
     # prints nothing, and TrialEvents says what happens.
@@ -425,8 +425,8 @@ def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stocktrend import console
-    from stocktrend.platform.raytrain import shutdown_ray
+    from stocktrend.platform import console
+    from stocktrend.platform.training.distributed import shutdown_ray
     opts = parse_args(argv)
     console.setup("tune", opts.verbose)
     try:

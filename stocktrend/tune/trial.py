@@ -34,8 +34,8 @@ LAST_RUN: dict[str, Any] = {}
 def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     """One trial: rebuild the windows for this trial's sequence length / top-K, then train (in process, or through
     Ray Train when the trial asks for more than one worker)."""
-    from stocktrend.platform.dataset import prepare
-    from stocktrend.platform.training import TrainConfig
+    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.space import model_config
 
     opts = base["opts"]
@@ -58,8 +58,8 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
     from stocktrend.models.module import TrendModule
-    from stocktrend.platform.datamodule import StockDataModule
-    from stocktrend.platform.training import build_trainer
+    from stocktrend.platform.data.datamodule import StockDataModule
+    from stocktrend.platform.training.local import build_trainer
 
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch's intra-op pool is set explicitly so a trial uses exactly
     # the cores it reserved (two 1-CPU trials side by side do not fight over both cores).
@@ -80,7 +80,7 @@ def _train_with_ray_train(data, tcfg, mcfg, opts, storage: str) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from stocktrend.platform.raytrain import RayConfig, fit_ray
+    from stocktrend.platform.training.distributed import RayConfig, fit_ray
 
     trial_id = tune.get_context().get_trial_id()
     rcfg = RayConfig(workers=opts.workers_per_trial, cpus_per_worker=opts.cpus_per_worker,

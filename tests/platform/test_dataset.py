@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stocktrend.platform import cache
-from stocktrend.platform.cache import FeaturePanel, load_or_build_panel
-from stocktrend.platform.datamodule import StockDataModule
-from stocktrend.platform.dataset import DataConfig, FittedTransforms, build_dataset, prepare
-from stocktrend.platform.synthetic import random_walk_universe
+from stocktrend.platform.data import cache
+from stocktrend.platform.data.cache import FeaturePanel, load_or_build_panel
+from stocktrend.platform.data.datamodule import StockDataModule
+from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, build_dataset, prepare
+from stocktrend.platform.data.synthetic import random_walk_universe
 
 
 @pytest.fixture(scope="module")

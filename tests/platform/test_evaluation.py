@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.evaluation import backtest, bootstrap_auc, classification_scores
-from stocktrend.platform.synthetic import planted_signal_universe
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.evaluation.metrics import backtest, bootstrap_auc, classification_scores
+from stocktrend.platform.data.synthetic import planted_signal_universe
 
 
 def test_classification_scores_known_values():

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stocktrend.platform.features import FeatureConfig, build_features
-from stocktrend.platform.synthetic import random_walk_universe
+from stocktrend.platform.data.features import FeatureConfig, build_features
+from stocktrend.platform.data.synthetic import random_walk_universe
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from stocktrend.platform.audit import seeds_protocol
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.synthetic import planted_signal_universe, random_walk_universe
+from stocktrend.platform.evaluation.audit import seeds_protocol
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.data.synthetic import planted_signal_universe, random_walk_universe
 
 
 def gbm_scores(x_tr, y_tr, x_te, y_te):

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.sources import (ColumnAliases, DataValidationError, load_directory, load_embedded,
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.data.sources import (ColumnAliases, DataValidationError, load_directory, load_embedded,
                                          load_price_file)
-from stocktrend.platform.synthetic import business_days, ohlcv_from_log_returns
+from stocktrend.platform.data.synthetic import business_days, ohlcv_from_log_returns
 
 
 def good_frame(n=400, seed=0) -> pd.DataFrame:

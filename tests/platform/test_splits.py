@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from stocktrend.platform.dataset import DataConfig, prepare
-from stocktrend.platform.cache import load_or_build_panel
-from stocktrend.platform.splits import (chronological_boundaries, split_positions, split_ticker,
+from stocktrend.platform.data.dataset import DataConfig, prepare
+from stocktrend.platform.data.cache import load_or_build_panel
+from stocktrend.platform.data.splits import (chronological_boundaries, split_positions, split_ticker,
                                         walk_forward_boundaries)
-from stocktrend.platform.synthetic import random_walk_universe
+from stocktrend.platform.data.synthetic import random_walk_universe
 
 
 def assert_no_overlap(train, next_rows, seq_len, horizon, embargo):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from stocktrend.platform import registry
-from stocktrend.platform.checkpoint import CheckpointError, Predictor, read_checkpoint
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.pipeline import train_job
-from stocktrend.platform.synthetic import planted_signal_universe
-from stocktrend.platform.training import TrainConfig, fit
+from stocktrend.platform.registry import mlflow_registry as registry
+from stocktrend.platform.registry.checkpoint import CheckpointError, Predictor, read_checkpoint
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.training.jobs import train_job
+from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.training.local import TrainConfig, fit
 
 FAST = TrainConfig(preset="tiny", epochs=8, batch_size=32, accumulate=1, lr=1e-3, max_lr=1e-2, progress=False)
 
@@ -33,7 +33,7 @@ def test_planted_signal_reaches_90_percent(trained, planted):
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(trained, planted, tmp_path):
-    from stocktrend.platform.checkpoint import make_checkpoint, save_checkpoint
+    from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
     path = save_checkpoint(make_checkpoint(trained.module.model, trained.model_config, planted,
                                            trained.test_metrics), tmp_path / "m.pt")
     pred = Predictor.load(path)
@@ -109,7 +109,7 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
         def on_train_epoch_end(self, trainer, module):
             raise RuntimeError("simulated crash")
 
-    import stocktrend.platform.pipeline as pipeline
+    import stocktrend.platform.training.jobs as pipeline
     real_fit = pipeline.fit
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: real_fit(*a, callbacks=[Boom()], **k))
     before = [v["version"] for v in registry.list_versions("t")]

@@ -9,10 +9,10 @@ import time
 import pytest
 import ray
 
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.raytrain import RayConfig, ResourcesUnavailableError, fit_ray
-from stocktrend.platform.synthetic import planted_signal_universe
-from stocktrend.platform.training import TrainConfig, model_config_for
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.training.distributed import RayConfig, ResourcesUnavailableError, fit_ray
+from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.training.local import TrainConfig, model_config_for
 from stocktrend.tune import trial as trial_mod
 from stocktrend.tune.search import SearchOptions, run_search
 
@@ -27,7 +27,7 @@ POOR = {"width": 2.0, "kernel_size": 5, "conv_dropout": 0.0, "lstm_dropout": 0.0
 def planted_dir(tmp_path_factory):
     """A user data directory whose ticker copies the market 5 days later: the preset default learns it within an
     epoch while POOR (learning rate 1e-6) stays at chance, so ASHA's stop of POOR does not depend on luck."""
-    from stocktrend.platform.synthetic import planted_signal_universe
+    from stocktrend.platform.data.synthetic import planted_signal_universe
     d = tmp_path_factory.mktemp("planted")
     u = planted_signal_universe(900, seed=5)
     (d / "market").mkdir()

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import ray.cloudpickle
 
-from stocktrend.platform import registry
-from stocktrend.platform.checkpoint import Predictor
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.pipeline import train_job
-from stocktrend.platform.raytrain import DistributedTrainingError, RayConfig, fit_ray
-from stocktrend.platform.synthetic import planted_signal_universe
-from stocktrend.platform.training import TrainConfig, model_config_for
+from stocktrend.platform.registry import mlflow_registry as registry
+from stocktrend.platform.registry.checkpoint import Predictor
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.training.jobs import train_job
+from stocktrend.platform.training.distributed import DistributedTrainingError, RayConfig, fit_ray
+from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.training.local import TrainConfig, model_config_for
 from tests.ray import helpers
 from tests.ray.local_head import local_head, submit
 
@@ -87,10 +87,10 @@ sys.path.insert(0, {root!r})
 from tests.ray import helpers
 from tests.ray.local_head import local_head, submit
 ray.cloudpickle.register_pickle_by_value(helpers)
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.raytrain import RayConfig, fit_ray
-from stocktrend.platform.synthetic import planted_signal_universe
-from stocktrend.platform.training import TrainConfig, model_config_for
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.training.distributed import RayConfig, fit_ray
+from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.training.local import TrainConfig, model_config_for
 cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
 cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()

@@ -6,9 +6,10 @@ import numpy as np
 import optuna
 import pytest
 
-from stocktrend.platform import cache, registry
-from stocktrend.platform.checkpoint import Predictor
-from stocktrend.platform.dataset import build_dataset
+from stocktrend.platform.data import cache
+from stocktrend.platform.registry import mlflow_registry as registry
+from stocktrend.platform.registry.checkpoint import Predictor
+from stocktrend.platform.data.dataset import build_dataset
 from stocktrend.tune.search import SearchOptions, run_search
 from tests.ray.local_head import local_head, submit
 from tests.ray.test_no_hang import POOR

@@ -8,12 +8,12 @@ import httpx
 import numpy as np
 import pytest
 
-from stocktrend.platform import registry
-from stocktrend.platform.checkpoint import Predictor
-from stocktrend.platform.dataset import DataConfig, build_dataset
-from stocktrend.platform.pipeline import train_job
-from stocktrend.platform.sources import load_embedded
-from stocktrend.platform.training import TrainConfig
+from stocktrend.platform.registry import mlflow_registry as registry
+from stocktrend.platform.registry.checkpoint import Predictor
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.training.jobs import train_job
+from stocktrend.platform.data.sources import load_embedded
+from stocktrend.platform.training.local import TrainConfig
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow

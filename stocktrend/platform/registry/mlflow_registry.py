@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from stocktrend.platform.cache import default_home
+from stocktrend.platform.data.cache import default_home
 
 log = logging.getLogger(__name__)
 

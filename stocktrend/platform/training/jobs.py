@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from stocktrend.platform import registry
-from stocktrend.platform.cache import default_home
-from stocktrend.platform.checkpoint import Predictor, make_checkpoint, save_checkpoint
-from stocktrend.platform.dataset import DataConfig, PreparedData, build_dataset, config_dict
-from stocktrend.platform.training import FitResult, TrainConfig, fit, model_config_for, train_config_dict
+from stocktrend.platform.registry import mlflow_registry as registry
+from stocktrend.platform.data.cache import default_home
+from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
+from stocktrend.platform.data.dataset import DataConfig, PreparedData, build_dataset, config_dict
+from stocktrend.platform.training.local import FitResult, TrainConfig, fit, model_config_for, train_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     def run_fit(sink=None) -> FitResult:
         if ray_config is None:
             return fit(data, train_cfg, mcfg, init_state_dict=init_state, metric_sink=sink)
-        from stocktrend.platform.raytrain import fit_ray
+        from stocktrend.platform.training.distributed import fit_ray
         result, info = fit_ray(data, train_cfg, mcfg, ray_config, init_state_dict=init_state)
         log.info("Ray Train run stored at %s (best checkpoint %s)", info.storage_path, info.best_checkpoint_dir)
         if sink is not None:

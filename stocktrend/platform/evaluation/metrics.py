@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from stocktrend.platform.dataset import PreparedData
-from stocktrend.platform.labels import LabelKind
+from stocktrend.platform.data.dataset import PreparedData
+from stocktrend.platform.data.labels import LabelKind
 
 
 def bootstrap_auc(y: np.ndarray, score: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stocktrend.platform.cache import default_home
-from stocktrend.platform.checkpoint import Predictor
-from stocktrend.platform.dataset import PreparedData, build_dataset, prepare
-from stocktrend.platform.evaluation import backtest, baseline_probabilities, classification_scores
-from stocktrend.platform.pipeline import resolve_model
-from stocktrend.platform.splits import walk_forward_boundaries
-from stocktrend.platform.training import TrainConfig, fit
+from stocktrend.platform.data.cache import default_home
+from stocktrend.platform.registry.checkpoint import Predictor
+from stocktrend.platform.data.dataset import PreparedData, build_dataset, prepare
+from stocktrend.platform.evaluation.metrics import backtest, baseline_probabilities, classification_scores
+from stocktrend.platform.training.jobs import resolve_model
+from stocktrend.platform.data.splits import walk_forward_boundaries
+from stocktrend.platform.training.local import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,8 @@ def leakage_audit(pred: Predictor, data: PreparedData, opts: EvalOptions) -> pd.
     """The same network and GBM under the honest protocol and under the seeds' (random split after oversampling)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from stocktrend.platform.audit import seeds_protocol
-    from stocktrend.platform.datamodule import ArrayDataModule, StockDataModule
+    from stocktrend.platform.evaluation.audit import seeds_protocol
+    from stocktrend.platform.data.datamodule import ArrayDataModule, StockDataModule
     seeds = seeds_protocol(data)
     names = list(data.kind.class_names)
     rows = []
@@ -287,7 +287,7 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
 def _log(out: Path, info: dict | None, spec: str) -> None:
     import mlflow
 
-    from stocktrend.platform import registry
+    from stocktrend.platform.registry import mlflow_registry as registry
     registry.client()
     if info and info.get("run_id"):
         mlflow.log_artifacts(str(out), artifact_path="evaluation", run_id=info["run_id"])

@@ -26,7 +26,7 @@ class _PlatformOnly(logging.Filter):
 
 
 def setup(command: str, verbose: bool = False) -> Path:
-    from stocktrend.platform.cache import default_home
+    from stocktrend.platform.data.cache import default_home
     logs = default_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"

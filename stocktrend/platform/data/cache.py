@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stocktrend.platform.features import FeatureConfig, build_features
-from stocktrend.platform.sources import DataValidationError, Universe
+from stocktrend.platform.data.features import FeatureConfig, build_features
+from stocktrend.platform.data.sources import DataValidationError, Universe
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import torch
 
 from stocktrend.models.hybrid import HybridConfig, preset
 from stocktrend.models.module import TrendModule
-from stocktrend.platform.datamodule import StockDataModule
-from stocktrend.platform.dataset import PreparedData
+from stocktrend.platform.data.datamodule import StockDataModule
+from stocktrend.platform.data.dataset import PreparedData
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from stocktrend.platform.dataset import PreparedData, WindowDataset
+from stocktrend.platform.data.dataset import PreparedData, WindowDataset
 
 
 class StockDataModule(pl.LightningDataModule):

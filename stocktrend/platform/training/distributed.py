@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from stocktrend.models.hybrid import HybridConfig
-from stocktrend.platform.cache import default_home
-from stocktrend.platform.dataset import PreparedData
-from stocktrend.platform.training import FitResult, TrainConfig, pick_precision, test_metrics_of
+from stocktrend.platform.data.cache import default_home
+from stocktrend.platform.data.dataset import PreparedData
+from stocktrend.platform.training.local import FitResult, TrainConfig, pick_precision, test_metrics_of
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
@@ -75,8 +75,8 @@ def _load_worker_data(cfg: dict[str, Any]) -> PreparedData:
     import ray
     if cfg["transport"] == "object-store":
         return ray.get(cfg["data_ref"])
-    from stocktrend.platform.cache import read_panel
-    from stocktrend.platform.dataset import prepare
+    from stocktrend.platform.data.cache import read_panel
+    from stocktrend.platform.data.dataset import prepare
     return prepare(read_panel(cfg["panel_path"], cfg["data_hash"], cfg["cache_key"]), cfg["data_config"])
 
 
@@ -88,7 +88,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
                                      prepare_trainer)
 
     from stocktrend.models.module import TrendModule
-    from stocktrend.platform.datamodule import StockDataModule
+    from stocktrend.platform.data.datamodule import StockDataModule
 
     tcfg: TrainConfig = cfg["train_config"]
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
@@ -190,7 +190,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
 
 
 def _reroute_logs() -> None:
-    from stocktrend import console
+    from stocktrend.platform import console
     console.reroute()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stocktrend.platform.sources import Universe
+from stocktrend.platform.data.sources import Universe
 
 
 def ohlcv_from_log_returns(log_ret: np.ndarray, dates: pd.DatetimeIndex, rng: np.random.Generator,

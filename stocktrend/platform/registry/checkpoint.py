@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from stocktrend.models.hybrid import HybridConfig, HybridNet
-from stocktrend.platform.dataset import DataConfig, FittedTransforms, PreparedData, config_dict
-from stocktrend.platform.features import FeatureConfig, build_features
-from stocktrend.platform.labels import LabelKind
-from stocktrend.platform.sources import DataValidationError
+from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, PreparedData, config_dict
+from stocktrend.platform.data.features import FeatureConfig, build_features
+from stocktrend.platform.data.labels import LabelKind
+from stocktrend.platform.data.sources import DataValidationError
 
 FORMAT = "stocktrend-checkpoint/1"
 

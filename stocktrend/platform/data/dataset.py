@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stocktrend.platform.cache import FeaturePanel, load_or_build_panel, ticker_offsets
-from stocktrend.platform.features import FeatureConfig
-from stocktrend.platform.labels import LabelKind, forward_returns, make_labels
-from stocktrend.platform.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
-from stocktrend.platform.sources import DataValidationError, Universe, load_universe
+from stocktrend.platform.data.cache import FeaturePanel, load_or_build_panel, ticker_offsets
+from stocktrend.platform.data.features import FeatureConfig
+from stocktrend.platform.data.labels import LabelKind, forward_returns, make_labels
+from stocktrend.platform.data.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
+from stocktrend.platform.data.sources import DataValidationError, Universe, load_universe
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from stocktrend.platform.dataset import PreparedData, fit_transforms
-from stocktrend.platform.labels import LabelKind
+from stocktrend.platform.data.dataset import PreparedData, fit_transforms
+from stocktrend.platform.data.labels import LabelKind
 
 
 def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42
