@@ -28,109 +28,25 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 
+from stocktrend.serve.config import BUILDER_ARGS, DEFAULT_USER_CONFIG
+from stocktrend.serve.http import (NPY_TYPES, PREDICT_BODY, BodyLimit, ClientError, Metrics, check_token,
+                                   read_body, validation_message)
 from stocktrend.serve.schemas import ModelInfo, PredictRequest, PredictResponse, TickerRequest, TickerResponse
 
 log = logging.getLogger("stocktrend.serve")
 
-DEFAULT_USER_CONFIG: dict[str, Any] = {
-    "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
-    "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)
-    "max_batch_size": 32,  # @serve.batch
-    "batch_wait_timeout_s": 0.002,
-    "max_items": 256,  # windows per /predict request
-    "max_history_days": 5000,  # bars per /predict/ticker request
-}
 INLINE_MAX_WINDOWS = 4  # model calls this small run on the event loop, larger ones in a worker thread
-MAX_BODY_BYTES = int(os.environ.get("STOCKTREND_MAX_BODY_BYTES", 8 * 2**20))
 
 api = FastAPI(title="stocktrend", description="Stock-trend predictions from the registered hybrid model. "
               "Not financial advice.", version="1")
 
 
-class ClientError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-class _BodyLimit:
-    """Pure ASGI middleware (no extra task per request, unlike ``@app.middleware``): a declared body over the limit
-    is answered 413 before it is read. Bodies without a Content-Length are counted while read (``_read_body``)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            for key, value in scope["headers"]:
-                if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    await JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
-                                                  f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
-api.add_middleware(_BodyLimit)
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ClientError(413, f"request body exceeds the {MAX_BODY_BYTES}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in e["loc"]) or "body"
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts)
-
-
-NPY_TYPES = ("application/x-npy", "application/octet-stream")
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": PredictRequest.model_json_schema()},
-    "application/x-npy": {"schema": {"type": "string", "format": "binary",
-                                     "description": "a float32/float64 .npy array [batch][sequence_length][n_features]"
-                                                    " (np.save; no pickles); options as query parameters "
-                                                    "?attention=true&version=N"}}}}}
+api.add_middleware(BodyLimit)
 
 
 @api.exception_handler(ClientError)
 async def _client_error(request: Request, exc: ClientError):
     return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-
-class Metrics:
-    """Prometheus metrics of one replica (``GET /metrics``)."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        self.registry = CollectorRegistry()
-        self.requests = Counter("stocktrend_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("stocktrend_request_seconds", "request latency", ["route", "status"],
-                                 registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.batch = Histogram("stocktrend_batch_size", "windows per model call", registry=self.registry,
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.classes = Counter("stocktrend_predictions", "predicted labels", ["label"], registry=self.registry)
-        self.confidence = Histogram("stocktrend_confidence", "confidence of predictions", registry=self.registry,
-                                    buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0))
-        self.version = Gauge("stocktrend_model_version", "served model version", ["name"], registry=self.registry)
-
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
-        return generate_latest(self.registry)
-
-
-def _check_token(request: Request) -> None:
-    token = os.environ.get("STOCKTREND_API_TOKEN")
-    if token and request.headers.get("authorization", "") != f"Bearer {token}":
-        raise ClientError(401, "missing or wrong bearer token (Authorization: Bearer <STOCKTREND_API_TOKEN>)")
 
 
 @serve.deployment(
@@ -292,7 +208,7 @@ class StockTrendService:
             try:
                 req = PredictRequest.model_validate_json(body)
             except ValidationError as exc:
-                raise ClientError(422, _validation_message(exc)) from None
+                raise ClientError(422, validation_message(exc)) from None
             version, attention = req.version, req.attention
             self._check_count(len(req.windows))  # before building an array from an oversized request
             try:
@@ -308,8 +224,8 @@ class StockTrendService:
         """Windows already scaled and selected as ``GET /model`` describes, as JSON ``{"windows": [...]}`` or as a
         binary .npy array (``Content-Type: application/x-npy``)."""
         async def run():
-            _check_token(request)
-            body = await _read_body(request)
+            check_token(request)
+            body = await read_body(request)
             x, attention, version = self._parse_predict(body, request)
             pred = self._require(version)
             if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
@@ -342,7 +258,7 @@ class StockTrendService:
         from stocktrend.platform.data.sources import DataValidationError, validate_prices
 
         async def run():
-            _check_token(request)
+            check_token(request)
             pred = self._require(req.version)
             if len(req.prices) > int(self.cfg["max_history_days"]):
                 raise ClientError(413, f"{len(req.prices)} bars exceed the limit of {self.cfg['max_history_days']}")
@@ -366,7 +282,7 @@ class StockTrendService:
 
     @api.get("/model", response_model=ModelInfo)
     async def model(self, request: Request) -> ModelInfo:
-        _check_token(request)
+        check_token(request)
         pred = self._require(None)
         ck = pred.ckpt
         return ModelInfo(name=self.info["name"], version=self.info["version"], alias=self.info["alias"],
@@ -380,30 +296,6 @@ class StockTrendService:
     async def metrics_text(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
         return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
-
-
-BUILDER_ARGS = {*DEFAULT_USER_CONFIG, "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                "downscale_delay_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars"}
-
-
-def validate_serve_config(cfg: dict[str, Any]) -> None:
-    """Ray's ServeDeploySchema plus what it lets through: unknown keys at any level (Ray accepts them silently) and
-    unknown app_builder args. Raises ValueError naming the bad key."""
-    from ray.serve.schema import HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema
-    ServeDeploySchema.model_validate(cfg)
-    for where, keys, model in (("top level", cfg, ServeDeploySchema),
-                               ("http_options", cfg.get("http_options", {}), HTTPOptionsSchema),
-                               *((f"application {a.get('name')}", a, ServeApplicationSchema)
-                                 for a in cfg.get("applications", []))):
-        unknown = set(keys) - set(model.model_fields)
-        if unknown:
-            raise ValueError(f"serve config {where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for a in cfg.get("applications", []):
-        if a.get("import_path") == "stocktrend.serve.app:app_builder":
-            unknown = set(a.get("args", {})) - BUILDER_ARGS
-            if unknown:
-                raise ValueError(f"serve config application {a.get('name')}: unknown arg(s) "
-                                 f"{', '.join(sorted(unknown))}")
 
 
 def app_builder(args: dict[str, Any] | None = None):

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from stocktrend.platform.data.cache import default_home
+from stocktrend.tune.results import best_checkpoint, print_summary, trial_table
 
 log = logging.getLogger(__name__)
 
@@ -147,49 +148,6 @@ def _searcher(opts: SearchOptions, defaults: dict):
                             sampler=optuna.samplers.TPESampler(seed=opts.seed),
                             storage=storage, study_name=opts.name)
     return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent)
-
-
-def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
-    from stocktrend.tune.trial import LAST_RUN
-    interrupted = LAST_RUN.get("unfinished_dirs")
-    rows = []
-    for order, r in enumerate(grid):
-        df = r.metrics_dataframe
-        epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
-        best = None
-        if df is not None and opts.metric in df:
-            best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
-        status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
-        if interrupted and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
-            status = "interrupted"
-        rows.append({"order": order, "trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
-                     f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
-                     "status": status, "error": str(r.error).splitlines()[0][:200] if r.error else ""})
-        if status == "interrupted":
-            rows[-1]["stopped_early"] = False
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.sort_values(f"best_{opts.metric}", ascending=opts.mode == "min", na_position="last")
-    return table.reset_index(drop=True)
-
-
-def _best_checkpoint(grid, opts: SearchOptions, storage: str):
-    """The best trial and its best epoch's checkpoint (a ray.train.Checkpoint on the storage's filesystem: a local
-    directory, or a bucket path when the storage is a URI such as s3://)."""
-    from ray.train import Checkpoint
-    best = grid.get_best_result(metric=opts.metric, mode=opts.mode, scope="all")
-    if opts.in_process:  # the trial reported its checkpoints to Tune, which kept the best one
-        ckpt = best.get_best_checkpoint(opts.metric, opts.mode)
-        if ckpt is None:
-            raise RuntimeError(f"the best trial ({best.path}) kept no checkpoint")
-        return best, ckpt
-    df = best.metrics_dataframe
-    row = df.loc[df[opts.metric].idxmin() if opts.mode == "min" else df[opts.metric].idxmax()]
-    fs = None
-    if "://" in storage:
-        import pyarrow.fs
-        fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
-    return best, Checkpoint(str(row["checkpoint_path"]), filesystem=fs)
 
 
 def _check_capacity(opts: SearchOptions) -> SearchOptions:
@@ -313,7 +271,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         ckpt_line = ""
         if len(done) and pd.notna(table.iloc[0][f"best_{opts.metric}"]):
             try:
-                _, ck = _best_checkpoint(grid, opts, storage)
+                _, ck = best_checkpoint(grid, opts, storage)
                 ckpt_line = f"\nbest checkpoint so far: {ck.path}"
             except Exception:  # nothing kept yet
                 pass
@@ -325,7 +283,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     ok = table[table["status"] != "error"]
     if ok.empty:
         raise RuntimeError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
-    best, best_ckpt = _best_checkpoint(grid, opts, storage)
+    best, best_ckpt = best_checkpoint(grid, opts, storage)
     result["best_config"] = {k: best.config[k] for k in SPACES[opts.preset]}
     if not opts.register:
         return result
@@ -399,7 +357,14 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
                     help="seconds a trial's Ray Train workers may take to start before the trial fails")
     ap.add_argument("--verbose", action="store_true", help="show Ray's trial table and logs on the console")
+    ap.add_argument("--smoke-test", action="store_true",
+                    help="tiny preset, 2 trials x 2 epochs (ASHA grace 1), registered as <model-name>-smoke-test: "
+                         "checks the whole search path in about a minute")
     a = ap.parse_args(argv)
+    if a.smoke_test:
+        a.preset, a.num_samples, a.max_epochs, a.grace_period = "tiny", 2, 2, 1
+        a.name = a.name if a.name != d.name else f"smoke-test-{time.strftime('%Y%m%d-%H%M%S')}"
+        a.model_name = f"{a.model_name}-smoke-test"
     return SearchOptions(name=a.name, preset=a.preset, num_samples=a.num_samples, max_epochs=a.max_epochs,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
                          max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
@@ -409,19 +374,6 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          register=not a.no_register, address=a.address, searcher=a.searcher,
                          scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,
                          verbose=a.verbose)
-
-
-def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
-    cols = [c for c in res["table"].columns if c not in ("order", "trial_id", "error")]
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
-        print(res["table"][cols].to_string(index=False))
-    n_early = int(res["table"]["stopped_early"].sum())
-    print(f"\n{len(res['table'])} trials in {res['seconds']:.0f} s ({n_early} stopped early by ASHA); "
-          f"table: {res['table_path']}")
-    print(f"best config: {res['best_config']}")
-    if res["version"]:
-        print(f"registered: {opts.model_name} version {res['version']}"
-              + (" (promoted to production)" if opts.promote else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

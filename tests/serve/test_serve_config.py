@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stocktrend.serve.app import app_builder, validate_serve_config
+from stocktrend.serve.app import app_builder
+from stocktrend.serve.config import validate_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = yaml.safe_load((ROOT / "serve_config.yaml").read_text())

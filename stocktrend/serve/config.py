@@ -1,0 +1,36 @@
+"""The endpoint's settings: the replica's user_config defaults, the app_builder args, and a serve-config check that
+catches what Ray's own schema lets through."""
+from typing import Any
+
+DEFAULT_USER_CONFIG: dict[str, Any] = {
+    "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
+    "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)
+    "max_batch_size": 32,  # @serve.batch
+    "batch_wait_timeout_s": 0.002,
+    "max_items": 256,  # windows per /predict request
+    "max_history_days": 5000,  # bars per /predict/ticker request
+}
+
+
+BUILDER_ARGS = {*DEFAULT_USER_CONFIG, "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
+                "downscale_delay_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars"}
+
+
+def validate_serve_config(cfg: dict[str, Any]) -> None:
+    """Ray's ServeDeploySchema plus what it lets through: unknown keys at any level (Ray accepts them silently) and
+    unknown app_builder args. Raises ValueError naming the bad key."""
+    from ray.serve.schema import HTTPOptionsSchema, ServeApplicationSchema, ServeDeploySchema
+    ServeDeploySchema.model_validate(cfg)
+    for where, keys, model in (("top level", cfg, ServeDeploySchema),
+                               ("http_options", cfg.get("http_options", {}), HTTPOptionsSchema),
+                               *((f"application {a.get('name')}", a, ServeApplicationSchema)
+                                 for a in cfg.get("applications", []))):
+        unknown = set(keys) - set(model.model_fields)
+        if unknown:
+            raise ValueError(f"serve config {where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for a in cfg.get("applications", []):
+        if a.get("import_path") == "stocktrend.serve.app:app_builder":
+            unknown = set(a.get("args", {})) - BUILDER_ARGS
+            if unknown:
+                raise ValueError(f"serve config application {a.get('name')}: unknown arg(s) "
+                                 f"{', '.join(sorted(unknown))}")
