@@ -303,21 +303,31 @@ def serve_cmd(
     port: int = typer.Option(8000, help="HTTP port."),
     max_replicas: int = typer.Option(2, min=1, help="Autoscaling upper bound."),
     request_timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
+    backend: str = typer.Option("onnx", help="Inference backend: torch, torch-bf16, onnx, onnx-int8 (falls back to "
+                                "torch, with the reason in /model, when it cannot be built)."),
+    num_cpus: float = typer.Option(1.0, help="CPUs per replica (whole CPUs = its inference threads)."),
+    python_proxy: bool = typer.Option(False, "--python-proxy", help="Use Ray's Python HTTP proxy instead of the "
+                                      "HAProxy ingress."),
 ) -> None:
     """Serve the model over HTTP with Ray Serve (Ctrl-C stops it). Routes: /predict, /predict/ticker, /model,
-    /healthz, /metrics, /docs."""
+    /healthz, /docs; metrics on Ray's metrics endpoint."""
     import os
 
     from ray import serve
 
     from stocktrend.platform.training.distributed import init_ray
     from stocktrend.serve.app import app_builder
+    from stocktrend.serve.ingress import configure_ingress, metrics_url
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ingress = configure_ingress(python_proxy)
     init_ray()
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-    serve.run(app_builder({"model": model, "max_replicas": max_replicas}), name="stocktrend", route_prefix="/",
-              blocking=False)
-    typer.echo(f"serving {model} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend, "num_cpus": num_cpus}),
+              name="stocktrend", route_prefix="/", blocking=False)
+    typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} ingress "
+               f"(docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of this "
+               f"node)")
     try:
         import time
         while True:
@@ -340,6 +350,8 @@ def quickstart_cmd(
     preset: str = typer.Option("small", help="Search space and model preset (small; tiny for smoke tests)."),
     name: Optional[str] = typer.Option(None, help="Search name (default quickstart-<time>)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's trial table and logs on the console."),
+    python_proxy: bool = typer.Option(False, "--python-proxy", help="Serve through Ray's Python HTTP proxy instead "
+                                      "of the HAProxy ingress."),
     nested_train: bool = typer.Option(False, "--nested-train", hidden=True,
                                       help="Trials through nested Ray Train runs, one at a time (the old, slower "
                                            "path; for benchmarks)."),
@@ -350,7 +362,8 @@ def quickstart_cmd(
     from stocktrend.platform import console
     from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
     opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
-                             preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train)
+                             preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train,
+                             python_proxy=python_proxy)
     console.setup("quickstart", verbose)
     with _interruptible("quickstart"):
         run_quickstart(opts, typer.echo)

@@ -34,6 +34,7 @@ class QuickstartOptions:
     seed: int = 42
     verbose: bool = False  # Ray's own tables and logs on the console
     nested_train: bool = False  # trials through a nested Ray Train run with 1 trial at a time (the pre-0.2 path)
+    python_proxy: bool = False  # serve through Ray's Python proxy instead of the HAProxy ingress
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
             say(f"  {seg:<5} {info['dates'][0]} .. {info['dates'][1]}: {info['samples']} windows")
 
     with st.stage(f"search: Ray Tune + Optuna TPE + ASHA, {p.trials} trials, {p.max_concurrent} at a time"):
+        if opts.serve:  # the ingress is fixed when Ray starts, so before the search starts it
+            from stocktrend.serve.ingress import configure_ingress
+            configure_ingress(opts.python_proxy)
         init_ray(num_cpus=None, verbose=opts.verbose)
         sopts = SearchOptions(name=name, preset=opts.preset, num_samples=p.trials, max_epochs=p.max_epochs,
                               grace_period=p.grace_period, max_concurrent=p.max_concurrent, seed=opts.seed,
@@ -211,7 +215,8 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     url = out["url"]
     _save(out, home)
     say(f"\nSummary:  {out['summary']}")
-    say(f"Endpoint: {url}  (OpenAPI docs: {url}/docs, model: {url}/model, metrics: {url}/metrics)")
+    say(f"Endpoint: {url}  (OpenAPI docs: {url}/docs, model: {url}/model)")
+    say(f"Metrics:  {out['metrics_url']}  (Prometheus: Ray Serve's and the platform's)")
     say(f"Report:   {out['report']}")
     if opts.wait:
         say("Stop:     Ctrl-C (shuts the endpoint and the local Ray instance down)")
@@ -269,7 +274,8 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
     say(f"  POST {url}/predict/ticker  ({len(bars)} raw daily bars of MSFT ending {bars[-1]['date']})")
     say(f"    next {pred.data_config.horizon} days after {tick['date']}: {tick['label']} {tick['signal']} "
         f"confidence {tick['confidence']:.3f} (model version {tick['version']})")
-    return {"url": url, "predict": answer, "predict_ticker": tick}
+    from stocktrend.serve.ingress import metrics_url
+    return {"url": url, "predict": answer, "predict_ticker": tick, "metrics_url": metrics_url()}
 
 
 def serve_forever() -> None:

@@ -18,7 +18,6 @@ import asyncio
 import io
 import logging
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -28,14 +27,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 
+from stocktrend.serve.backends import BACKENDS, ServedModel
 from stocktrend.serve.config import BUILDER_ARGS, DEFAULT_USER_CONFIG
-from stocktrend.serve.http import (NPY_TYPES, PREDICT_BODY, BodyLimit, ClientError, Metrics, check_token,
-                                   read_body, validation_message)
+from stocktrend.serve.http import (NPY_TYPES, PREDICT_BODY, BodyLimit, ClientError, check_token, read_body,
+                                   validation_message)
+from stocktrend.serve.metrics import ServeMetrics
 from stocktrend.serve.schemas import ModelInfo, PredictRequest, PredictResponse, TickerRequest, TickerResponse
 
 log = logging.getLogger("stocktrend.serve")
-
-INLINE_MAX_WINDOWS = 4  # model calls this small run on the event loop, larger ones in a worker thread
 
 api = FastAPI(title="stocktrend", description="Stock-trend predictions from the registered hybrid model. "
               "Not financial advice.", version="1")
@@ -61,26 +60,37 @@ class StockTrendService:
         self.info: dict[str, Any] = {}
         self.error: str | None = "no model loaded yet"
         self.cfg = dict(DEFAULT_USER_CONFIG)
-        self.metrics = Metrics()
+        self.metrics = ServeMetrics()
         self._poll_task: asyncio.Task | None = None
+        self._metrics_task: asyncio.Task | None = None
         self._market_cache: dict[str, pd.DataFrame] | None = None
+        self._inflight = 0  # /predict requests inside _infer right now
 
     # -- model loading and hot swap --------------------------------------------------------------------------------
     def _load(self, spec: str) -> None:
         from stocktrend.platform.registry.checkpoint import Predictor
         from stocktrend.platform.training.jobs import resolve_model
+        import ray
+        import torch
         path, info = resolve_model(spec)
-        predictor = Predictor.load(path)
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
+        threads = max(1, int(cpus))  # whole CPUs of this replica = its torch and ONNX Runtime threads
+        torch.set_num_threads(threads)
+        predictor = ServedModel(Predictor.load(path), str(self.cfg["backend"]), threads=threads)
         name, _, ref = spec.partition("@")
         new_info = {"name": info and name or os.path.basename(spec), "version": info["version"] if info else None,
                     "alias": ref if ref and not ref.isdigit() else None}
         # One assignment each: a request sees either the old model or the new one, never a mix.
         self.predictor, self.info, self.error, self._market_cache = predictor, new_info, None, None
-        self.metrics.version.labels(new_info["name"]).set(new_info["version"] or 0)
+        self.metrics.model(new_info["name"], new_info["version"], predictor.backend)
         log.info("serving %s version %s", new_info["name"], new_info["version"])
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = {**DEFAULT_USER_CONFIG, **(user_config or {})}
+        if cfg["backend"] not in BACKENDS:
+            self.error = f"unknown backend {cfg['backend']!r}; choose one of {', '.join(BACKENDS)}"
+            log.error(self.error)
+            cfg["backend"] = self.cfg["backend"]
         self.cfg = cfg
         self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
         self._batched.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
@@ -91,6 +101,8 @@ class StockTrendService:
             log.error(self.error)
         if self._poll_task is None and float(cfg["poll_interval_s"]) > 0:
             self._poll_task = asyncio.get_running_loop().create_task(self._poll())
+        if self._metrics_task is None:
+            self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.run())
 
     async def _poll(self) -> None:
         from stocktrend.platform.registry import mlflow_registry as registry
@@ -139,45 +151,41 @@ class StockTrendService:
         return out
 
     async def _run_model(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.metrics.batch.observe(len(x))
-        if len(x) <= INLINE_MAX_WINDOWS:  # ~1 ms for the small preset: cheaper than a hop to a worker thread
-            return pred.predict_proba(x, 512, True)
+        self.metrics.batch(len(x))
+        if len(x) <= pred.inline_windows:  # measured under ~1 ms: cheaper than a hop to a worker thread, and short
+            return pred.predict_proba(x, 512, True)  # enough not to stall the event loop
         return await asyncio.to_thread(pred.predict_proba, x, 512, True)
 
     async def _infer(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if int(self.cfg["max_batch_size"]) <= 1:  # batching off: no queue, no wait
-            return await self._run_model(pred, x)
-        return await self._batched((pred, x))
+        # Batching only helps under concurrency: a request alone on the replica runs at once, with no batch wait.
+        self._inflight += 1
+        try:
+            if int(self.cfg["max_batch_size"]) <= 1 or self._inflight == 1:
+                return await self._run_model(pred, x)
+            return await self._batched((pred, x))
+        finally:
+            self._inflight -= 1
 
     def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[dict[str, Any]]:
         d = pred.describe(probs, att if attention else None)
+        self.metrics.predictions(d.labels, d.confidence)
         items = []
         for i in range(len(probs)):
-            self.metrics.classes.labels(d.labels[i]).inc()
-            self.metrics.confidence.observe(d.confidence[i])
             items.append({"probabilities": dict(zip(pred.class_names, d.probabilities[i])), "label": d.labels[i],
                           "signal": d.signals[i], "confidence": d.confidence[i],
                           "attention": d.attention[i] if d.attention is not None else None})
         return items
 
-    async def _timed(self, route: str, fn):
-        t0 = time.perf_counter()
-        status = 200
+    async def _guarded(self, route: str, fn):
+        """Client errors pass through as 4xx; anything unexpected is logged and answered as a 500 with its type (Ray
+        Serve counts requests, errors and latency by route and status itself)."""
         try:
             return await fn()
-        except ClientError as exc:
-            status = exc.status
+        except (ClientError, HTTPException):
             raise
-        except HTTPException as exc:
-            status = exc.status_code
-            raise
-        except Exception as exc:  # unexpected: still a clear answer, and counted
-            status = 500
+        except Exception as exc:
             log.exception("unexpected error on %s", route)
             raise ClientError(500, f"internal error: {type(exc).__name__}") from exc
-        finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route, str(status)).observe(time.perf_counter() - t0)
 
     # -- routes ----------------------------------------------------------------------------------------------------
     def _check_count(self, n: int) -> None:
@@ -237,7 +245,7 @@ class StockTrendService:
             probs, att = await self._infer(pred, x)
             return JSONResponse({"model": self.info["name"], "version": self.info["version"],
                                  "predictions": self._items(pred, probs, att, attention)})
-        return await self._timed("/predict", run)
+        return await self._guarded("/predict", run)
 
     def _market_for(self, pred, req: TickerRequest) -> dict[str, pd.DataFrame]:
         from stocktrend.platform.data.sources import validate_prices
@@ -272,7 +280,7 @@ class StockTrendService:
             item = self._items(pred, probs, np.asarray(out.attention), req.attention)[0]
             return TickerResponse(**item, model=self.info["name"], version=self.info["version"],
                                   date=str(prices.index[-1].date()))
-        return await self._timed("/predict/ticker", run)
+        return await self._guarded("/predict/ticker", run)
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -289,21 +297,17 @@ class StockTrendService:
                          label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
                          n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
                          metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
-                         features=pred.transforms.selected,
+                         features=pred.transforms.selected, **pred.describe_backend(),
                          market=list(pred.data_config.market) if pred.data_config.market is not None else None)
-
-    @api.get("/metrics")
-    async def metrics_text(self) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-        return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
 
 def app_builder(args: dict[str, Any] | None = None):
     """``serve run stocktrend.serve.app:app_builder model=stocktrend@production`` and serve_config.yaml use this.
 
-    args: model, poll_interval_s, max_batch_size, batch_wait_timeout_s, max_items, min_replicas, max_replicas,
-    target_ongoing_requests, upscale_delay_s, downscale_delay_s, max_ongoing_requests, max_queued_requests,
-    num_cpus (per replica), env_vars (e.g. MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas)."""
+    args: model, backend, poll_interval_s, max_batch_size, batch_wait_timeout_s, max_items, min_replicas,
+    max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, max_ongoing_requests,
+    max_queued_requests, num_cpus (per replica, default 1; also its torch / ONNX Runtime threads), env_vars (e.g.
+    MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas)."""
     args = dict(args or {})
     unknown = set(args) - BUILDER_ARGS
     if unknown:
@@ -318,7 +322,7 @@ def app_builder(args: dict[str, Any] | None = None):
         user_config={**DEFAULT_USER_CONFIG, **user_config}, autoscaling_config=autoscaling,
         max_ongoing_requests=int(args.get("max_ongoing_requests", 32)),
         max_queued_requests=int(args.get("max_queued_requests", 64)),
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5)),
+        ray_actor_options={"num_cpus": float(args.get("num_cpus", 1)),
                            **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
                               if args.get("env_vars") else {})}).bind()
 

@@ -1,5 +1,6 @@
 """HTTP plumbing of the endpoint, apart from the model: client errors (4xx with a message), the body-size limit,
-validation messages, the OpenAPI body of /predict, bearer-token auth and the replica's Prometheus metrics."""
+validation messages, the OpenAPI body of /predict and bearer-token auth."""
+import hmac
 import os
 
 from fastapi import Request
@@ -28,8 +29,9 @@ class BodyLimit:
         if scope["type"] == "http":
             for key, value in scope["headers"]:
                 if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    await JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
-                                                  f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)(scope, receive, send)
+                    answer = JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
+                                                     f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)
+                    await answer(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -61,29 +63,8 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
                                                     "?attention=true&version=N"}}}}}
 
 
-class Metrics:
-    """Prometheus metrics of one replica (``GET /metrics``)."""
-
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        self.registry = CollectorRegistry()
-        self.requests = Counter("stocktrend_requests", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram("stocktrend_request_seconds", "request latency", ["route", "status"],
-                                 registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.batch = Histogram("stocktrend_batch_size", "windows per model call", registry=self.registry,
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.classes = Counter("stocktrend_predictions", "predicted labels", ["label"], registry=self.registry)
-        self.confidence = Histogram("stocktrend_confidence", "confidence of predictions", registry=self.registry,
-                                    buckets=(0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0))
-        self.version = Gauge("stocktrend_model_version", "served model version", ["name"], registry=self.registry)
-
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
-        return generate_latest(self.registry)
-
-
 def check_token(request: Request) -> None:
     token = os.environ.get("STOCKTREND_API_TOKEN")
-    if token and request.headers.get("authorization", "") != f"Bearer {token}":
+    if token and not hmac.compare_digest(request.headers.get("authorization", "").encode(),
+                                         f"Bearer {token}".encode()):  # constant time
         raise ClientError(401, "missing or wrong bearer token (Authorization: Bearer <STOCKTREND_API_TOKEN>)")

@@ -188,10 +188,11 @@ def test_auth(served):
 
 
 class Loop:
-    """Sends good requests from a thread until stopped; counts successes and failures."""
+    """Sends good requests from threads until stopped; counts successes and failures."""
 
-    def __init__(self, url, threads=1):
+    def __init__(self, url, threads=1, windows=1):
         self.url, self.ok, self.failed, self.versions = url, 0, [], set()
+        self.body = {"windows": [[[0.1] * 12] * 20] * windows}
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -199,7 +200,7 @@ class Loop:
         with httpx.Client(timeout=30) as c:
             while not self.stop.is_set():
                 try:
-                    r = c.post(f"{self.url}/predict", json={"windows": [[[0.1] * 12] * 20]})
+                    r = c.post(f"{self.url}/predict", json=self.body)
                     if r.status_code == 200:
                         self.ok += 1
                         self.versions.add(r.json()["version"])
@@ -262,12 +263,29 @@ def test_killed_replica_is_replaced(served):
 
 
 def test_autoscaling_up_and_down(served):
-    with Loop(served["url"], threads=8):
-        assert _wait(lambda: _replicas()[1].get("RUNNING", 0) >= 2, 60), _replicas()
-    assert _wait(lambda: _replicas()[0] == 1, 60), _replicas()
-    metrics = httpx.get(f"{served['url']}/metrics", timeout=10).text
-    assert 'stocktrend_requests_total{route="/predict",status="200"}' in metrics
-    assert 'stocktrend_request_seconds_count{route="/predict",status="200"}' in metrics
-    for name in ("stocktrend_batch_size", "stocktrend_predictions_total", "stocktrend_confidence",
-                 "stocktrend_model_version"):
-        assert name in metrics
+    # 200-window requests keep the replica busy (a 1-window request is answered faster than 8 client threads can send
+    # the next one, so the ongoing count would never reach the target of 2); a new replica takes ~10-20 s to start here.
+    with Loop(served["url"], threads=8, windows=200):
+        assert _wait(lambda: _replicas()[1].get("RUNNING", 0) >= 2, 120), _replicas()
+    assert _wait(lambda: _replicas()[0] == 1, 90), _replicas()
+
+
+def _ray_metrics() -> str:
+    from stocktrend.serve.ingress import metrics_url
+    return httpx.get(metrics_url(), timeout=10).text
+
+
+def test_metrics_reach_rays_endpoint_with_serve_tags(served):
+    """The platform's metrics go through ray.serve.metrics to Ray's Prometheus endpoint, tagged per application and
+    replica, next to Serve's own request counters: one scrape of every node gives totals across replicas."""
+    for _ in range(5):
+        assert httpx.post(f"{served['url']}/predict", json={"windows": [[[0.2] * 12] * 20] * 3}, timeout=30).status_code == 200
+    wanted = ("ray_stocktrend_predictions_total", "ray_stocktrend_confidence_bucket", "ray_stocktrend_batch_size_bucket",
+              "ray_stocktrend_model_version", "ray_serve_deployment_request_counter")
+    assert _wait(lambda: all(w in _ray_metrics() for w in wanted), 60, step=2), \
+        [w for w in wanted if w not in _ray_metrics()]
+    text = _ray_metrics()
+    line = next(ln for ln in text.splitlines() if ln.startswith("ray_stocktrend_predictions_total") and 'application="stocktrend"' in ln)
+    assert 'model="svc"' in line and 'backend="onnx"' in line and "replica=" in line and 'label="' in line
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+    assert httpx.get(f"{served['url']}/metrics", timeout=10).status_code == 404  # no per-replica page posing as totals
