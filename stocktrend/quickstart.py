@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+# Chosen by measurement (README "Results", bench/universe_choice.py): the universe whose quickstart search gave the
+# better walk-forward validation AUC.
+DEFAULT_UNIVERSE = "msft"
+
+
 @dataclass(frozen=True)
 class QuickstartOptions:
     budget: float = 1.0  # x the default search: 6 trials of up to 6 epochs, retrain up to 10 epochs
@@ -35,6 +40,7 @@ class QuickstartOptions:
     verbose: bool = False  # Ray's own tables and logs on the console
     nested_train: bool = False  # trials through a nested Ray Train run with 1 trial at a time (the pre-0.2 path)
     python_proxy: bool = False  # serve through Ray's Python proxy instead of the HAProxy ingress
+    universe: str = DEFAULT_UNIVERSE  # embedded universe (stocktrend.platform.data.universes)
 
 
 @dataclass(frozen=True)
@@ -134,12 +140,15 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     name = opts.name or f"quickstart-{time.strftime('%Y%m%d-%H%M%S')}"
     st = Stages(6 if opts.serve else 5, say)
     out: dict[str, Any] = {"home": str(home), "search": name}
-    say(f"stocktrend quickstart: embedded MSFT + S&P 500 + NASDAQ, preset {opts.preset}, budget {opts.budget:g} "
+    from stocktrend.platform.data.universes import spec
+    uspec = spec(opts.universe)
+    say(f"stocktrend quickstart: universe {opts.universe} ({', '.join(uspec.tickers)} + "
+        f"{' + '.join(uspec.market)}), preset {opts.preset}, budget {opts.budget:g} "
         f"({p.trials} trials x <= {p.max_epochs} epochs, ASHA grace {p.grace_period}; retrain <= {p.retrain_epochs} "
         f"epochs, patience {p.patience}, on {opts.workers} Ray Train workers); runs and registry under {home}")
 
     with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
-        data = build_dataset(DataConfig())
+        data = build_dataset(DataConfig(universe=opts.universe))
         s = data.summary()
         out["cache"] = str(s["cache_path"])
         say(f"  features {s['features_total']} engineered, {s['features_kept']} kept; rows {s['rows']}; "
@@ -155,7 +164,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         sopts = SearchOptions(name=name, preset=opts.preset, num_samples=p.trials, max_epochs=p.max_epochs,
                               grace_period=p.grace_period, max_concurrent=p.max_concurrent, seed=opts.seed,
                               register=False, model_name=opts.model_name, verbose=opts.verbose,
-                              nested_train=opts.nested_train)
+                              nested_train=opts.nested_train, universe=opts.universe)
         res = run_search(sopts)
         table = res["table"]
         best = res["best_config"]
@@ -166,7 +175,8 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         say(f"  best config: {best}")
 
     with st.stage(f"retrain the best config with Ray Train ({opts.workers} workers), register in MLflow"):
-        dcfg = DataConfig(sequence_length=int(best["sequence_length"]), top_k=int(best["top_k"]))
+        dcfg = DataConfig(universe=opts.universe, sequence_length=int(best["sequence_length"]),
+                          top_k=int(best["top_k"]))
         tdata = build_dataset(dcfg)
         mc = model_config(opts.preset, best, tdata.n_features, tdata.seq_len, tdata.kind.n_classes)
         overrides = {k: getattr(mc, k) for k in ("conv_filters", "kernel_size", "conv_dropout", "lstm_dropout",
@@ -238,7 +248,6 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
 
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
-    from stocktrend.platform.data.sources import load_embedded
     from stocktrend.serve.app import app_builder
 
     env = {"STOCKTREND_HOME": str(home)}
@@ -265,17 +274,24 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
         say(f"    {str(date)[:10]}: {item['label']:<8} {item['signal']:<4} confidence {item['confidence']:.3f}  "
             f"(realised: {pred.class_names[int(y)]})")
 
-    # /predict/ticker: raw MSFT bars up to a test-period day; the server computes the features itself.
-    msft = load_embedded().tickers["MSFT"]
-    last = served.dates[rows[-1]]
-    hist = msft.loc[:last].iloc[-400:]
+    # /predict/ticker: raw bars of the first ticker up to its last test window's day (the server computes the
+    # features itself), then the same day by ticker name alone (the server uses its universe's bars): same answer.
+    ticker = served.tickers[0]
+    rows_t = rows[served.ticker_of(rows) == ticker]
+    last = str(served.dates[(rows_t if len(rows_t) else rows)[-1]])[:10]
+    hist, _, _ = pred.bars_for(ticker, last, 400)
     bars = [{"date": str(d.date()), **{k: float(v) for k, v in row.items()}} for d, row in hist.iterrows()]
-    tick = _post(f"{url}/predict/ticker", {"prices": bars})
-    say(f"  POST {url}/predict/ticker  ({len(bars)} raw daily bars of MSFT ending {bars[-1]['date']})")
+    tick = _post(f"{url}/predict/ticker", {"prices": bars, "ticker": ticker})
+    say(f"  POST {url}/predict/ticker  ({len(bars)} raw daily bars of {ticker} ending {bars[-1]['date']})")
     say(f"    next {pred.data_config.horizon} days after {tick['date']}: {tick['label']} {tick['signal']} "
         f"confidence {tick['confidence']:.3f} (model version {tick['version']})")
+    by_name = _post(f"{url}/predict/ticker", {"ticker": ticker, "as_of": last})
+    say(f"  POST {url}/predict/ticker  {{\"ticker\": \"{ticker}\", \"as_of\": \"{last}\"}}  (bars from the "
+        f"universe)")
+    say(f"    {by_name['label']} {by_name['signal']} confidence {by_name['confidence']:.3f}")
     from stocktrend.serve.ingress import metrics_url
-    return {"url": url, "predict": answer, "predict_ticker": tick, "metrics_url": metrics_url()}
+    return {"url": url, "predict": answer, "predict_ticker": tick, "predict_by_name": by_name,
+            "metrics_url": metrics_url()}
 
 
 def serve_forever() -> None:

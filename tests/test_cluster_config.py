@@ -74,3 +74,14 @@ def test_validation_fails_on_a_typo(name, mutate):
     mutate(cfg)
     with pytest.raises(Exception, match="Additional properties are not allowed|is not of type|is not valid"):
         validate(cfg)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_ray_start_selects_the_haproxy_ingress_and_a_fixed_metrics_port(path):
+    """The ingress is read from the environment when Ray starts on a node, so every `ray start` must carry it."""
+    cfg = load(path)
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for c in starts:
+        assert "RAY_SERVE_ENABLE_HA_PROXY=1" in c and "RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in c, c
+        assert "--metrics-export-port=8080" in c, c

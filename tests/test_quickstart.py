@@ -59,6 +59,9 @@ def test_quickstart_end_to_end_then_rerun_reuses_the_cache(tmp_path):
     assert tick["version"] == 1 and tick["date"] == "2017-11-03"
     # The ticker route recomputes features from raw bars: same answer as the last test window sent to /predict.
     assert tick["probabilities"]["Alcista"] == pytest.approx(preds[-1]["probabilities"]["Alcista"], abs=1e-4)
+    # By ticker name alone the server uses its universe's bars up to as_of: the same answer again.
+    assert s["predict_by_name"]["date"] == "2017-11-03" and s["predict_by_name"]["ticker"] == "MSFT"
+    assert s["predict_by_name"]["probabilities"] == pytest.approx(tick["probabilities"], abs=1e-6)
     assert f"http://127.0.0.1:{port}" in out and "endpoint stopped" in out
 
     second = run(home, "--budget", "0.1", "--no-serve")

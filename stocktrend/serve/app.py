@@ -63,8 +63,7 @@ class StockTrendService:
         self.metrics = ServeMetrics()
         self._poll_task: asyncio.Task | None = None
         self._metrics_task: asyncio.Task | None = None
-        self._market_cache: dict[str, pd.DataFrame] | None = None
-        self._inflight = 0  # /predict requests inside _infer right now
+        self._inflight = 0  # /predict requests in the handler right now
 
     # -- model loading and hot swap --------------------------------------------------------------------------------
     def _load(self, spec: str) -> None:
@@ -81,7 +80,7 @@ class StockTrendService:
         new_info = {"name": info and name or os.path.basename(spec), "version": info["version"] if info else None,
                     "alias": ref if ref and not ref.isdigit() else None}
         # One assignment each: a request sees either the old model or the new one, never a mix.
-        self.predictor, self.info, self.error, self._market_cache = predictor, new_info, None, None
+        self.predictor, self.info, self.error = predictor, new_info, None
         self.metrics.model(new_info["name"], new_info["version"], predictor.backend)
         log.info("serving %s version %s", new_info["name"], new_info["version"])
 
@@ -157,14 +156,12 @@ class StockTrendService:
         return await asyncio.to_thread(pred.predict_proba, x, 512, True)
 
     async def _infer(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # Batching only helps under concurrency: a request alone on the replica runs at once, with no batch wait.
-        self._inflight += 1
-        try:
-            if int(self.cfg["max_batch_size"]) <= 1 or self._inflight == 1:
-                return await self._run_model(pred, x)
-            return await self._batched((pred, x))
-        finally:
-            self._inflight -= 1
+        # Batching only helps under concurrency: a request alone on the replica runs at once, with no batch wait. The
+        # count is of /predict requests anywhere in the handler (reading their body included): a small model call
+        # runs inline on the loop, so requests that only reached _infer would never overlap and never batch.
+        if int(self.cfg["max_batch_size"]) <= 1 or self._inflight <= 1:
+            return await self._run_model(pred, x)
+        return await self._batched((pred, x))
 
     def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[dict[str, Any]]:
         d = pred.describe(probs, att if attention else None)
@@ -233,53 +230,75 @@ class StockTrendService:
         binary .npy array (``Content-Type: application/x-npy``)."""
         async def run():
             check_token(request)
-            body = await read_body(request)
-            x, attention, version = self._parse_predict(body, request)
-            pred = self._require(version)
-            if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
-                raise ClientError(422, f"windows must have shape [batch][{pred.seq_len}][{pred.n_features}] for this "
-                                       f"model, got {list(x.shape)}")
-            if not np.isfinite(x).all():
-                bad = np.argwhere(~np.isfinite(x))[0].tolist()
-                raise ClientError(422, f"windows contain NaN or infinite values (first at index {bad})")
-            probs, att = await self._infer(pred, x)
-            return JSONResponse({"model": self.info["name"], "version": self.info["version"],
-                                 "predictions": self._items(pred, probs, att, attention)})
+            self._inflight += 1
+            try:
+                body = await read_body(request)
+                return await self._predict_body(body, request)
+            finally:
+                self._inflight -= 1
         return await self._guarded("/predict", run)
 
-    def _market_for(self, pred, req: TickerRequest) -> dict[str, pd.DataFrame]:
+    async def _predict_body(self, body: bytes, request: Request) -> Response:
+        x, attention, version = self._parse_predict(body, request)
+        pred = self._require(version)
+        if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
+            raise ClientError(422, f"windows must have shape [batch][{pred.seq_len}][{pred.n_features}] for this "
+                                   f"model, got {list(x.shape)}")
+        if not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0].tolist()
+            raise ClientError(422, f"windows contain NaN or infinite values (first at index {bad})")
+        probs, att = await self._infer(pred, x)
+        return JSONResponse({"model": self.info["name"], "version": self.info["version"],
+                             "predictions": self._items(pred, probs, att, attention)})
+
+    def _ticker_inputs(self, pred, req: TickerRequest):
+        """(prices, market, indicators) for /predict/ticker: the request's own bars, or the ticker's bars from the
+        universe the model was trained on (loaded once per model version)."""
         from stocktrend.platform.data.sources import validate_prices
+        limit = int(self.cfg["max_history_days"])
+        if req.prices is None:
+            if req.ticker is None:
+                raise ClientError(422, "send 'prices' (raw daily bars, oldest first) or 'ticker' (a name from the "
+                                       "model's universe, optionally with 'as_of')")
+            if req.market is not None:
+                raise ClientError(422, "'market' goes with 'prices'; by ticker name the universe's own market series "
+                                       "are used")
+            return pred.bars_for(req.ticker, req.as_of, limit)
+        if req.as_of is not None:
+            raise ClientError(422, "'as_of' applies to predictions by ticker name; with 'prices', send the bars up to "
+                                   "the day you want")
+        if len(req.prices) > limit:
+            raise ClientError(413, f"{len(req.prices)} bars exceed the limit of {limit}")
+        prices = validate_prices(pd.DataFrame([b.model_dump(exclude_none=True) for b in req.prices]), "prices",
+                                 required=("close",), repair=False)
         if req.market is not None:
-            return {name: validate_prices(pd.DataFrame([b.model_dump() for b in bars]), f"market[{name}]",
-                                          required=("close",), repair=False) for name, bars in req.market.items()}
-        if pred.data_config.data_dir is not None:
-            raise ClientError(422, "this model was trained with market series from a data directory: send them in "
-                                   "'market'")
-        if self._market_cache is None:
-            from stocktrend.platform.data.sources import load_embedded
-            market = list(pred.data_config.market) if pred.data_config.market is not None else None
-            self._market_cache = load_embedded(market=market).market
-        return self._market_cache
+            market = {name: validate_prices(pd.DataFrame([b.model_dump() for b in bars]), f"market[{name}]",
+                                            required=("close",), repair=False) for name, bars in req.market.items()}
+            return prices, market, {}
+        u = pred.source_universe()
+        return prices, u.market, u.indicators
 
     @api.post("/predict/ticker", response_model=TickerResponse)
     async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
-        from stocktrend.platform.data.sources import DataValidationError, validate_prices
+        """Raw daily bars (``prices``) or just a ``ticker`` of the model's universe (optionally ``as_of`` a date) ->
+        the training feature path -> the prediction for the next ``horizon`` days after the last bar."""
+        from stocktrend.platform.data.sources import DataValidationError
+        from stocktrend.platform.registry.checkpoint import UnknownTickerError
 
         async def run():
             check_token(request)
             pred = self._require(req.version)
-            if len(req.prices) > int(self.cfg["max_history_days"]):
-                raise ClientError(413, f"{len(req.prices)} bars exceed the limit of {self.cfg['max_history_days']}")
             try:
-                prices = validate_prices(pd.DataFrame([b.model_dump() for b in req.prices]), "prices", repair=False)
-                market = self._market_for(pred, req)
-                out = await asyncio.to_thread(pred.predict_prices, prices, market, None, True)
+                prices, market, indicators = await asyncio.to_thread(self._ticker_inputs, pred, req)
+                out = await asyncio.to_thread(pred.predict_prices, prices, market, indicators, True, req.ticker)
+            except UnknownTickerError as exc:
+                raise ClientError(404, str(exc)) from None
             except DataValidationError as exc:
                 raise ClientError(422, str(exc)) from None
             probs = np.asarray(out.probabilities)
             item = self._items(pred, probs, np.asarray(out.attention), req.attention)[0]
             return TickerResponse(**item, model=self.info["name"], version=self.info["version"],
-                                  date=str(prices.index[-1].date()))
+                                  date=str(prices.index[-1].date()), ticker=req.ticker)
         return await self._guarded("/predict/ticker", run)
 
     @api.get("/healthz")
@@ -297,7 +316,7 @@ class StockTrendService:
                          label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
                          n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
                          metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
-                         features=pred.transforms.selected, **pred.describe_backend(),
+                         features=pred.transforms.input_names, **pred.describe_backend(),
                          market=list(pred.data_config.market) if pred.data_config.market is not None else None)
 
 

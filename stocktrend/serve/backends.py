@@ -151,9 +151,9 @@ class ServedModel:
             atts.append(att)
         return np.concatenate(probs), (np.concatenate(atts) if return_attention else None)
 
-    def predict_prices(self, prices, market=None, indicators=None, attention: bool = False):
+    def predict_prices(self, prices, market=None, indicators=None, attention: bool = False, ticker: str | None = None):
         """Raw bars -> the checkpoint's own feature path -> this backend (the Predictor's method, another backend)."""
-        x = self.pred.features_from_prices(prices, market, indicators)
+        x = self.pred.features_from_prices(prices, market, indicators, ticker)
         probs, att = self.predict_proba(x[None, -self.pred.seq_len:], return_attention=attention)
         return self.pred.describe(probs, att)
 

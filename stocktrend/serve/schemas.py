@@ -16,13 +16,15 @@ class PredictRequest(BaseModel):
 
 
 class Bar(BaseModel):
+    """One daily bar. open/high/low (together) and volume are optional: close-only models need only the close."""
+
     model_config = ConfigDict(extra="forbid")
     date: str
-    open: float
-    high: float
-    low: float
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
     close: float
-    volume: float = 0.0
+    volume: float | None = None
 
 
 class MarketBar(BaseModel):
@@ -32,10 +34,16 @@ class MarketBar(BaseModel):
 
 
 class TickerRequest(BaseModel):
-    """Raw daily history, oldest first; the server computes features exactly as in training."""
+    """Raw daily history, oldest first (the server computes features exactly as in training), or just a ticker of the
+    model's universe (the server uses that universe's bars, up to ``as_of``)."""
 
     model_config = ConfigDict(extra="forbid")
-    prices: list[Bar] = Field(..., min_length=1)
+    prices: list[Bar] | None = Field(None, min_length=1, description="raw daily bars, oldest first")
+    ticker: str | None = Field(None, description="a ticker of the model's universe (alone: its own bars are used; "
+                                                 "with prices: names them, for models that take the ticker's "
+                                                 "identity)")
+    as_of: str | None = Field(None, description="with ticker alone: the last day of history to use (YYYY-MM-DD; "
+                                                "default its last day)")
     market: dict[str, list[MarketBar]] | None = Field(
         None, description="market series by the names used in training (default: the embedded series, if the "
                           "model was trained on them)")
@@ -61,6 +69,7 @@ class TickerResponse(ItemPrediction):
     model: str
     version: int | None
     date: str  # the last day of the history: the prediction is for the next ``horizon`` days
+    ticker: str | None = None
 
 
 class ModelInfo(BaseModel):

@@ -51,6 +51,9 @@ class SearchOptions:
     seed: int = 42
     tickers: tuple[str, ...] = ()
     data_dir: str | None = None
+    universe: str = "msft"  # named embedded universe (ignored with data_dir)
+    label_kind: str = "binary"  # binary | ternary (regression is not searched)
+    ticker_id: bool = False  # the ticker's identity as a one-hot input
     storage: str | None = None  # Tune + Train storage (local dir or URI); default $STOCKTREND_HOME/tune
     optuna_storage: str | None = None  # default sqlite:///$STOCKTREND_HOME/optuna.db
     model_name: str = "stocktrend"
@@ -196,8 +199,9 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
              opts.max_concurrent, f"{opts.cpus_per_trial():g} CPU",
              "training in the trial's process" if opts.in_process else
              f"Ray Train with {opts.workers_per_trial} worker(s)")
-    data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir)
-    universe = load_universe(opts.data_dir, list(opts.tickers) or None)
+    data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir, universe=opts.universe,
+                             label_kind=opts.label_kind, ticker_id=opts.ticker_id)
+    universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
     panel = load_or_build_panel(universe)
     log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
     storage = opts.storage or _storage_root("tune")
@@ -342,8 +346,14 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                     help="CPUs (and torch threads) per trial worker")
     ap.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker)
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--ticker", default="", help="comma-separated target tickers (default MSFT / all files of --data)")
+    ap.add_argument("--ticker", default="", help="comma-separated target tickers (default: every ticker of the "
+                    "universe / every file of --data)")
+    ap.add_argument("--universe", default=d.universe, help="embedded universe: msft, tech, sp20 (stocktrend data "
+                    "universes)")
     ap.add_argument("--data", default=None, help="directory of CSV/Parquet files (default: embedded universe)")
+    ap.add_argument("--label", default=d.label_kind, choices=["binary", "ternary"],
+                    help="binary (Bajista/Alcista) or ternary (with Neutral)")
+    ap.add_argument("--ticker-id", action="store_true", help="the ticker's identity as a one-hot model input")
     ap.add_argument("--storage", default=None, help="Tune/Train storage: local dir or URI shared by all nodes")
     ap.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default sqlite in $STOCKTREND_HOME)")
     ap.add_argument("--model-name", default=d.model_name)
@@ -369,7 +379,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
                          max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
                          cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,
-                         tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, storage=a.storage,
+                         tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, universe=a.universe,
+                         label_kind=a.label, ticker_id=a.ticker_id, storage=a.storage,
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
                          register=not a.no_register, address=a.address, searcher=a.searcher,
                          scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,

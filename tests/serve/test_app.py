@@ -47,6 +47,14 @@ def served(ray_local, tmp_path_factory):
         autoscaling_config={"min_replicas": 1, "max_replicas": 1},
         user_config={"model": "svc@1", "poll_interval_s": 0}).bind()
     serve.run(secure, name="secure", route_prefix="/secure")
+    # The seeds' 3-class label (Bajista / Neutral / Alcista), served beside the binary model.
+    from dataclasses import replace
+    train_job(replace(data.config, label_kind="ternary"), QUICK, model_name="svc3")
+    three = StockTrendService.options(
+        name="three", ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": {"STOCKTREND_HOME": str(home)}}},
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
+        user_config={"model": "svc3@1", "poll_interval_s": 0}).bind()
+    serve.run(three, name="three", route_prefix="/three")
     url = f"http://127.0.0.1:{port}"
     yield {"url": url, "data": data, "home": home}
     serve.shutdown()
@@ -88,6 +96,42 @@ def test_predictions_over_http_equal_in_process(served):
     assert info["version"] == 1 and info["alias"] == "production" and info["n_features"] == 12
     assert httpx.get(f"{served['url']}/healthz", timeout=10).json()["status"] == "ok"
     assert "/predict" in httpx.get(f"{served['url']}/openapi.json", timeout=10).json()["paths"]
+
+
+def test_three_class_model_answers_three_probabilities(served):
+    url = served["url"] + "/three"
+    info = httpx.get(f"{url}/model", timeout=10).json()
+    assert info["label_kind"] == "ternary" and info["class_names"] == ["Bajista", "Neutral", "Alcista"]
+    r = httpx.post(f"{url}/predict", json={"windows": [[[0.1] * 12] * 20] * 2}, timeout=30)
+    assert r.status_code == 200, r.text
+    for p in r.json()["predictions"]:
+        assert set(p["probabilities"]) == {"Bajista", "Neutral", "Alcista"}
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["signal"] == {"Bajista": "SELL", "Neutral": "HOLD", "Alcista": "BUY"}[p["label"]]
+    r = httpx.post(f"{url}/predict/ticker", json={"ticker": "MSFT"}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["probabilities"]) == 3
+
+
+def test_by_ticker_name_equals_the_raw_bars_route(served):
+    url = served["url"]
+    msft = load_embedded().tickers["MSFT"]
+    hist = msft.loc[:"2016-06-01"].iloc[-400:]
+    bars = [{"date": str(d.date()), **{k: float(v) for k, v in row.items()}} for d, row in hist.iterrows()]
+    raw = httpx.post(f"{url}/predict/ticker", json={"prices": bars}, timeout=60)
+    by_name = httpx.post(f"{url}/predict/ticker", json={"ticker": "MSFT", "as_of": "2016-06-01"}, timeout=60)
+    assert raw.status_code == 200 and by_name.status_code == 200, by_name.text
+    assert by_name.json()["date"] == raw.json()["date"] == str(hist.index[-1].date())
+    assert by_name.json()["probabilities"] == pytest.approx(raw.json()["probabilities"], abs=1e-6)
+    latest = httpx.post(f"{url}/predict/ticker", json={"ticker": "MSFT"}, timeout=60).json()
+    assert latest["date"] == "2017-11-10" and latest["ticker"] == "MSFT"
+    cases = [({"ticker": "AAPL"}, 404, "unknown ticker 'AAPL': this model answers for MSFT"),
+             ({"ticker": "MSFT", "as_of": "2030-01-01"}, 422, "outside MSFT's data (1986-03-13 .. 2017-11-10)"),
+             ({"ticker": "MSFT", "as_of": "soon"}, 422, "not a date"),
+             ({}, 422, "send 'prices'"),
+             ({"prices": bars, "as_of": "2016-01-04"}, 422, "'as_of' applies to predictions by ticker name")]
+    for body, status, message in cases:
+        r = httpx.post(f"{url}/predict/ticker", json=body, timeout=60)
+        assert r.status_code == status and message in r.text, (body, r.status_code, r.text)
 
 
 def _bars(n=400):

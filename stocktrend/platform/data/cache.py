@@ -76,7 +76,13 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tu
     if empty:
         raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
                                   f"{', '.join(map(str, empty))}")
-    names = [c for c in parts[0][1].columns if c != "close"]
+    # Features every ticker has (a close-only ticker in a panel of OHLCV ones takes the range and volume features out
+    # of the whole panel: one model sees one feature list).
+    common = set.intersection(*(set(part.columns) for _, part in parts))
+    names = [c for c in parts[0][1].columns if c != "close" and c in common]
+    dropped = sorted({c for _, part in parts for c in part.columns if c not in common})
+    if dropped:
+        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
     n = sum(len(p) for _, p in parts)
     values = np.empty((n, len(names)), dtype=np.float32, order="F")
     tickers, dates, closes = [], [], []

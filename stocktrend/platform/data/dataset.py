@@ -33,8 +33,9 @@ CHUNK_ROWS = 1 << 16
 class DataConfig:
     """Everything that defines a data set. Part of every checkpoint (``asdict``)."""
 
-    tickers: tuple[str, ...] = ("MSFT",)  # target series; windows never cross tickers
-    data_dir: str | None = None  # a directory of CSV/Parquet files; None = the embedded universe
+    tickers: tuple[str, ...] = ()  # target series (empty = every ticker of the universe / directory)
+    data_dir: str | None = None  # a directory of CSV/Parquet files; None = the embedded universe ``universe``
+    universe: str = "msft"  # named embedded universe (stocktrend.platform.data.universes); ignored with data_dir
     market: tuple[str, ...] | None = None  # embedded market context (None = SP500 + NASDAQ); ignored with data_dir
     indicators: tuple[str, ...] = ()  # embedded indicators (e.g. VIX); ignored with data_dir
     horizon: int = 5  # label = direction of the forward return over this many days
@@ -46,6 +47,7 @@ class DataConfig:
     embargo: int = 5  # extra days dropped after each purged boundary
     oversample: bool = True  # RandomOverSampler on training samples (classification only)
     seed: int = 42  # oversampling seed
+    ticker_id: bool = False  # append the ticker's identity (one-hot, one column per training ticker) to every day
 
 
 @dataclass
@@ -57,9 +59,40 @@ class FittedTransforms:
     mean: np.ndarray  # per selected feature
     scale: np.ndarray  # per selected feature (std; 1 where the training std is 0)
     scores: np.ndarray  # selection score of each selected feature
+    tickers: list[str] = field(default_factory=list)  # one-hot ticker columns after the features (ticker_id only)
 
-    def transform(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Raw feature rows -> scaled, selected float32 model inputs (the one path for training and serving)."""
+    @property
+    def input_names(self) -> list[str]:
+        """The model's input columns, in order: the selected features, then ``ticker=<T>`` per training ticker."""
+        return [*self.selected, *(f"ticker={t}" for t in self.tickers)]
+
+    def ticker_codes(self, names: list[str] | np.ndarray) -> np.ndarray:
+        """Positions of ticker names among the one-hot columns; an unknown ticker is a clear error."""
+        pos = {t: i for i, t in enumerate(self.tickers)}
+        unknown = sorted({str(n) for n in names} - set(pos))
+        if unknown:
+            raise DataValidationError(f"this model takes the ticker's identity and was trained on "
+                                      f"{', '.join(self.tickers)}; unknown ticker(s): {', '.join(unknown)}")
+        return np.array([pos[str(n)] for n in names], dtype=np.int64)
+
+    def transform(self, features: pd.DataFrame | np.ndarray, tickers: str | np.ndarray | None = None) -> np.ndarray:
+        """Raw feature rows -> scaled, selected float32 model inputs (the one path for training and serving).
+
+        ``tickers`` (a ticker name for every row, or a per-row array of names) is needed when the model takes the
+        ticker's identity (``ticker_id``)."""
+        x = self._scaled(features)
+        if not self.tickers:
+            return x
+        if tickers is None:
+            raise DataValidationError(f"this model takes the ticker's identity (trained on "
+                                      f"{', '.join(self.tickers)}): say which ticker the rows belong to")
+        names = np.full(len(x), tickers, dtype=object) if isinstance(tickers, str) else np.asarray(tickers)
+        out = np.zeros((len(x), x.shape[1] + len(self.tickers)), dtype=np.float32)
+        out[:, :x.shape[1]] = x
+        out[np.arange(len(x)), x.shape[1] + self.ticker_codes(names)] = 1.0
+        return out
+
+    def _scaled(self, features: pd.DataFrame | np.ndarray) -> np.ndarray:
         if isinstance(features, pd.DataFrame):
             missing = [c for c in self.selected if c not in features.columns]
             if missing:
@@ -80,12 +113,14 @@ class FittedTransforms:
 
     def to_dict(self) -> dict[str, Any]:
         return {"feature_names": list(self.feature_names), "selected": list(self.selected),
-                "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scores": self.scores.tolist()}
+                "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scores": self.scores.tolist(),
+                "tickers": list(self.tickers)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FittedTransforms:
         return cls(list(d["feature_names"]), list(d["selected"]), np.asarray(d["mean"], dtype=np.float64),
-                   np.asarray(d["scale"], dtype=np.float64), np.asarray(d["scores"], dtype=np.float64))
+                   np.asarray(d["scale"], dtype=np.float64), np.asarray(d["scores"], dtype=np.float64),
+                   list(d.get("tickers", [])))
 
 
 def _moments(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
@@ -163,6 +198,7 @@ class PreparedData:
     panel: FeaturePanel
     purged: dict[str, int] = field(default_factory=dict)
     embargoed: dict[str, int] = field(default_factory=dict)
+    per_ticker: dict[str, dict[str, Any]] = field(default_factory=dict)  # dates, samples, purge/embargo per ticker
 
     @property
     def kind(self) -> LabelKind:
@@ -176,13 +212,18 @@ class PreparedData:
     def n_features(self) -> int:
         return self.x.shape[1]
 
+    def ticker_of(self, rows: np.ndarray) -> np.ndarray:
+        """The ticker name of each row."""
+        return np.asarray(self.tickers, dtype=object)[np.searchsorted(self.offsets, np.asarray(rows), side="right") - 1]
+
     def with_transforms(self, transforms: FittedTransforms) -> PreparedData:
         """The same samples expressed through other fitted transforms (a checkpoint's), for fine-tuning and
         evaluation: a model always sees inputs scaled and selected exactly as during its own training."""
+        rows_tickers = self.panel.meta["ticker"].astype(str).to_numpy() if transforms.tickers else None
         if transforms.feature_names == self.panel.feature_names:
-            x = transforms.transform(self.panel.values)
+            x = transforms.transform(self.panel.values, rows_tickers)
         else:
-            x = transforms.transform(self.panel.frame())
+            x = transforms.transform(self.panel.frame(), rows_tickers)
         return replace(self, x=x, transforms=transforms)
 
     def window_view(self) -> np.ndarray:
@@ -222,7 +263,7 @@ class PreparedData:
         segs["train"]["class_counts_before_oversampling"] = (
             {} if self.kind is LabelKind.regression else
             {n: int((self.y[self.train_unbalanced] == c).sum()) for c, n in enumerate(self.kind.class_names)})
-        return {"tickers": self.tickers, "rows": int(len(self.x)), "features_total": len(self.transforms.feature_names),
+        return {"tickers": self.tickers, "per_ticker": self.per_ticker, "rows": int(len(self.x)), "features_total": len(self.transforms.feature_names),
                 "features_kept": len(self.transforms.selected), "selected": self.transforms.selected,
                 "sequence_length": self.seq_len, "horizon": self.config.horizon, "label_kind": self.config.label_kind,
                 "segments": segs, "cache_path": str(self.panel.path) if self.panel.path else None,
@@ -252,8 +293,13 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
     purged = dict.fromkeys(SEGMENTS, 0)
     embargoed = dict.fromkeys(SEGMENTS, 0)
     fit_rows = []
+    per_ticker: dict[str, dict[str, Any]] = {}
     for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
         sp = split_ticker(pd.DatetimeIndex(dates[a:b]), bounds, cfg.sequence_length, cfg.horizon, cfg.embargo)
+        per_ticker[names[i]] = {"rows": int(b - a), "dates": (str(pd.Timestamp(dates[a]).date()),
+                                                               str(pd.Timestamp(dates[b - 1]).date())),
+                                "samples": {seg: int(len(pos)) for seg, pos in sp.segments().items()},
+                                "purged": int(sum(sp.purged.values())), "embargoed": int(sum(sp.embargoed.values()))}
         for seg, pos in sp.segments().items():
             seg_rows[seg].append(pos + a)
             purged[seg] += sp.purged.get(seg, 0)
@@ -269,7 +315,11 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
 
     train = samples["train"]
     transforms = fit_transforms(values, panel.feature_names, fit_rows, train, y[train], kind, cfg.top_k)
-    x = transforms.transform(values)
+    row_tickers = None
+    if cfg.ticker_id:
+        transforms.tickers = list(names)
+        row_tickers = np.repeat(np.array(names, dtype=object), np.diff(offsets))
+    x = transforms.transform(values, row_tickers)
 
     train_unbalanced = train
     if cfg.oversample and kind is not LabelKind.regression:
@@ -278,7 +328,7 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
         resampled, _ = ros.fit_resample(train.reshape(-1, 1), y[train])
         samples["train"] = np.sort(resampled.ravel())
     return PreparedData(cfg, x, y, fwd, dates, names, offsets, samples, train_unbalanced, transforms, panel,
-                        purged, embargoed)
+                        purged, embargoed, per_ticker)
 
 
 def build_dataset(cfg: DataConfig | None = None, universe: Universe | None = None, cache_dir: str | Path | None = None,
@@ -288,7 +338,8 @@ def build_dataset(cfg: DataConfig | None = None, universe: Universe | None = Non
     cfg = cfg or DataConfig()
     if universe is None:
         universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
-                                 list(cfg.market) if cfg.market is not None else None, list(cfg.indicators))
+                                 list(cfg.market) if cfg.market is not None else None, list(cfg.indicators),
+                                 universe=cfg.universe)
     panel = load_or_build_panel(universe, feature_config, cache_dir, use_cache=use_cache, n_jobs=n_jobs)
     return prepare(panel, cfg)
 

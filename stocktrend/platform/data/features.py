@@ -66,10 +66,32 @@ def _rsi(close: pd.Series, n: int) -> np.ndarray:
     return _safe_div(gain, gain + loss, fill=0.5)
 
 
+# Features that need more than closes: the intraday range (open/high/low) or volume. A series without those columns
+# (many exports are close-only) gets every other feature; these are left out, with one logged line naming them.
+RANGE_FEATURES = ("atr_", "stoch_", "williams_r_", "cci_", "parkinson_vol_", "garman_klass_vol_", "body", "range",
+                  "close_in_range", "gap", "upper_shadow", "lower_shadow")
+VOLUME_FEATURES = ("obv_z_", "volume_z_", "volume_ratio_")
+
+
+def needs(feature: str) -> str | None:
+    """'open/high/low', 'volume' or None (closes are enough) for a ticker feature name."""
+    def match(prefixes):
+        return any(feature == p or (p.endswith("_") and feature.startswith(p)) for p in prefixes)
+    return "open/high/low" if match(RANGE_FEATURES) else "volume" if match(VOLUME_FEATURES) else None
+
+
+def has_range(df: pd.DataFrame) -> bool:
+    return all(k in df for k in ("open", "high", "low"))
+
+
 def ticker_features(df: pd.DataFrame, cfg: FeatureConfig) -> dict[str, np.ndarray]:
-    """Features of one OHLCV series (columns open, high, low, close, volume)."""
-    o, h, lo, c = (df[k].astype(np.float64) for k in ("open", "high", "low", "close"))
-    v = df["volume"].astype(np.float64) if "volume" in df else pd.Series(0.0, index=df.index)
+    """Features of one daily series: columns close (required), open/high/low and volume (optional: the features that
+    need them are left out when they are missing)."""
+    c = df["close"].astype(np.float64)
+    with_range, with_volume = has_range(df), "volume" in df
+    # Stand-ins keep the shared code below simple; every feature computed from a stand-in is dropped at the end.
+    o, h, lo = (df[k].astype(np.float64) for k in ("open", "high", "low")) if with_range else (c, c, c)
+    v = df["volume"].astype(np.float64) if with_volume else pd.Series(1.0, index=df.index)
     logc = np.log(c)
     r1 = logc.diff()
     f: dict[str, np.ndarray] = {}
@@ -151,7 +173,24 @@ def ticker_features(df: pd.DataFrame, cfg: FeatureConfig) -> dict[str, np.ndarra
     up = (r1 > 0).astype(np.float64).where(r1.notna())
     for n in (10, 20):
         f[f"up_share_{n}"] = up.rolling(n, min_periods=n).mean().to_numpy()
-    return {k: val for k, val in f.items() if val is not None}
+    missing = {"open/high/low"} if not with_range else set()
+    if not with_volume:
+        missing.add("volume")
+    return {k: val for k, val in f.items() if val is not None and needs(k) not in missing}
+
+
+def all_ticker_features(cfg: FeatureConfig) -> list[str]:
+    """Every ticker feature name of a full OHLCV series under ``cfg`` (from a tiny synthetic series)."""
+    key = cfg.key()
+    if key not in _NAMES_CACHE:
+        idx = pd.bdate_range("2000-01-03", periods=8)
+        x = pd.Series(np.linspace(10, 11, 8), index=idx)
+        _NAMES_CACHE[key] = list(ticker_features(pd.DataFrame({"open": x, "high": x + 1, "low": x - 1, "close": x,
+                                                                "volume": x}), cfg))
+    return _NAMES_CACHE[key]
+
+
+_NAMES_CACHE: dict[str, list[str]] = {}
 
 
 def calendar_features(index: pd.DatetimeIndex) -> dict[str, np.ndarray]:
@@ -236,6 +275,10 @@ def build_features(ticker: pd.DataFrame, market: dict[str, pd.DataFrame] | None 
     cfg = cfg or FeatureConfig()
     ticker, market, ind = align(ticker, market or {}, indicators or {}, name)
     feats = ticker_features(ticker, cfg)
+    left_out = [k for k in all_ticker_features(cfg) if k not in feats]
+    if left_out:
+        log.info("%s: no %s column(s): %d feature(s) left out: %s", name,
+                 " / ".join(sorted({needs(k) for k in left_out})), len(left_out), ", ".join(left_out))
     feats.update(calendar_features(ticker.index))
     for mname, mframe in market.items():
         feats.update(market_features(ticker["close"], mframe, mname, cfg))

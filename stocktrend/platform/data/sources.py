@@ -1,7 +1,7 @@
 """Price sources: the embedded sample universe and users' CSV/Parquet directories, with validation.
 
 Every frame that leaves this module is a validated daily price frame: a sorted, unique ``DatetimeIndex`` named
-``date`` and float64 columns ``open, high, low, close, volume`` (volume may be absent for market series). Validation
+``date`` and float64 columns ``close`` and, when the source has them, ``open, high, low`` (together) and ``volume``. Validation
 errors name the file, the column and the row (1-based data row, header excluded) so a user can fix the export.
 """
 
@@ -153,6 +153,12 @@ def validate_prices(
             raise DataValidationError(
                 f"{source}: missing required column {canon!r} (accepted names: {', '.join(getattr(aliases, canon))}); "
                 f"found columns: {', '.join(columns)}")
+    partial = [k for k in ("open", "high", "low") if k not in picked]
+    if 0 < len(partial) < 3:  # a range needs all three; a close-only file has none of them
+        raise DataValidationError(
+            f"{source}: missing required column {partial[0]!r} (open, high and low come together, or not at all for "
+            f"a close-only series; accepted names: {', '.join(getattr(aliases, partial[0]))}); found columns: "
+            f"{', '.join(columns)}")
     if raw.empty:
         raise DataValidationError(f"{source}: no data rows")
 
@@ -274,8 +280,9 @@ def load_directory(directory: Path | str, tickers: list[str] | None = None, alia
             raise DataValidationError(f"unknown ticker(s) {', '.join(unknown)} in {directory}; "
                                       f"available: {', '.join(sorted(files))}")
         files = {t: files[t] for t in tickers}
-    universe = Universe(tickers={t: load_price_file(p, aliases, repair=repair) for t, p in files.items()},
-                        source=str(directory))
+    # Tickers need a close; open/high/low (together) and volume are optional: features that need them are left out.
+    universe = Universe(tickers={t: load_price_file(p, aliases, required=("close",), repair=repair)
+                                 for t, p in files.items()}, source=str(directory))
     if (directory / "market").is_dir():
         universe.market = {p.stem: load_price_file(p, aliases, required=("close",), repair=repair)
                            for p in _files(directory / "market")}
@@ -337,8 +344,12 @@ def load_embedded(tickers: list[str] | None = None, market: list[str] | None = N
 
 def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None = None,
                   market: list[str] | None = None, indicators: list[str] | None = None,
-                  aliases: ColumnAliases | None = None) -> Universe:
-    """One entry point for the CLI and the library: a directory if given, else the embedded universe."""
+                  aliases: ColumnAliases | None = None, universe: str | None = None) -> Universe:
+    """One entry point for the CLI and the library: a directory if given, else a named embedded universe
+    (``stocktrend.platform.data.universes``; default ``msft``)."""
     if data_dir is not None:
         return load_directory(data_dir, tickers=tickers, aliases=aliases)
+    if universe and universe != "msft":
+        from stocktrend.platform.data.universes import load_named
+        return load_named(universe, tickers, market, indicators)
     return load_embedded(tickers, market, indicators)

@@ -52,3 +52,21 @@ def planted_signal_universe(n_days: int = 3000, lag: int = 5, noise: float = 0.0
         t_ret = np.concatenate([rng.normal(0, 0.012, lag), m_ret[:-lag]]) + rng.normal(0, noise, n_days)
         tickers[f"SIG{i}"] = ohlcv_from_log_returns(t_ret, dates, rng)
     return Universe(tickers, {"MKT": ohlcv_from_log_returns(m_ret, dates, rng, 1000.0)}, source="synthetic-planted")
+
+
+def planted_cross_section_universe(n_days: int = 2000, n_tickers: int = 8, horizon: int = 5, phi: float = 0.4,
+                                   seed: int = 0) -> Universe:
+    """Independent tickers whose daily return repeats ``phi`` x their own return ``horizon`` days earlier (plus noise),
+    so each ticker's forward ``horizon``-day return is ``phi`` x its trailing ``horizon``-day return (the ``ret_<h>``
+    feature) plus noise: a signal that ranks tickers against each other on every day (cross-sectional IC ~ phi)."""
+    rng = np.random.default_rng(seed)
+    dates = business_days(n_days)
+    tickers = {}
+    for i in range(n_tickers):
+        eps = rng.normal(0, 0.012, n_days)
+        r = np.zeros(n_days)
+        for t in range(n_days):
+            r[t] = eps[t] + (phi * r[t - horizon] if t >= horizon else 0.0)
+        tickers[f"CS{i}"] = ohlcv_from_log_returns(r, dates, rng)
+    market = {"MKT": ohlcv_from_log_returns(rng.normal(0, 0.008, n_days), dates, rng, 1000.0)}
+    return Universe(tickers, market, source="synthetic-cross-section")

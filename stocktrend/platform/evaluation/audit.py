@@ -33,7 +33,8 @@ def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (
     rows = np.concatenate(all_rows)
     tf = fit_transforms(values, panel.feature_names, [(0, len(values))], rows, data.y[rows], kind,
                         data.config.top_k)  # fitted on everything: the first leak
-    x = tf.transform(values)
+    tf.tickers = list(data.transforms.tickers)  # the same inputs as the honest model (ticker identity included)
+    x = tf.transform(values, panel.meta["ticker"].astype(str).to_numpy() if tf.tickers else None)
     view = sliding_window_view(x, L, axis=0).transpose(0, 2, 1)
     res_rows, _ = RandomOverSampler(random_state=seed).fit_resample(rows.reshape(-1, 1), data.y[rows])
     res_rows = res_rows.ravel()  # oversampled before splitting: the second leak

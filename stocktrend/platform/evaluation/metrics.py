@@ -142,7 +142,7 @@ class Backtest:
                 "win_rate": self.win_rate, "turnover": self.turnover, "exposure": self.exposure}
 
 
-def _stats(name: str, daily: np.ndarray, positions: np.ndarray) -> Backtest:
+def backtest_stats(name: str, daily: np.ndarray, positions: np.ndarray) -> Backtest:
     equity = np.cumprod(1 + daily)
     years = max(len(daily) / 252, 1e-9)
     annual = float(equity[-1] ** (1 / years) - 1) if len(daily) else 0.0
@@ -184,4 +184,4 @@ def backtest(data: PreparedData, p_up: np.ndarray, test_rows: np.ndarray | None 
     daily = np.mean([s[:n] for s in strat], axis=0)
     bh = np.mean([h[:n] for h in hold], axis=0)
     positions = np.mean([p[:n] for p in pos_all], axis=0)
-    return _stats(name, daily, positions), _stats("buy_and_hold", bh, np.ones(n))
+    return backtest_stats(name, daily, positions), backtest_stats("buy_and_hold", bh, np.ones(n))

@@ -15,6 +15,8 @@ import pandas as pd
 from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.registry.checkpoint import Predictor
 from stocktrend.platform.data.dataset import PreparedData, build_dataset, prepare
+from stocktrend.platform.evaluation.cross_section import (MIN_NAMES, evaluate_panel, plot_cumulative_ic,
+                                                         report_lines)
 from stocktrend.platform.evaluation.metrics import backtest, baseline_probabilities, classification_scores
 from stocktrend.platform.training.jobs import resolve_model
 from stocktrend.platform.data.splits import walk_forward_boundaries
@@ -34,6 +36,7 @@ class EvalOptions:
     leakage_audit: bool = False
     epochs: int | None = None  # cap for retraining in walk-forward / audit (default: the checkpoint's)
     bootstrap: int = 1000
+    universe: str | None = None  # score on another embedded universe than the model's own
 
 
 def _fmt(v: Any) -> str:
@@ -144,9 +147,14 @@ def plots(out: Path, pred: Predictor, data: PreparedData, probs: dict, scores: d
         plt.close(fig)
         files.append("roc.png")
     fig, ax = plt.subplots(figsize=(7, 3.5))
+    test_rows = data.samples["test"]
+    first = test_rows[data.ticker_of(test_rows) == data.tickers[0]]
+    days = pd.to_datetime(np.sort(data.dates[first]))  # the backtest's days (those of the first ticker)
     for k in ("model", "buy_and_hold", "momentum"):
-        ax.plot(tests[k].equity, label=k)
-    ax.set_xlabel("test day")
+        eq = tests[k].equity
+        ax.plot(days[:len(eq)], eq, label=k)
+    fig.autofmt_xdate()
+    ax.set_xlabel("date (test segment)")
     ax.set_ylabel("growth of 1")
     ax.legend()
     ax.set_title("equity after costs vs buy-and-hold")
@@ -179,10 +187,13 @@ def walk_forward(pred: Predictor, data: PreparedData, opts: EvalOptions) -> pd.D
         log.info("walk-forward fold %d/%d: test %s..%s", k + 1, len(bounds), *fold.date_range("test"))
         res = fit(fold, _retrain_config(pred, opts), pred.config, run_test=False)
         p = _softmax(res.module.model, fold.windows(fold.samples["test"]))
-        scores, tests, _ = score_all(fold, p, replace(opts, bootstrap=0))
+        scores, tests, probs = score_all(fold, p, replace(opts, bootstrap=0))
+        cs = evaluate_panel(fold, probs, opts.cost_bps) if len(fold.tickers) >= MIN_NAMES else None
         for name, s in scores.items():
             rows.append({"fold": k + 1, "who": name, **{c: s[c] for c in SCORE_COLS},
-                         "sharpe": tests[name].sharpe, "test_start": fold.date_range("test")[0]})
+                         "sharpe": tests[name].sharpe, "test_start": fold.date_range("test")[0],
+                         **({"rank_ic": cs["ic"][name]["rank_ic_mean"], "rank_ic_t": cs["ic"][name]["rank_ic_t"],
+                             "ls_sharpe": cs["long_short"][name].sharpe} if cs else {})})
     return pd.DataFrame(rows)
 
 
@@ -219,7 +230,9 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
     pred = Predictor.load(path)
     if pred.kind.n_classes == 0:
         raise ValueError("stocktrend evaluate covers classification models; this one is a regression model")
-    data = build_dataset(pred.data_config)
+    dcfg = pred.data_config if not opts.universe else replace(pred.data_config, universe=opts.universe, tickers=(),
+                                                               data_dir=None)
+    data = build_dataset(dcfg)
     if data.panel.data_hash != pred.ckpt["data_hash"]:
         log.warning("the data differ from the model's training data (hash %s vs %s): scoring on today's data",
                     data.panel.data_hash, pred.ckpt["data_hash"])
@@ -249,16 +262,22 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
              _table({k: v.row() for k, v in tests.items()},
                     ("annual_return", "sharpe", "max_drawdown", "win_rate", "turnover", "exposure")), ""]
     result: dict[str, Any] = {"scores": scores, "backtest": {k: v.row() for k, v in tests.items()}}
+    if len(data.tickers) >= MIN_NAMES:
+        cs = evaluate_panel(data, probs, opts.cost_bps)
+        lines += report_lines(cs)
+        plot_cumulative_ic(cs, out / "cumulative_ic.png")
+        files.append("cumulative_ic.png")
+        result["cross_section"] = {"ic": cs["ic"], "long_short": {k: v.row() for k, v in cs["long_short"].items()}}
     if opts.walk_forward:
         wf = walk_forward(pred, data, opts)
         wf.to_csv(out / "walk_forward.csv", index=False)
-        agg = wf.groupby("who")[[*SCORE_COLS, "sharpe"]].agg(["mean", "std"])
+        cols = [*SCORE_COLS, "sharpe", *(c for c in ("rank_ic", "ls_sharpe") if c in wf)]
+        agg = wf.groupby("who", sort=False)[cols].agg(["mean", "std"])
         lines += [f"## Walk-forward ({opts.walk_forward} folds, retrained per fold)", "",
-                  "| | " + " | ".join(f"{c} mean ± sd" for c in (*SCORE_COLS, "sharpe")) + " |",
-                  "|---|" + "---|" * (len(SCORE_COLS) + 1)]
+                  "| | " + " | ".join(f"{c} mean ± sd" for c in cols) + " |", "|---|" + "---|" * len(cols)]
         for who, r in agg.iterrows():
-            lines.append(f"| {who} | " + " | ".join(f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}"
-                                                     for c in (*SCORE_COLS, "sharpe")) + " |")
+            lines.append(f"| {who} | " + " | ".join(f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in cols)
+                         + " |")
         lines.append("")
         result["walk_forward"] = wf.to_dict(orient="records")
     if opts.leakage_audit:

@@ -27,6 +27,10 @@ from stocktrend.platform.data.sources import DataValidationError
 FORMAT = "stocktrend-checkpoint/1"
 
 
+class UnknownTickerError(DataValidationError):
+    """A ticker that the model's universe (or the model's ticker identity) does not have."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, of another format, or contains something other than plain data."""
 
@@ -168,9 +172,11 @@ class Predictor:
                           attention.tolist() if attention is not None else None)
 
     def features_from_prices(self, prices: pd.DataFrame, market: dict[str, pd.DataFrame] | None = None,
-                             indicators: dict[str, pd.DataFrame] | None = None) -> np.ndarray:
-        """Raw validated OHLCV (+ market series) -> the scaled, selected rows, through the training feature code."""
-        feats = build_features(prices, market or {}, indicators or {}, self.feature_config, name="request")
+                             indicators: dict[str, pd.DataFrame] | None = None, ticker: str | None = None
+                             ) -> np.ndarray:
+        """Raw validated OHLCV (+ market series) -> the scaled, selected rows, through the training feature code.
+        ``ticker`` names the series (needed by models that take the ticker's identity)."""
+        feats = build_features(prices, market or {}, indicators or {}, self.feature_config, name=ticker or "request")
         missing = [n for n in self.transforms.selected if n not in feats.columns]
         if missing:
             raise DataValidationError(f"this model needs features from series that were not given: "
@@ -180,10 +186,47 @@ class Predictor:
                 f"too little history: {len(feats)} usable day(s) after the {self.feature_config.warmup - 1}-day "
                 f"feature warm-up; the model needs {self.seq_len} (send at least "
                 f"{self.seq_len + self.feature_config.warmup - 1} days)")
-        return self.transforms.transform(feats)
+        return self.transforms.transform(feats, ticker)
+
+    def source_universe(self):
+        """The universe (or data directory) this model was trained on, loaded once per Predictor: the bars behind
+        predictions by ticker name."""
+        if getattr(self, "_universe", None) is None:
+            from stocktrend.platform.data.sources import load_universe
+            cfg = self.data_config
+            self._universe = load_universe(cfg.data_dir, None, list(cfg.market) if cfg.market is not None else None,
+                                           list(cfg.indicators), universe=cfg.universe)
+        return self._universe
+
+    def bars_for(self, ticker: str, as_of: str | None = None, days: int | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """A ticker's own bars up to ``as_of`` (inclusive; default: its last day), the last ``days`` of them, with the
+        market and indicator series, from the model's universe. Unknown tickers and dates name what exists."""
+        u = self.source_universe()
+        source = f"data directory {self.data_config.data_dir}" if self.data_config.data_dir else \
+            f"universe {self.data_config.universe}"
+        allowed = self.transforms.tickers or list(u.tickers)
+        if ticker not in u.tickers or ticker not in allowed:
+            raise UnknownTickerError(f"unknown ticker {ticker!r}: this model answers for {', '.join(allowed)} "
+                                     f"({source})")
+        prices = u.tickers[ticker]
+        first, last = prices.index[0], prices.index[-1]
+        if as_of is not None:
+            try:
+                day = pd.Timestamp(as_of).normalize()
+            except (ValueError, TypeError):
+                raise DataValidationError(f"as_of {as_of!r} is not a date (use YYYY-MM-DD)") from None
+            if day < first or day > last:
+                raise DataValidationError(f"as_of {day.date()} is outside {ticker}'s data ({first.date()} .. "
+                                          f"{last.date()})")
+            prices = prices.loc[:day]
+        if days is not None:
+            prices = prices.iloc[-days:]
+        return prices, u.market, u.indicators
 
     def predict_prices(self, prices: pd.DataFrame, market: dict[str, pd.DataFrame] | None = None,
-                       indicators: dict[str, pd.DataFrame] | None = None, attention: bool = False) -> Prediction:
-        x = self.features_from_prices(prices, market, indicators)
+                       indicators: dict[str, pd.DataFrame] | None = None, attention: bool = False,
+                       ticker: str | None = None) -> Prediction:
+        x = self.features_from_prices(prices, market, indicators, ticker)
         probs, att = self.predict_proba(x[None, -self.seq_len:], return_attention=attention)
         return self.describe(probs, att)

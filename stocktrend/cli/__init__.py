@@ -1,0 +1,34 @@
+"""The ``stocktrend`` command. Thin: parses flags, calls library functions, prints summaries.
+
+Errors a user can fix (bad files, unknown tickers, impossible configs) are printed as one ``error:`` line with exit
+code 2, never as a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stocktrend.cli import run, models, data  # noqa: F401,I001  (registers the commands; run first in --help)
+from stocktrend.cli.common import STATE, app
+
+
+def main() -> None:
+    from stocktrend.platform.registry.checkpoint import CheckpointError
+    from stocktrend.platform.training.distributed import DistributedTrainingError
+    from stocktrend.platform.registry.mlflow_registry import RegistryError
+    from stocktrend.platform.data.sources import DataValidationError
+    try:
+        app()
+    except (DataValidationError, CheckpointError, RegistryError, DistributedTrainingError, ValueError,
+            FileNotFoundError, RuntimeError) as exc:
+        if STATE["debug"]:
+            raise
+        from stocktrend.platform import console
+        typer.echo(f"error: {exc}{console.where()}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

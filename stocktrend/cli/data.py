@@ -1,0 +1,101 @@
+"""``stocktrend data ...``: build and inspect data sets, list the embedded universes."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from stocktrend.cli.common import _fractions, _split_list, data_app
+
+LABELS = ("binary", "ternary", "regression")
+
+
+def universe_option(default: str = "msft"):
+    return typer.Option(default, "--universe", "-u", help="Embedded universe (stocktrend data universes lists them); "
+                        "ignored with --data.")
+
+
+def ticker_id_option():
+    return typer.Option(False, "--ticker-id", help="Give the model the ticker's identity (one-hot input per ticker).")
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"tickers      : {', '.join(s['tickers'])}  ({s['rows']} rows after warm-up)"]
+    for t, info in s.get("per_ticker", {}).items():
+        samples = ", ".join(f"{k} {v}" for k, v in info["samples"].items())
+        lines.append(f"  {t:<11}: {info['dates'][0]} .. {info['dates'][1]}  {info['rows']} rows; samples {samples}; "
+                     f"purged {info['purged']}, embargoed {info['embargoed']}")
+    lines += [f"label        : {s['label_kind']}, horizon {s['horizon']} days; windows of {s['sequence_length']} days",
+              f"features     : {s['features_kept']} kept of {s['features_total']} "
+              f"(top: {', '.join(s['selected'][:5])}{' ...' if len(s['selected']) > 5 else ''})"]
+    for seg, info in s["segments"].items():
+        counts = ", ".join(f"{k} {v}" for k, v in info["class_counts"].items())
+        extra = ""
+        if seg == "train" and "before_oversampling" in info:
+            before = ", ".join(f"{k} {v}" for k, v in info["class_counts_before_oversampling"].items())
+            extra = f"; before oversampling {info['before_oversampling']} ({before})"
+        lines.append(f"{seg:<13}: {info['dates'][0]} .. {info['dates'][1]}  {info['samples']} samples ({counts})"
+                     f"{extra}; purged {info['purged']}, embargoed {info['embargoed']}")
+    lines.append(f"cache        : {s['cache_path']} ({'hit' if s['cache_hit'] else 'built'}); data hash "
+                 f"{s['data_hash']}")
+    return "\n".join(lines)
+
+
+@data_app.command("build")
+def data_build(
+    ticker: Optional[str] = typer.Option(None, "--ticker", "-t",
+                                         help="Target ticker(s), comma-separated (default: every ticker of the "
+                                              "universe, or every file of --data)."),
+    universe: str = universe_option(),
+    data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
+    market: Optional[str] = typer.Option(None, help="Embedded market series, comma-separated (default SP500,NASDAQ)."),
+    indicators: Optional[str] = typer.Option(None, help="Embedded indicators, comma-separated (e.g. VIX)."),
+    sequence_length: int = typer.Option(30, min=1, help="Days per input window."),
+    horizon: int = typer.Option(5, min=1, help="Forward-return horizon of the label (days)."),
+    label: str = typer.Option("binary", help="binary | ternary | regression."),
+    top_k: int = typer.Option(50, min=0, help="Features kept (0 = all)."),
+    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the timeline."),
+    embargo: int = typer.Option(5, min=0, help="Days of embargo after each purged boundary."),
+    ticker_id: bool = ticker_id_option(),
+    cache_dir: Optional[str] = typer.Option(None, help="Feature cache directory (default $STOCKTREND_HOME/cache)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features and do not write the cache."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Build the data set and print a summary (tickers and their dates, splits, class balance, features, purge and
+    embargo counts, cache)."""
+    from stocktrend.platform.data.dataset import build_dataset
+    cfg = data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
+                      universe, ticker_id)
+    prepared = build_dataset(cfg, cache_dir=cache_dir, use_cache=not no_cache)
+    summary = prepared.summary()
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+@data_app.command("universes")
+def data_universes(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The embedded universes: tickers, dates, columns, source and licence (no data is loaded)."""
+    from stocktrend.platform.data.universes import describe
+    rows = describe()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']}\n  tickers : {r['tickers']}\n  columns : {r['columns']}\n  dates   : {r['dates']}\n"
+                   f"  market  : {r['market']}\n  source  : {r['source']}\n  licence : {r['licence']}\n"
+                   f"  install : {r['install']}")
+
+
+def data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
+                universe="msft", ticker_id=False):
+    from stocktrend.platform.data.dataset import DataConfig
+    from stocktrend.platform.data.universes import spec
+    if label not in LABELS:
+        raise typer.BadParameter(f"unknown label kind {label!r}; use binary, ternary or regression")
+    if data is None:
+        spec(universe)  # an unknown name fails here, before any work
+    return DataConfig(tickers=_split_list(ticker) or (), data_dir=data, universe=universe, market=_split_list(market),
+                      indicators=_split_list(indicators) or (), horizon=horizon, label_kind=label,
+                      sequence_length=sequence_length, top_k=top_k, fractions=_fractions(split), embargo=embargo,
+                      ticker_id=ticker_id)

@@ -1,0 +1,142 @@
+"""``stocktrend predict``, ``evaluate`` and ``models ...``: what a registered model says and how good it is."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from stocktrend.cli.common import app, models_app
+
+@app.command("predict")
+def predict_cmd(
+    model: str = typer.Argument(..., help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry."),
+    csv: Optional[str] = typer.Option(None, "--csv", help="Price file (.csv or .parquet) of the ticker: close, and "
+                                      "open/high/low/volume if the model uses them."),
+    ticker: Optional[str] = typer.Option(None, "--ticker", "-t", help="A ticker of the model's universe: its own bars "
+                                         "are used (with --csv: names the file's ticker)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="With --ticker alone: last day of history to use "
+                                        "(YYYY-MM-DD; default its last day)."),
+    market_dir: Optional[str] = typer.Option(None, "--market-dir", help="Directory of market series files named as "
+                                             "at training (default: those of the model's universe)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict the trend from the last window of a price file or of a ticker of the model's universe: probabilities,
+    label and BUY/SELL signal."""
+    from pathlib import Path
+
+    from stocktrend.platform.data.sources import load_price_file
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.training.jobs import resolve_model
+    if not csv and not ticker:
+        raise typer.BadParameter("give --csv FILE or --ticker NAME")
+    if csv and as_of:
+        raise typer.BadParameter("--as-of goes with --ticker alone; cut the file at the day you want")
+    path, _ = resolve_model(model)
+    pred = Predictor.load(path)
+    if csv:
+        prices = load_price_file(csv, required=("close",))
+        universe = pred.source_universe()
+        market, indicators = universe.market, universe.indicators
+    else:
+        prices, market, indicators = pred.bars_for(ticker, as_of)
+    if market_dir:
+        market = {p.stem: load_price_file(p, required=("close",)) for p in sorted(Path(market_dir).iterdir())
+                  if p.suffix.lower() in (".csv", ".parquet", ".pq")}
+    out = pred.predict_prices(prices, market, indicators, ticker=ticker)
+    last_day = str(prices.index[-1].date())
+    if as_json:
+        typer.echo(json.dumps({"ticker": ticker, "date": last_day,
+                               "probabilities": dict(zip(pred.class_names, out.probabilities[0])),
+                               "label": out.labels[0], "signal": out.signals[0],
+                               "confidence": out.confidence[0]}, indent=2))
+        return
+    probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(pred.class_names, out.probabilities[0]))
+    typer.echo(f"{ticker + ' ' if ticker else ''}{last_day}: {out.labels[0]} -> {out.signals[0]} (confidence "
+               f"{out.confidence[0]:.3f}; {probs}; horizon {pred.data_config.horizon} days). Not financial advice.")
+
+
+@models_app.command("list")
+def models_list(name: str = typer.Argument("stocktrend")) -> None:
+    """Versions of a registered model with their aliases and test metrics."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    for v in registry.list_versions(name):
+        metrics = ", ".join(f"{k} {v2}" for k, v2 in v["metrics"].items() if k.startswith("test_"))
+        aliases = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+        typer.echo(f"{name} v{v['version']}{aliases}  run {v['run_id']}  {v['description']}  {metrics}")
+
+
+@models_app.command("show")
+def models_show(spec: str = typer.Argument("stocktrend", help="NAME[@ALIAS|@VERSION]")) -> None:
+    """One version: registry entry plus what its checkpoint holds (config, features, metrics, data hash)."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import read_checkpoint
+    name, ref = registry.parse_spec(spec)
+    path, info = registry.download(name, ref)
+    ckpt = read_checkpoint(path)
+    typer.echo(json.dumps({**{k: info[k] for k in ("version", "aliases", "run_id", "source", "description")},
+                           "model_config": ckpt["model_config"], "data_config": ckpt["data_config"],
+                           "label_kind": ckpt["label_kind"], "sequence_length": ckpt["sequence_length"],
+                           "horizon": ckpt["horizon"], "data_hash": ckpt["data_hash"],
+                           "selected_features": ckpt["transforms"]["selected"], "metrics": ckpt["metrics"]},
+                          indent=2))
+
+
+@models_app.command("promote")
+def models_promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
+                   alias: str = typer.Option("production")) -> None:
+    """Point an alias (default production) at a version; the previous holder is kept for rollback."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    r = registry.promote(name, version, alias)
+    typer.echo(f"{name}@{alias} -> version {r['version']}" + (f" (was {r['previous']})" if r["previous"] else "")
+               + ("" if r["changed"] else " (unchanged)"))
+
+
+@models_app.command("rollback")
+def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
+    """Give the production alias back to the version that held it before the last promote."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    r = registry.rollback(name)
+    typer.echo(f"{name}@production -> version {r['version']} (was {r['previous']})")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Argument(..., help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry."),
+    out: Optional[str] = typer.Option(None, help="Report directory (default $STOCKTREND_HOME/reports/<model>)."),
+    threshold: float = typer.Option(0.5, help="Backtest: long when P(Alcista) > threshold."),
+    cost_bps: float = typer.Option(5.0, help="Backtest: cost per side in basis points."),
+    short: bool = typer.Option(False, "--short", help="Backtest: short instead of flat below the threshold."),
+    walk_forward: int = typer.Option(0, min=0, help="Also run K walk-forward folds (retrains per fold)."),
+    leakage_audit: bool = typer.Option(False, "--leakage-audit", help="Also run the seeds' protocol next to the "
+                                       "honest one (retrains twice)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap when retraining (walk-forward, audit)."),
+    universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Score on another embedded universe "
+                                           "(default: the one the model was trained on)."),
+) -> None:
+    """Score a model next to baselines on the untouched test segment; backtest; cross-section (IC, long-short) for
+    panels; Markdown + PNG report."""
+    from stocktrend.platform.evaluation.report import EvalOptions, evaluate
+    res = evaluate(model, out, EvalOptions(threshold=threshold, cost_bps=cost_bps, allow_short=short,
+                                           walk_forward=walk_forward, leakage_audit=leakage_audit, epochs=epochs,
+                                           universe=universe))
+    m = res["scores"]["model"]
+    typer.echo(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC {m['auc']:.3f} "
+               f"(95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
+    for name, s in res["scores"].items():
+        if name != "model":
+            typer.echo(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
+                       f"AUC {s['auc']:.3f}")
+    bt = res["backtest"]
+    typer.echo(f"backtest     : Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold {bt['buy_and_hold']['sharpe']:.2f}"
+               f" (annual {bt['model']['annual_return']:+.1%} vs {bt['buy_and_hold']['annual_return']:+.1%})")
+    cs = res.get("cross_section")
+    if cs:
+        ic, ls = cs["ic"]["model"], cs["long_short"]
+        typer.echo(f"cross-section: rank IC {ic['rank_ic_mean']:.3f} (t {ic['rank_ic_t']:.2f}), long-short Sharpe "
+                   f"{ls['model']['sharpe']:.2f} vs equal-weight hold {ls['equal_weight_hold']['sharpe']:.2f}")
+    for line in res["verdict"]:
+        typer.echo(f"verdict      : {line}")
+    typer.echo(f"report       : {res['report']}")
+

@@ -1,0 +1,179 @@
+"""``stocktrend train``, ``serve``, ``quickstart`` and ``tune``: the commands that start work (and Ray)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from stocktrend.cli.common import STATE, _finish, _interruptible, app
+from stocktrend.cli.data import data_config, ticker_id_option, universe_option
+
+@app.command("train")
+def train_cmd(
+    preset: str = typer.Option("small", help="Model preset: small (CPU), seed (the seeds' 7.7M network), tiny."),
+    epochs: int = typer.Option(30, min=1, help="Maximum epochs (early stopping: patience 15 on val_loss)."),
+    batch_size: int = typer.Option(64, min=1),
+    ticker: Optional[str] = typer.Option(None, "--ticker", "-t", help="Target ticker(s), comma-separated."),
+    universe: str = universe_option(),
+    data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
+    ticker_id: bool = ticker_id_option(),
+    sequence_length: int = typer.Option(30, min=1),
+    horizon: int = typer.Option(5, min=1),
+    label: str = typer.Option("binary", help="binary | ternary | regression."),
+    top_k: int = typer.Option(50, min=0),
+    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the timeline."),
+    embargo: int = typer.Option(5, min=0),
+    lr: float = typer.Option(2e-4, help="AdamW learning rate (OneCycle start)."),
+    max_lr: float = typer.Option(1e-3, help="OneCycle peak learning rate."),
+    accumulate: int = typer.Option(4, min=1, help="Gradient accumulation steps."),
+    patience: int = typer.Option(15, min=1, help="Early-stopping patience (epochs, on val_loss)."),
+    monitor: str = typer.Option("val_loss", help="Best-checkpoint metric (val_loss, val_auc, val_acc, ...)."),
+    accelerator: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps."),
+    precision: str = typer.Option("auto", help="auto (bf16-mixed where fast) | 32-true | bf16-mixed | 16-mixed."),
+    seed: int = typer.Option(42),
+    model_name: str = typer.Option("stocktrend", help="Registered model name in MLflow."),
+    finetune: Optional[str] = typer.Option(None, help="Fine-tune from NAME[@ALIAS|@VERSION] or a checkpoint file "
+                                                      "(learning rates x0.1)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not log to MLflow or register the model."),
+    workers: int = typer.Option(0, min=0, help="Ray Train workers (DDP); 0 = local training without Ray."),
+    cpus_per_worker: float = typer.Option(1.0, min=0.0, help="Ray: CPUs per worker."),
+    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="Ray: GPUs per worker (> 0 trains on CUDA)."),
+    storage: Optional[str] = typer.Option(None, help="Ray: run storage, local dir or s3://... / NFS path shared by "
+                                          "all nodes (default $STOCKTREND_HOME/ray)."),
+    max_failures: int = typer.Option(1, min=0, help="Ray: worker-group restarts from the last checkpoint."),
+    keep_checkpoints: int = typer.Option(2, min=1, help="Ray: best checkpoints kept by --monitor."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else local)."),
+    data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
+                                       "shared-path (the feature cache on shared storage)."),
+    start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
+                                        "before the run fails naming what it asked for and what is free."),
+) -> None:
+    """Train the hybrid model (locally or with Ray Train), log it to MLflow and register the best checkpoint."""
+    from stocktrend.platform.training.jobs import train_job
+    from stocktrend.platform.training.local import TrainConfig
+    cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
+                      ticker_id)
+    tcfg = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
+                       accumulate=accumulate, patience=patience, monitor=monitor,
+                       monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
+                       precision=precision, seed=seed)
+    ray_config = None
+    if workers:
+        from stocktrend.platform.training.distributed import RayConfig
+        ray_config = RayConfig(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                               storage=storage, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
+                               address=address, data_transport=data_transport, start_timeout_s=start_timeout)
+    if workers:
+        from stocktrend.platform import console
+        console.setup("train", STATE["debug"])
+    with _interruptible("train"):
+        out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
+                        ray_config=ray_config)
+    _finish()
+    r = out.fit
+    typer.echo("")
+    typer.echo(f"trained      : {tcfg.preset} preset, {sum(p.numel() for p in r.module.parameters()):,} parameters, "
+               f"{r.epochs_run} epoch(s) in {out.seconds:.0f} s; best {tcfg.monitor} {r.best_score:.4f} "
+               f"at epoch {r.best_epoch}" if r.best_score is not None else "trained (no validation score)")
+    if r.test_metrics:
+        typer.echo("test         : " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.test_metrics.items()))
+        counts = out.data.class_counts("test")
+        if counts:
+            typer.echo(f"majority rate: {max(counts.values()) / sum(counts.values()):.3f} on the same test segment "
+                       f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    typer.echo(f"checkpoint   : {out.checkpoint_path}")
+    if out.version is not None:
+        typer.echo(f"registered   : {out.model_name} version {out.version} (run {out.run_id}); promote with "
+                   f"'stocktrend models promote {out.model_name} {out.version}'")
+    typer.echo(f"next         : stocktrend evaluate {out.model_name + '@' + str(out.version) if out.version else out.checkpoint_path}")
+
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option("stocktrend@production", "--model", help="NAME@ALIAS, NAME@VERSION or a checkpoint."),
+    host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to listen on every interface)."),
+    port: int = typer.Option(8000, help="HTTP port."),
+    max_replicas: int = typer.Option(2, min=1, help="Autoscaling upper bound."),
+    request_timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
+    backend: str = typer.Option("onnx", help="Inference backend: torch, torch-bf16, onnx, onnx-int8 (falls back to "
+                                "torch, with the reason in /model, when it cannot be built)."),
+    num_cpus: float = typer.Option(1.0, help="CPUs per replica (whole CPUs = its inference threads)."),
+    python_proxy: bool = typer.Option(False, "--python-proxy", help="Use Ray's Python HTTP proxy instead of the "
+                                      "HAProxy ingress."),
+) -> None:
+    """Serve the model over HTTP with Ray Serve (Ctrl-C stops it). Routes: /predict, /predict/ticker, /model,
+    /healthz, /docs; metrics on Ray's metrics endpoint."""
+    import os
+
+    from ray import serve
+
+    from stocktrend.platform.training.distributed import init_ray
+    from stocktrend.serve.app import app_builder
+    from stocktrend.serve.ingress import configure_ingress, metrics_url
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ingress = configure_ingress(python_proxy)
+    init_ray()
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+    serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend, "num_cpus": num_cpus}),
+              name="stocktrend", route_prefix="/", blocking=False)
+    typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} ingress "
+               f"(docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of this "
+               f"node)")
+    try:
+        import time
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 6 trials of up to 6 epochs (about 5 minutes on "
+                                 "2 cores); 0.3 = 2 trials of 2 epochs."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the endpoint and send sample requests."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Keep serving until Ctrl-C (--no-wait: stop after the "
+                              "sample requests)."),
+    host: str = typer.Option("127.0.0.1", help="Endpoint bind address."),
+    port: int = typer.Option(8000, help="Endpoint port."),
+    model_name: str = typer.Option("stocktrend", help="Registered model name (its production alias is moved)."),
+    workers: int = typer.Option(2, min=1, help="Ray Train workers for the final retrain."),
+    preset: str = typer.Option("small", help="Search space and model preset (small; tiny for smoke tests)."),
+    name: Optional[str] = typer.Option(None, help="Search name (default quickstart-<time>)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's trial table and logs on the console."),
+    python_proxy: bool = typer.Option(False, "--python-proxy", help="Serve through Ray's Python HTTP proxy instead "
+                                      "of the HAProxy ingress."),
+    nested_train: bool = typer.Option(False, "--nested-train", hidden=True,
+                                      help="Trials through nested Ray Train runs, one at a time (the old, slower "
+                                           "path; for benchmarks)."),
+) -> None:
+    """The main job in one command on the embedded data: build the data set -> Ray Tune + Optuna + ASHA search ->
+    retrain the best config with Ray Train -> evaluate next to baselines -> register + promote -> Ray Serve ->
+    sample requests on both routes."""
+    from stocktrend.platform import console
+    from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
+    opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
+                             preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train,
+                             python_proxy=python_proxy)
+    console.setup("quickstart", verbose)
+    with _interruptible("quickstart"):
+        run_quickstart(opts, typer.echo)
+        if serve and wait:
+            serve_forever()
+        elif serve:
+            from ray import serve as ray_serve
+            ray_serve.shutdown()
+            typer.echo("endpoint stopped (--no-wait)")
+    _finish()
+
+
+@app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def tune_cmd(ctx: typer.Context) -> None:
+    """Ray Tune + Optuna + ASHA search (same flags as python -m stocktrend.tune.search; --help lists them)."""
+    from stocktrend.tune.search import main as search_main
+    raise typer.Exit(search_main(list(ctx.args)))
+
