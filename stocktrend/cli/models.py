@@ -59,12 +59,14 @@ def predict_cmd(
 
 @models_app.command("list")
 def models_list(name: str = typer.Argument("stocktrend")) -> None:
-    """Versions of a registered model with their aliases and test metrics."""
+    """Versions of a registered model: kind, label, aliases and key metrics."""
     from stocktrend.platform.registry import mlflow_registry as registry
+    keys = ("test_acc", "test_auc", "test_mae", "test_dir_acc", "best_val_loss")
     for v in registry.list_versions(name):
-        metrics = ", ".join(f"{k} {v2}" for k, v2 in v["metrics"].items() if k.startswith("test_"))
+        metrics = ", ".join(f"{k} {float(v['metrics'][k]):.3f}" for k in keys if k in v["metrics"])
         aliases = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
-        typer.echo(f"{name} v{v['version']}{aliases}  run {v['run_id']}  {v['description']}  {metrics}")
+        typer.echo(f"{name} v{v['version']}{aliases}  {v['model_kind']}  label {v['label_kind'] or '?'}  "
+                   f"{metrics or 'no test metrics'}  ({v['description']}; run {v['run_id']})")
 
 
 @models_app.command("show")
@@ -103,7 +105,8 @@ def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: str = typer.Argument(..., help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry."),
+    model: Optional[str] = typer.Argument(None, help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry "
+                                          "(default: the latest version of 'stocktrend')."),
     out: Optional[str] = typer.Option(None, help="Report directory (default $STOCKTREND_HOME/reports/<model>)."),
     threshold: float = typer.Option(0.5, help="Backtest: long when P(Alcista) > threshold."),
     cost_bps: float = typer.Option(5.0, help="Backtest: cost per side in basis points."),
@@ -118,16 +121,28 @@ def evaluate_cmd(
     """Score a model next to baselines on the untouched test segment; backtest; cross-section (IC, long-short) for
     panels; Markdown + PNG report."""
     from stocktrend.platform.evaluation.report import EvalOptions, evaluate
+    if model is None:
+        from stocktrend.platform.registry import mlflow_registry as registry
+        latest = max(v["version"] for v in registry.list_versions(registry.DEFAULT_MODEL)) \
+            if registry.list_versions(registry.DEFAULT_MODEL) else None
+        if latest is None:
+            raise ValueError(f"model {registry.DEFAULT_MODEL!r} has no versions: train one (stocktrend train)")
+        model = f"{registry.DEFAULT_MODEL}@{latest}"
+        typer.echo(f"evaluating {model} (the latest version)")
     res = evaluate(model, out, EvalOptions(threshold=threshold, cost_bps=cost_bps, allow_short=short,
                                            walk_forward=walk_forward, leakage_audit=leakage_audit, epochs=epochs,
                                            universe=universe))
-    m = res["scores"]["model"]
-    typer.echo(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC {m['auc']:.3f} "
-               f"(95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
-    for name, s in res["scores"].items():
-        if name != "model":
-            typer.echo(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
-                       f"AUC {s['auc']:.3f}")
+    if "scores" in res:
+        m = res["scores"]["model"]
+        typer.echo(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC "
+                   f"{m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
+        for name, s in res["scores"].items():
+            if name != "model":
+                typer.echo(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
+                           f"AUC {s['auc']:.3f}")
+    for name, s in res.get("regression", {}).items():
+        typer.echo(f"{('return ' + name)[:20]:<20}: MAE {s['mae']:.4f}, corr {s['corr']:.3f}, hit rate "
+                   f"{s['hit_rate']:.3f}")
     bt = res["backtest"]
     typer.echo(f"backtest     : Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold {bt['buy_and_hold']['sharpe']:.2f}"
                f" (annual {bt['model']['annual_return']:+.1%} vs {bt['buy_and_hold']['annual_return']:+.1%})")

@@ -18,6 +18,8 @@ def train_cmd(
     universe: str = universe_option(),
     data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
     ticker_id: bool = ticker_id_option(),
+    model: str = typer.Option("hybrid", "--model", "-m", help="hybrid | lstm | dual_tower | lstm_transformer "
+                              "(regresses the return) | mtl_lstm (classes + return) | rf | gbm (scikit-learn)."),
     sequence_length: int = typer.Option(30, min=1),
     horizon: int = typer.Option(5, min=1),
     label: str = typer.Option("binary", help="binary | ternary | regression."),
@@ -49,12 +51,17 @@ def train_cmd(
     start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
                                         "before the run fails naming what it asked for and what is free."),
 ) -> None:
-    """Train the hybrid model (locally or with Ray Train), log it to MLflow and register the best checkpoint."""
+    """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
+    MLflow Model."""
     from stocktrend.platform.training.jobs import train_job
     from stocktrend.platform.training.local import TrainConfig
     cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
                       ticker_id)
-    tcfg = TrainConfig(preset=preset, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
+    from stocktrend.models import zoo
+    zoo.check(model)
+    if preset not in zoo.presets(model):
+        raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(zoo.presets(model))}")
+    tcfg = TrainConfig(preset=preset, model=model, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
                        accumulate=accumulate, patience=patience, monitor=monitor,
                        monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
                        precision=precision, seed=seed)
@@ -73,9 +80,11 @@ def train_cmd(
     _finish()
     r = out.fit
     typer.echo("")
-    typer.echo(f"trained      : {tcfg.preset} preset, {sum(p.numel() for p in r.module.parameters()):,} parameters, "
-               f"{r.epochs_run} epoch(s) in {out.seconds:.0f} s; best {tcfg.monitor} {r.best_score:.4f} "
-               f"at epoch {r.best_epoch}" if r.best_score is not None else "trained (no validation score)")
+    size = ("scikit-learn" if zoo.is_sklearn(model) else
+            f"{sum(p.numel() for p in r.module.parameters()):,} parameters")
+    typer.echo(f"trained      : {model}, {tcfg.preset} preset, {size}, {r.epochs_run} epoch(s) in {out.seconds:.0f} s; "
+               f"best {tcfg.monitor} {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score is not None
+               else f"trained      : {model} (no validation score)")
     if r.test_metrics:
         typer.echo("test         : " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.test_metrics.items()))
         counts = out.data.class_counts("test")
@@ -86,7 +95,8 @@ def train_cmd(
     if out.version is not None:
         typer.echo(f"registered   : {out.model_name} version {out.version} (run {out.run_id}); promote with "
                    f"'stocktrend models promote {out.model_name} {out.version}'")
-    typer.echo(f"next         : stocktrend evaluate {out.model_name + '@' + str(out.version) if out.version else out.checkpoint_path}")
+    ref = f"{out.model_name}@{out.version}" if out.version else out.checkpoint_path
+    typer.echo(f"next         : stocktrend evaluate {ref}")
 
 
 

@@ -6,15 +6,17 @@ from the checkpoint alone; no class is pickled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from stocktrend.models.common import ConfigMixin
+
 
 @dataclass(frozen=True)
-class HybridConfig:
+class HybridConfig(ConfigMixin):
     n_features: int = 50  # input features per day (top-K selected)
     seq_len: int = 30  # days per window (informational: the network accepts any length)
     n_classes: int = 2  # logits per class; 0 = regression (one output)
@@ -40,17 +42,6 @@ class HybridConfig:
         if not self.conv_filters or self.n_features < 1 or self.lstm_layers < 1:
             raise ValueError("need at least one conv block, one input feature and one LSTM layer")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HybridConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
 
 PRESETS: dict[str, HybridConfig] = {
     # The seeds' v2 network (Conv 128-256x4, BiLSTM 256x3, 4 heads, dense 256/128/64).
@@ -63,6 +54,35 @@ PRESETS: dict[str, HybridConfig] = {
                          ff_dim=16, dense=(8,), conv_dropout=0.0, lstm_dropout=0.0, transformer_dropout=0.0,
                          dense_dropout=0.0),
 }
+
+
+# The search space beside the model (plain data; stocktrend.tune.space turns it into Tune distributions). ``width``
+# multiplies the preset's conv filters, so every trial keeps the seeds' filter shape.
+SPACE: dict[str, tuple] = {
+    "width": ("choice", [0.5, 0.75, 1.0, 1.5]), "kernel_size": ("choice", [3, 5, 7]),
+    "conv_dropout": ("uniform", 0.05, 0.4), "lstm_dropout": ("uniform", 0.05, 0.4),
+    "dense_dropout": ("uniform", 0.1, 0.5), "lstm_hidden": ("choice", [32, 48, 64]),
+}
+SEED_SPACE: dict[str, tuple] = {
+    "width": ("choice", [0.5, 0.75, 1.0]), "kernel_size": ("choice", [3, 5, 7]),
+    "conv_dropout": ("uniform", 0.2, 0.4), "lstm_dropout": ("uniform", 0.2, 0.4),
+    "dense_dropout": ("uniform", 0.25, 0.45), "lstm_hidden": ("choice", [128, 192, 256]),
+}
+TINY_SPACE: dict[str, tuple] = {
+    "width": ("choice", [1.0, 2.0]), "kernel_size": ("choice", [3, 5]), "conv_dropout": ("uniform", 0.0, 0.2),
+    "lstm_dropout": ("uniform", 0.0, 0.2), "dense_dropout": ("uniform", 0.0, 0.2), "lstm_hidden": ("choice", [8, 16]),
+}
+
+
+def from_params(base: HybridConfig, params: dict[str, Any]) -> HybridConfig:
+    """A search trial's parameters on top of a config (``width`` scales the conv filters)."""
+    width = float(params.get("width", 1.0))
+    filters = tuple(max(4, int(round(f * width))) for f in base.conv_filters)
+    return replace(base, conv_filters=filters, kernel_size=int(params.get("kernel_size", base.kernel_size)),
+                   conv_dropout=float(params.get("conv_dropout", base.conv_dropout)),
+                   lstm_dropout=float(params.get("lstm_dropout", base.lstm_dropout)),
+                   dense_dropout=float(params.get("dense_dropout", base.dense_dropout)),
+                   lstm_hidden=int(params.get("lstm_hidden", base.lstm_hidden)))
 
 
 def preset(name: str, **overrides: Any) -> HybridConfig:
@@ -122,6 +142,11 @@ class HybridNet(nn.Module):
         if self.cfg.n_classes == 0:
             out = out.squeeze(-1)
         return (out, weights) if return_attention else out
+
+    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The zoo's common call: logits (or the regression value as ``ret``) and the per-day attention weights."""
+        out, att = self.forward(x, return_attention=True)
+        return {("ret" if self.cfg.n_classes == 0 else "logits"): out, "attention": att}
 
 
 def count_parameters(model: nn.Module) -> int:

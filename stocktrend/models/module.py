@@ -1,8 +1,13 @@
-"""The training "system" around any backbone: loss, optimiser, schedule and metrics, one shared step for all stages.
+"""The training "system" around any torch model of the zoo: loss, optimiser, schedule and metrics, one shared step for
+all stages.
 
-Recipe (the seeds'): CrossEntropy with class weights and label smoothing 0.1, AdamW (lr 2e-4, weight decay 5e-3),
-OneCycleLR up to 1e-3 over the whole run. Gradient clipping (1.0) and accumulation (4) are Trainer settings, applied in
-``stocktrend.platform.training.local``. Regression models use the Huber loss and report MAE and directional accuracy.
+Recipe (the seeds'): AdamW (lr 2e-4, weight decay 5e-3), OneCycleLR up to 1e-3 over the whole run; gradient clipping
+(1.0) and accumulation (4) are Trainer settings (``stocktrend.platform.training.local``). Losses by task:
+- classification: CrossEntropy with class weights and label smoothing 0.1 (accuracy, F1, AUC, MCC, confusion);
+- regression: the Gaussian negative log-likelihood when the model predicts a variance (lstm_transformer), else the
+  Huber loss; MAE and directional accuracy;
+- multitask (mtl_lstm): focal loss on the action head + Huber on the return head, weighted ``cls_weight`` :
+  ``reg_weight`` (the seed's 20 : 50); the classification metrics plus the return head's MAE.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from stocktrend.models.hybrid import HybridConfig, HybridNet
+from stocktrend.models import zoo
 
 
 def classification_metrics(n_classes: int) -> torchmetrics.MetricCollection:
@@ -32,24 +37,32 @@ def classification_metrics(n_classes: int) -> torchmetrics.MetricCollection:
 class TrendModule(pl.LightningModule):
     def __init__(self, model_config: dict[str, Any], class_weights: list[float] | None = None, lr: float = 2e-4,
                  weight_decay: float = 5e-3, max_lr: float = 1e-3, label_smoothing: float = 0.1,
-                 pct_start: float = 0.3):
+                 pct_start: float = 0.3, model_kind: str = "hybrid", label_kind: str = "binary"):
         super().__init__()
         self.save_hyperparameters()
-        self.cfg = HybridConfig.from_dict(model_config)
-        self.model = HybridNet(self.cfg)
+        self.kind = model_kind
+        self.cfg = zoo.config_from_dict(model_kind, model_config)
+        self.model = zoo.build(model_kind, self.cfg)
+        self.task = zoo.task(model_kind, label_kind)
         self.n_classes = self.cfg.n_classes
-        if self.n_classes > 0:
-            w = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-            self.loss_fn: nn.Module = nn.CrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
+        self.register_buffer("class_weight", torch.tensor(class_weights, dtype=torch.float32)
+                             if class_weights is not None and self.n_classes else torch.zeros(0), persistent=False)
+        self.huber = nn.HuberLoss(delta=0.02)
+        stages = ("train", "val", "test")
+        if self.task != "regression":
+            self.ce = nn.CrossEntropyLoss(weight=self.class_weight if len(self.class_weight) else None,
+                                          label_smoothing=label_smoothing)
             metrics = classification_metrics(self.n_classes)
             self.confusion = nn.ModuleDict({f"{s}_m": torchmetrics.ConfusionMatrix(
                 task="binary" if self.n_classes == 2 else "multiclass", num_classes=self.n_classes)
                 for s in ("val", "test")})
         else:
-            self.loss_fn = nn.HuberLoss(delta=0.02)
             metrics = torchmetrics.MetricCollection({"mae": torchmetrics.MeanAbsoluteError()})
+        self.loss_fn = self.ce if self.task == "classification" else self.huber  # the plain per-batch loss
         # Keys like "train" would clash with nn.Module.train, so the collections are keyed "<stage>_m".
-        self.metrics = nn.ModuleDict({f"{s}_m": metrics.clone(prefix=f"{s}_") for s in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict({f"{s}_m": metrics.clone(prefix=f"{s}_") for s in stages})
+        if self.task == "multitask":
+            self.ret_mae = nn.ModuleDict({f"{s}_m": torchmetrics.MeanAbsoluteError() for s in stages})
         self.last_confusion: dict[str, list[list[int]]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,21 +71,42 @@ class TrendModule(pl.LightningModule):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=-1)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        out = self(x)
-        loss = self.loss_fn(out.float(), y)
+    def _loss(self, out: dict[str, torch.Tensor], y: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
+        if self.task == "classification":
+            return self.ce(out["logits"].float(), y)
+        if self.task == "regression":
+            if "log_var" in out:  # Gaussian NLL in the model's scaled units (return x scale) for conditioning
+                s = float(self.cfg.return_scale)
+                mu, log_var = out["ret"].float() * s, out["log_var"].float() + 2 * torch.log(torch.tensor(s))
+                return (0.5 * (log_var + (y * s - mu) ** 2 / log_var.exp())).mean()
+            return self.huber(out["ret"].float(), y)
+        from stocktrend.models.mtl_lstm import focal_loss
+        cfg = self.cfg
+        w = self.class_weight if len(self.class_weight) else None
+        cls = focal_loss(out["logits"], y, cfg.focal_gamma, w)
+        reg = self.huber(out["ret"].float() * cfg.return_scale, r * cfg.return_scale)
+        return (cfg.cls_weight * cls + cfg.reg_weight * reg) / (cfg.cls_weight + cfg.reg_weight)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        x, y, *rest = batch
+        r = rest[0] if rest else None
+        out = self.model.outputs(x)
+        loss = self._loss(out, y, r)
         self.log(f"{stage}_loss", loss, prog_bar=stage != "train", on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(y))
-        if self.n_classes > 0:
-            probs = self.probabilities(out)
+        if self.task != "regression":
+            probs = self.probabilities(out["logits"])
             self.metrics[f"{stage}_m"].update(probs[:, 1] if self.n_classes == 2 else probs, y)
             if f"{stage}_m" in self.confusion:
                 self.confusion[f"{stage}_m"].update(probs.argmax(-1), y)
+            if self.task == "multitask":
+                self.ret_mae[f"{stage}_m"].update(out["ret"].float(), r)
+                self.log(f"{stage}_ret_mae", self.ret_mae[f"{stage}_m"], on_step=False, on_epoch=True,
+                         batch_size=len(y))
         else:
-            self.metrics[f"{stage}_m"].update(out.float(), y)
-            self.log(f"{stage}_dir_acc", ((out > 0) == (y >= 0)).float().mean(), on_step=False, on_epoch=True,
-                     sync_dist=True, batch_size=len(y))
+            self.metrics[f"{stage}_m"].update(out["ret"].float(), y)
+            self.log(f"{stage}_dir_acc", ((out["ret"] > 0) == (y >= 0)).float().mean(), on_step=False,
+                     on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log_dict(self.metrics[f"{stage}_m"], on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
@@ -86,7 +120,7 @@ class TrendModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def _end_confusion(self, stage: str) -> None:
-        if self.n_classes > 0:
+        if self.task != "regression":
             self.last_confusion[stage] = self.confusion[f"{stage}_m"].compute().cpu().tolist()
             self.confusion[f"{stage}_m"].reset()
 

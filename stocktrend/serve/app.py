@@ -165,11 +165,12 @@ class StockTrendService:
 
     def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[dict[str, Any]]:
         d = pred.describe(probs, att if attention else None)
-        self.metrics.predictions(d.labels, d.confidence)
+        self.metrics.predictions(d.labels, d.confidence, d.predicted_return)
         items = []
         for i in range(len(probs)):
             items.append({"probabilities": dict(zip(pred.class_names, d.probabilities[i])), "label": d.labels[i],
                           "signal": d.signals[i], "confidence": d.confidence[i],
+                          "predicted_return": d.predicted_return[i] if d.predicted_return is not None else None,
                           "attention": d.attention[i] if d.attention is not None else None})
         return items
 
@@ -295,8 +296,9 @@ class StockTrendService:
                 raise ClientError(404, str(exc)) from None
             except DataValidationError as exc:
                 raise ClientError(422, str(exc)) from None
-            probs = np.asarray(out.probabilities)
-            item = self._items(pred, probs, np.asarray(out.attention), req.attention)[0]
+            probs = pred.output_matrix(out)
+            att = np.asarray(out.attention) if out.attention is not None else None
+            item = self._items(pred, probs, att, req.attention)[0]
             return TickerResponse(**item, model=self.info["name"], version=self.info["version"],
                                   date=str(prices.index[-1].date()), ticker=req.ticker)
         return await self._guarded("/predict/ticker", run)
@@ -313,7 +315,7 @@ class StockTrendService:
         pred = self._require(None)
         ck = pred.ckpt
         return ModelInfo(name=self.info["name"], version=self.info["version"], alias=self.info["alias"],
-                         label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
+                         model_kind=pred.model_kind, outputs=pred.output_names, label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
                          n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
                          metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
                          features=pred.transforms.input_names, **pred.describe_backend(),

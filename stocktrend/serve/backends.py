@@ -1,5 +1,5 @@
 """Inference backends for a served model: torch fp32, torch bf16 (autocast), ONNX Runtime fp32 and ONNX Runtime
-dynamic INT8, behind one ``predict_proba``.
+dynamic INT8, behind one ``predict_proba`` (scikit-learn models, rf and gbm, always run in scikit-learn).
 
 The ONNX graph is exported from the loaded checkpoint when the replica loads it (0.3-0.4 s for the presets here; the
 legacy TorchScript exporter, so no onnxscript is needed) with a dynamic batch axis, and kept in memory. Every backend is
@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from stocktrend.models import zoo
+
 log = logging.getLogger("stocktrend.serve")
 
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
@@ -28,24 +30,24 @@ BOUNDS = {"torch": 0.0, "onnx": 1e-4, "torch-bf16": 2e-2, "onnx-int8": 2e-2}
 PROBE_WINDOWS = 64
 
 
-class _Outputs(torch.nn.Module):
-    """The network plus the Predictor's output head: (probabilities or the regression value [:, None], attention)."""
+class _Raw(torch.nn.Module):
+    """The network's raw outputs as a tuple in a fixed order (ONNX graphs have positional outputs); softmax and
+    calibration stay in ``Predictor.post``, shared by every backend."""
 
-    def __init__(self, model: torch.nn.Module, regression: bool):
+    def __init__(self, model: torch.nn.Module, keys: list[str]):
         super().__init__()
-        self.model, self.regression = model, regression
+        self.model, self.keys = model, keys
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, att = self.model(x, return_attention=True)
-        probs = out.float()[:, None] if self.regression else torch.softmax(out.float(), -1)
-        return probs, att.float()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model.outputs(x)
+        return tuple(out[k].float() for k in self.keys)
 
 
-def export_onnx(pred, path: Path) -> None:
-    """Write the predictor's network as ONNX (opset 18, dynamic batch axis) to ``path``."""
-    from stocktrend.platform.data.labels import LabelKind
-    wrapper = _Outputs(pred.model, pred.kind is LabelKind.regression).eval()
+def export_onnx(pred, path: Path) -> list[str]:
+    """Write the predictor's network as ONNX (opset 18, dynamic batch axis) to ``path``; returns the output names."""
     example = torch.zeros(2, pred.seq_len, pred.n_features)
+    keys = list(pred.raw_outputs(example.numpy()))
+    wrapper = _Raw(pred.model, keys).eval()
     # The trace must not take nn.TransformerEncoderLayer's inference fast path (a fused op ONNX does not have): it is
     # skipped when grad is enabled and the fast path is switched off for the export.
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -53,12 +55,12 @@ def export_onnx(pred, path: Path) -> None:
     try:
         with warnings.catch_warnings(), torch.enable_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings; failures still raise
-            torch.onnx.export(wrapper, (example,), str(path), input_names=["windows"],
-                              output_names=["probs", "attention"], opset_version=18, dynamo=False, verbose=False,
-                              dynamic_axes={"windows": {0: "batch"}, "probs": {0: "batch"},
-                                            "attention": {0: "batch"}})
+            torch.onnx.export(wrapper, (example,), str(path), input_names=["windows"], output_names=keys,
+                              opset_version=18, dynamo=False, verbose=False,
+                              dynamic_axes={"windows": {0: "batch"}, **{k: {0: "batch"} for k in keys}})
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+    return keys
 
 
 class ServedModel:
@@ -70,8 +72,13 @@ class ServedModel:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.pred, self.requested, self.threads = pred, backend, max(1, int(threads))
         self.backend, self.fallback, self.max_abs_diff = "torch", None, 0.0
-        self._session = None
-        if backend != "torch":
+        self._session, self._keys = None, []
+        if zoo.is_sklearn(pred.model_kind):
+            # Trees run in scikit-learn whatever was asked (no ONNX converter is installed for them).
+            self.backend = "sklearn"
+            if backend != "torch":
+                self.fallback = f"{backend} does not apply to a {pred.model_kind} model: served by scikit-learn"
+        elif backend != "torch":
             t0 = time.perf_counter()
             try:
                 self._build(backend)
@@ -84,7 +91,7 @@ class ServedModel:
                 log.info("backend %s ready in %.2f s (max |p - p_fp32| %.2e)", backend, time.perf_counter() - t0,
                          diff)
             except Exception as exc:  # any export/runtime problem: serve with torch fp32 and say why
-                self.backend, self._session, self.max_abs_diff = "torch", None, 0.0
+                self.backend, self._session, self._keys, self.max_abs_diff = "torch", None, [], 0.0
                 self.fallback = f"{backend} unavailable, serving torch fp32: {type(exc).__name__}: {exc}"[:500]
                 log.warning(self.fallback)
 
@@ -113,7 +120,7 @@ class ServedModel:
         import onnxruntime as ort
         with tempfile.TemporaryDirectory(prefix="stocktrend-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"
-            export_onnx(self.pred, path)
+            self._keys = export_onnx(self.pred, path)
             if backend == "onnx-int8":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
                 q = Path(tmp) / "model.int8.onnx"
@@ -138,24 +145,25 @@ class ServedModel:
     # -- inference -----------------------------------------------------------------------------------------------
     def predict_proba(self, windows: np.ndarray, batch_size: int = 512,
                       return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.backend == "torch":
+        if self.backend in ("torch", "sklearn"):
             return self.pred.predict_proba(windows, batch_size, return_attention)
         if self.backend == "torch-bf16":
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return self.pred.predict_proba(windows, batch_size, return_attention)
         x = self.pred.check_windows(windows)
-        probs, atts = [], []
+        outs, atts = [], []
         for a in range(0, len(x), batch_size):
-            p, att = self._session.run(None, {"windows": x[a:a + batch_size]})
-            probs.append(p)
-            atts.append(att)
-        return np.concatenate(probs), (np.concatenate(atts) if return_attention else None)
+            raw = dict(zip(self._keys, self._session.run(None, {"windows": x[a:a + batch_size]})))
+            outs.append(self.pred.post(raw))
+            if "attention" in raw:
+                atts.append(raw["attention"])
+        return np.concatenate(outs), (np.concatenate(atts) if return_attention and atts else None)
 
     def predict_prices(self, prices, market=None, indicators=None, attention: bool = False, ticker: str | None = None):
         """Raw bars -> the checkpoint's own feature path -> this backend (the Predictor's method, another backend)."""
         x = self.pred.features_from_prices(prices, market, indicators, ticker)
-        probs, att = self.predict_proba(x[None, -self.pred.seq_len:], return_attention=attention)
-        return self.pred.describe(probs, att)
+        out, att = self.predict_proba(x[None, -self.pred.seq_len:], return_attention=attention)
+        return self.pred.describe(out, att)
 
     def describe_backend(self) -> dict[str, Any]:
         return {"backend": self.backend, "requested_backend": self.requested, "threads": self.threads,

@@ -52,11 +52,12 @@ class TickerRequest(BaseModel):
 
 
 class ItemPrediction(BaseModel):
-    probabilities: dict[str, float]
-    label: str
-    signal: str
-    confidence: float
-    attention: list[float] | None = None
+    probabilities: dict[str, float]  # per class (empty for regression models)
+    label: str  # the class, or the direction of the predicted return (Alcista >= 0 > Bajista)
+    signal: str  # BUY / SELL / HOLD
+    confidence: float  # the top class's probability, or (regression) P(the predicted direction is right)
+    predicted_return: float | None = None  # regression and multi-task models: the forward return over the horizon
+    attention: list[float] | None = None  # hybrid models: the weight of each day of the window
 
 
 class PredictResponse(BaseModel):
@@ -76,6 +77,8 @@ class ModelInfo(BaseModel):
     name: str
     version: int | None
     alias: str | None
+    model_kind: str = "hybrid"  # stocktrend.models.zoo.KINDS
+    outputs: list[str] = []  # columns of the model's output: class names, then return (and confidence)
     label_kind: str
     class_names: list[str]
     sequence_length: int

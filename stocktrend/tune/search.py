@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class SearchOptions:
     name: str = "search"
     preset: str = "small"  # search space and model preset (stocktrend.tune.space)
+    model: str = "hybrid"  # model kind, or several comma-separated (then the model is a search dimension)
     num_samples: int = 8
     max_epochs: int = 12  # ASHA max_t
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped
@@ -66,6 +67,10 @@ class SearchOptions:
     nested_train: bool = False  # force Ray Train inside 1-worker trials too (the pre-issue-11 path; for benchmarks)
     start_timeout_s: float = 30.0  # Ray Train worker-group start bound inside a trial (nested path)
     verbose: bool = False  # Ray's trial table and logs on the console
+
+    @property
+    def models(self) -> list[str]:
+        return [m.strip() for m in self.model.split(",") if m.strip()]
 
     @property
     def mode(self) -> str:
@@ -141,13 +146,13 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _searcher(opts: SearchOptions, defaults: dict):
+def _searcher(opts: SearchOptions, defaults: list[dict]):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
     url = opts.optuna_storage or f"sqlite:///{default_home() / 'optuna.db'}"
     storage = optuna.storages.RDBStorage(url)
-    searcher = OptunaSearch(points_to_evaluate=[defaults, *opts.extra_points],
+    searcher = OptunaSearch(points_to_evaluate=[*defaults, *opts.extra_points],
                             sampler=optuna.samplers.TPESampler(seed=opts.seed),
                             storage=storage, study_name=opts.name)
     return ConcurrencyLimiter(searcher, max_concurrent=opts.max_concurrent)
@@ -188,10 +193,16 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     from stocktrend.platform.training.distributed import init_ray
     from stocktrend.platform.data.sources import load_universe
     from stocktrend.tune import trial as trial_mod
-    from stocktrend.tune.space import DEFAULTS, SPACES, model_config
+    from stocktrend.models import zoo
+    from stocktrend.tune.space import search_defaults, search_space, trial_model_config
 
-    if opts.preset not in SPACES:
-        raise ValueError(f"unknown search preset {opts.preset!r}; available: {', '.join(SPACES)}")
+    space = search_space(opts.models, opts.preset)  # unknown models or presets fail here, before Ray starts
+    tasks = {zoo.task(k, zoo.label_for(k, opts.label_kind)) for k in opts.models}
+    if len(tasks) > 1:
+        raise ValueError(f"models {opts.model} predict different things ({', '.join(sorted(tasks))}): their losses "
+                         f"do not compare; search them separately")
+    if tasks == {"regression"} and opts.metric not in ("val_loss", "val_mae"):
+        raise ValueError(f"{opts.model} regresses the forward return: use --metric val_loss or val_mae")
     t0 = time.perf_counter()
     init_ray(opts.address, verbose=opts.verbose)
     opts = _check_capacity(opts)
@@ -219,10 +230,11 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                                    restart_errored=False)
     else:
         if opts.searcher == "optuna":
-            searcher = _searcher(opts, DEFAULTS[opts.preset])
+            searcher = _searcher(opts, search_defaults(opts.models, opts.preset))
         elif opts.searcher == "random":
             from ray.tune.search import BasicVariantGenerator
-            searcher = BasicVariantGenerator(points_to_evaluate=[DEFAULTS[opts.preset], *opts.extra_points],
+            searcher = BasicVariantGenerator(points_to_evaluate=[*search_defaults(opts.models, opts.preset),
+                                                                 *opts.extra_points],
                                              max_concurrent=opts.max_concurrent, random_state=opts.seed)
         else:
             raise ValueError(f"unknown searcher {opts.searcher!r}; use optuna or random")
@@ -235,7 +247,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown scheduler {opts.scheduler!r}; use asha or fifo")
         tuner = tune.Tuner(
-            trainable, param_space=SPACES[opts.preset],
+            trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=opts.metric, mode=opts.mode, search_alg=searcher,
                                         scheduler=scheduler, num_samples=opts.num_samples,
                                         # An in-process trial's worker keeps torch/Lightning imported for the next
@@ -288,7 +300,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     if ok.empty:
         raise RuntimeError(f"all {len(table)} trials failed; first error: {table['error'].iloc[0]}")
     best, best_ckpt = best_checkpoint(grid, opts, storage)
-    result["best_config"] = {k: best.config[k] for k in SPACES[opts.preset]}
+    result["best_config"] = {k: best.config[k] for k in space}
     if not opts.register:
         return result
 
@@ -306,21 +318,28 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
                 mlflow.set_tag("status", "error" if r.error else "ok")
         mlflow.log_artifact(str(out_dir / "trials.csv"))
         # The best trial's weights, re-expressed as a self-contained stocktrend checkpoint.
+        from stocktrend.tune.space import trial_model
+        kind, _ = trial_model(best.config, opts.models)
         data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
-                                      top_k=int(best.config["top_k"])))
-        mcfg = model_config(opts.preset, best.config, data.n_features, data.seq_len, data.kind.n_classes)
+                                      top_k=int(best.config["top_k"]),
+                                      label_kind=zoo.label_for(kind, data_config.label_kind)))
+        kind, mcfg = trial_model_config(data, opts.preset, best.config, opts.models)
         with best_ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-        from stocktrend.models.hybrid import HybridNet
-        model = HybridNet(mcfg)
-        model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+            if zoo.is_sklearn(kind):
+                from stocktrend.models.sklearn_base import SklearnNet, loads
+                from stocktrend.tune.trial import SKLEARN_FILE
+                model = SklearnNet(loads((Path(d) / SKLEARN_FILE).read_bytes()))
+            else:
+                state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+                model = zoo.build(kind, mcfg)
+                model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         best_value = float(table.iloc[0][f"best_{opts.metric}"])
         ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
-                               extra={"search": opts.name, "trial_config": result["best_config"]})
+                               extra={"search": opts.name, "trial_config": result["best_config"]}, kind=kind)
         path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
         mlflow.log_metric(f"best_{opts.metric}", best_value)
         version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],
-                                               description=f"search {opts.name}")
+                                               description=f"search {opts.name} ({kind})", ckpt=ckpt)
     result.update(version=version, checkpoint=str(path))
     if opts.promote:
         registry.promote(opts.model_name, version)
@@ -333,11 +352,13 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     d = SearchOptions()
     ap.add_argument("--name", default=d.name, help="search name: Tune experiment, Optuna study, rerun to resume")
     ap.add_argument("--preset", default=d.preset, help="search space / model preset: small, seed, tiny")
+    ap.add_argument("--model", default=d.model, help="model kind (hybrid, lstm, dual_tower, lstm_transformer, "
+                    "mtl_lstm, rf, gbm), or several comma-separated: then the model is a search dimension")
     ap.add_argument("--num-samples", type=int, default=d.num_samples)
     ap.add_argument("--max-epochs", type=int, default=d.max_epochs)
     ap.add_argument("--grace-period", type=int, default=d.grace_period)
     ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
-    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc"])
+    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc", "val_mae"])
     ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
                     help="trials at once (default 0: as many as the cluster has CPUs for)")
     ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial,
@@ -375,7 +396,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
         a.preset, a.num_samples, a.max_epochs, a.grace_period = "tiny", 2, 2, 1
         a.name = a.name if a.name != d.name else f"smoke-test-{time.strftime('%Y%m%d-%H%M%S')}"
         a.model_name = f"{a.model_name}-smoke-test"
-    return SearchOptions(name=a.name, preset=a.preset, num_samples=a.num_samples, max_epochs=a.max_epochs,
+    return SearchOptions(name=a.name, preset=a.preset, model=a.model, num_samples=a.num_samples,
+                         max_epochs=a.max_epochs,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
                          max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
                          cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,

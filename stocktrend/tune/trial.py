@@ -25,6 +25,7 @@ from ray.tune import Callback
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.ckpt"  # the same name the Ray Train path uses (RayTrainReportCallback)
+SKLEARN_FILE = "model.skops"  # an rf / gbm trial's fitted model (skops: no pickle)
 
 # What the last experiment's end looked like, set by TrialEvents in the driver (a restored search unpickles its own
 # callback instance, so the driver reads this rather than the instance it created).
@@ -32,24 +33,43 @@ LAST_RUN: dict[str, Any] = {}
 
 
 def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
-    """One trial: rebuild the windows for this trial's sequence length / top-K, then train (in process, or through
-    Ray Train when the trial asks for more than one worker)."""
+    """One trial: rebuild the windows for this trial's sequence length / top-K, then train its model (in process,
+    through Ray Train when the trial asks for more than one worker, or scikit-learn for rf / gbm)."""
+    from stocktrend.models import zoo
     from stocktrend.platform.data.dataset import prepare
     from stocktrend.platform.training.local import TrainConfig
-    from stocktrend.tune.space import model_config
+    from stocktrend.tune.space import trial_model, trial_model_config
 
     opts = base["opts"]
-    data = prepare(panel, replace(base["data_config"], sequence_length=int(config["sequence_length"]),
-                                  top_k=int(config["top_k"])))
-    mcfg = model_config(opts.preset, config, data.n_features, data.seq_len, data.kind.n_classes)
-    tcfg = TrainConfig(preset=opts.preset, epochs=opts.max_epochs, batch_size=int(config["batch_size"]),
-                       lr=float(config["lr"]), max_lr=float(config["lr"]) * 5, weight_decay=float(config["weight_decay"]),
-                       accumulate=1, patience=opts.max_epochs, monitor=opts.metric, monitor_mode=opts.mode,
-                       seed=opts.seed, progress=False)
-    if opts.workers_per_trial <= 1 and not opts.nested_train:
+    kind, _ = trial_model(config, opts.models)
+    dcfg = base["data_config"]
+    data = prepare(panel, replace(dcfg, sequence_length=int(config["sequence_length"]), top_k=int(config["top_k"]),
+                                  label_kind=zoo.label_for(kind, dcfg.label_kind)))
+    kind, mcfg = trial_model_config(data, opts.preset, config, opts.models)
+    lr = float(config.get("lr", 2e-4))
+    tcfg = TrainConfig(preset=opts.preset, model=kind, epochs=opts.max_epochs,
+                       batch_size=int(config.get("batch_size", 64)), lr=lr, max_lr=lr * 5,
+                       weight_decay=float(config.get("weight_decay", 5e-3)), accumulate=1, patience=opts.max_epochs,
+                       monitor=opts.metric, monitor_mode=opts.mode, seed=opts.seed, progress=False)
+    if zoo.is_sklearn(kind):
+        _fit_sklearn(data, tcfg, mcfg)
+    elif opts.workers_per_trial <= 1 and not opts.nested_train:
         _train_in_process(data, tcfg, mcfg, threads=max(1, int(round(opts.cpus_per_worker))))
     else:
         _train_with_ray_train(data, tcfg, mcfg, opts, base["storage"])
+
+
+def _fit_sklearn(data, tcfg, mcfg) -> None:
+    """rf / gbm: one fit, one report (the model file, skops bytes, as the trial's checkpoint)."""
+    from ray import tune
+
+    from stocktrend.models.sklearn_base import dumps
+    from stocktrend.platform.training.sklearn_fit import fit_sklearn
+    res = fit_sklearn(data, tcfg, mcfg, run_test=False)
+    with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
+        (Path(tmp) / SKLEARN_FILE).write_bytes(dumps(res.module.model.estimator))
+        tune.report({k: v for k, v in res.history[0].items() if k != "epoch"},
+                    checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
 def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
@@ -57,9 +77,7 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     import torch
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
-    from stocktrend.models.module import TrendModule
-    from stocktrend.platform.data.datamodule import StockDataModule
-    from stocktrend.platform.training.local import build_trainer
+    from stocktrend.platform.training.local import build_trainer, data_module, make_module
 
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch's intra-op pool is set explicitly so a trial uses exactly
     # the cores it reserved (two 1-CPU trials side by side do not fight over both cores).
@@ -67,13 +85,11 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
-    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
-                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
-                         label_smoothing=tcfg.label_smoothing)
+    module = make_module(data, tcfg, mcfg)
     report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
     with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
         trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
-        trainer.fit(module, datamodule=StockDataModule(data, batch_size=tcfg.batch_size))
+        trainer.fit(module, datamodule=data_module(data, tcfg))
 
 
 def _train_with_ray_train(data, tcfg, mcfg, opts, storage: str) -> None:

@@ -53,6 +53,24 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
     assert len(children) == 3
 
 
+def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
+    """--model lstm,gbm: the kind is a search dimension (a torch model and a scikit-learn one side by side); the best
+    trial is registered as its own kind."""
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    opts = SearchOptions(name="zoo", preset="tiny", model="lstm,gbm", num_samples=3, max_epochs=2, grace_period=1,
+                         model_name="zoo-search")
+    res = run_search(opts)
+    table = res["table"]
+    assert (table["status"] != "error").all(), table["error"].tolist()
+    assert set(table["model"]) == {"lstm", "gbm"}  # the preset defaults of both are evaluated first
+    assert {"lstm.hidden", "gbm.max_leaf_nodes"} <= set(table.columns)
+    best_kind = table.iloc[0]["model"]
+    path, info = registry.download("zoo-search", str(res["version"]))
+    assert Predictor.load(path).model_kind == best_kind
+    with pytest.raises(ValueError, match="search them separately"):
+        run_search(SearchOptions(name="mixed", preset="tiny", model="lstm,lstm_transformer"))
+
+
 def test_search_through_ray_job_submit(tmp_path):
     with local_head() as address:
         job = submit(address, ROOT, {"STOCKTREND_HOME": str(tmp_path)}, "-m", "stocktrend.tune.search", "--preset",

@@ -55,8 +55,21 @@ def served(ray_local, tmp_path_factory):
         autoscaling_config={"min_replicas": 1, "max_replicas": 1},
         user_config={"model": "svc3@1", "poll_interval_s": 0}).bind()
     serve.run(three, name="three", route_prefix="/three")
+    # The zoo: one version per model kind under one name; a deployment follows its production alias.
+    from stocktrend.models import zoo
+    versions = {}
+    for kind in zoo.KINDS:
+        cfg = replace(data.config, label_kind=zoo.label_for(kind, data.config.label_kind))
+        versions[kind] = train_job(cfg, replace(QUICK, model=kind), model_name="zoo",
+                                   data=data if cfg == data.config else None).version
+    registry.promote("zoo", versions["hybrid"])
+    zoo_app = StockTrendService.options(
+        name="zoo", ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": {"STOCKTREND_HOME": str(home)}}},
+        autoscaling_config={"min_replicas": 1, "max_replicas": 1},
+        user_config={"model": "zoo@production", "poll_interval_s": 1}).bind()
+    serve.run(zoo_app, name="zoo", route_prefix="/zoo")
     url = f"http://127.0.0.1:{port}"
-    yield {"url": url, "data": data, "home": home}
+    yield {"url": url, "data": data, "home": home, "zoo": versions}
     serve.shutdown()
     if old is None:
         os.environ.pop("STOCKTREND_HOME", None)
@@ -96,6 +109,48 @@ def test_predictions_over_http_equal_in_process(served):
     assert info["version"] == 1 and info["alias"] == "production" and info["n_features"] == 12
     assert httpx.get(f"{served['url']}/healthz", timeout=10).json()["status"] == "ok"
     assert "/predict" in httpx.get(f"{served['url']}/openapi.json", timeout=10).json()["paths"]
+
+
+def _promote_and_wait(url, version, kind, timeout=60):
+    registry.promote("zoo", version)
+    assert _wait(lambda: httpx.get(f"{url}/model", timeout=10).json().get("version") == version, timeout), kind
+
+
+def test_every_zoo_model_serves_its_outputs_over_http(served):
+    """Hot swaps between kinds on one endpoint; each answers with its own fields and /model says what it is."""
+    url = served["url"] + "/zoo"
+    body = {"windows": [[[0.1] * 12] * 20] * 3}
+    for kind, version in served["zoo"].items():
+        _promote_and_wait(url, version, kind)
+        info = httpx.get(f"{url}/model", timeout=10).json()
+        assert info["model_kind"] == kind
+        r = httpx.post(f"{url}/predict", json=body, timeout=30)
+        assert r.status_code == 200, (kind, r.text)
+        p = r.json()["predictions"][0]
+        if kind == "lstm_transformer":
+            assert info["outputs"] == ["return", "confidence"] and p["probabilities"] == {}
+            assert isinstance(p["predicted_return"], float) and 0 < p["confidence"] < 1
+            assert p["label"] == ("Alcista" if p["predicted_return"] >= 0 else "Bajista")
+        else:
+            assert set(p["probabilities"]) == {"Bajista", "Alcista"}
+            assert (p["predicted_return"] is not None) == (kind == "mtl_lstm")
+        assert p["attention"] is None  # attention only on request
+        if kind in ("rf", "gbm"):
+            assert info["backend"] == "sklearn" and "scikit-learn" in info["fallback"]
+        t = httpx.post(f"{url}/predict/ticker", json={"ticker": "MSFT"}, timeout=60)
+        assert t.status_code == 200, (kind, t.text)
+
+
+def test_hot_swap_between_model_kinds_under_load(served):
+    url = served["url"] + "/zoo"
+    _promote_and_wait(url, served["zoo"]["hybrid"], "hybrid")
+    with Loop(url) as loop:
+        time.sleep(1)
+        registry.promote("zoo", served["zoo"]["lstm"])
+        assert _wait(lambda: httpx.get(f"{url}/model", timeout=10).json()["model_kind"] == "lstm", 30)
+        time.sleep(1)
+    assert loop.failed == [] and loop.ok > 10
+    assert loop.versions == {served["zoo"]["hybrid"], served["zoo"]["lstm"]}
 
 
 def test_three_class_model_answers_three_probabilities(served):

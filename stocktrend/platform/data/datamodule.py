@@ -15,13 +15,15 @@ from stocktrend.platform.data.dataset import PreparedData, WindowDataset
 
 
 class StockDataModule(pl.LightningDataModule):
-    def __init__(self, data: PreparedData, batch_size: int = 64, num_workers: int = 0, eval_batch_size: int = 256):
+    def __init__(self, data: PreparedData, batch_size: int = 64, num_workers: int = 0, eval_batch_size: int = 256,
+                 with_return: bool = False):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.datasets = {seg: WindowDataset(data, rows) for seg, rows in data.samples.items()}
+        # with_return: batches also carry the forward return (multi-task models regress it beside the class)
+        self.datasets = {seg: WindowDataset(data, rows, with_return) for seg, rows in data.samples.items()}
 
     def _loader(self, seg: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(self.datasets[seg], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,

@@ -349,18 +349,23 @@ def config_dict(cfg: DataConfig) -> dict[str, Any]:
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Lazy windows: ``__getitem__`` slices a view of the shared matrix; only the collated batch is a copy."""
+    """Lazy windows: ``__getitem__`` slices a view of the shared matrix; only the collated batch is a copy.
 
-    def __init__(self, data: PreparedData, rows: np.ndarray):
+    Items are (window, target), or (window, class, forward return) with ``with_return`` (multi-task models)."""
+
+    def __init__(self, data: PreparedData, rows: np.ndarray, with_return: bool = False):
         self.x = torch.from_numpy(data.x)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.L = data.seq_len
         targets = data.y[self.rows]
         self.y = torch.from_numpy(targets.astype(np.float32 if data.kind is LabelKind.regression else np.int64))
+        self.r = torch.from_numpy(data.forward_return[self.rows].astype(np.float32)) if with_return else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         r = int(self.rows[i])
+        if self.r is not None:
+            return self.x[r - self.L + 1: r + 1], self.y[i], self.r[i]
         return self.x[r - self.L + 1: r + 1], self.y[i]

@@ -14,17 +14,18 @@ import pandas as pd
 
 from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.registry.checkpoint import Predictor
-from stocktrend.platform.data.dataset import PreparedData, build_dataset, prepare
+from stocktrend.platform.data.dataset import PreparedData, build_dataset
 from stocktrend.platform.evaluation.cross_section import (MIN_NAMES, evaluate_panel, plot_cumulative_ic,
                                                          report_lines)
+from stocktrend.models import zoo
 from stocktrend.platform.evaluation.metrics import backtest, baseline_probabilities, classification_scores
+from stocktrend.platform.evaluation.regression import REG_COLS, score_returns
+from stocktrend.platform.evaluation.regression import report_lines as regression_lines
+from stocktrend.platform.evaluation.retrain import SCORE_COLS, leakage_audit, walk_forward
 from stocktrend.platform.training.jobs import resolve_model
-from stocktrend.platform.data.splits import walk_forward_boundaries
-from stocktrend.platform.training.local import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
-SCORE_COLS = ("accuracy", "balanced_accuracy", "f1", "auc", "mcc")
 
 
 @dataclass
@@ -165,71 +166,11 @@ def plots(out: Path, pred: Predictor, data: PreparedData, probs: dict, scores: d
     return files
 
 
-def _retrain_config(pred: Predictor, opts: EvalOptions) -> TrainConfig:
-    tc = dict(pred.ckpt.get("extra", {}).get("train_config", {}))
-    tcfg = TrainConfig(**tc) if tc else TrainConfig()
-    return replace(tcfg, epochs=opts.epochs or tcfg.epochs, progress=False)
-
-
-def _softmax(model, windows: np.ndarray) -> np.ndarray:
-    import torch
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-        return torch.softmax(model.eval()(x).float(), -1).numpy()
-
-
-def walk_forward(pred: Predictor, data: PreparedData, opts: EvalOptions) -> pd.DataFrame:
-    """K folds in time order, each retrained from scratch with the model's config and scored with the baselines."""
-    rows = []
-    bounds = walk_forward_boundaries(pd.DatetimeIndex(data.dates), n_folds=opts.walk_forward)
-    for k, b in enumerate(bounds):
-        fold = prepare(data.panel, data.config, b)
-        log.info("walk-forward fold %d/%d: test %s..%s", k + 1, len(bounds), *fold.date_range("test"))
-        res = fit(fold, _retrain_config(pred, opts), pred.config, run_test=False)
-        p = _softmax(res.module.model, fold.windows(fold.samples["test"]))
-        scores, tests, probs = score_all(fold, p, replace(opts, bootstrap=0))
-        cs = evaluate_panel(fold, probs, opts.cost_bps) if len(fold.tickers) >= MIN_NAMES else None
-        for name, s in scores.items():
-            rows.append({"fold": k + 1, "who": name, **{c: s[c] for c in SCORE_COLS},
-                         "sharpe": tests[name].sharpe, "test_start": fold.date_range("test")[0],
-                         **({"rank_ic": cs["ic"][name]["rank_ic_mean"], "rank_ic_t": cs["ic"][name]["rank_ic_t"],
-                             "ls_sharpe": cs["long_short"][name].sharpe} if cs else {})})
-    return pd.DataFrame(rows)
-
-
-def leakage_audit(pred: Predictor, data: PreparedData, opts: EvalOptions) -> pd.DataFrame:
-    """The same network and GBM under the honest protocol and under the seeds' (random split after oversampling)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from stocktrend.platform.evaluation.audit import seeds_protocol
-    from stocktrend.platform.data.datamodule import ArrayDataModule, StockDataModule
-    seeds = seeds_protocol(data)
-    names = list(data.kind.class_names)
-    rows = []
-    for protocol, dm, test in (
-            ("honest (chronological, purged)", StockDataModule(data), (data.windows(data.samples["test"]),
-                                                                       data.targets(data.samples["test"]))),
-            ("seeds (random split after oversampling)", ArrayDataModule(seeds), seeds["test"])):
-        res = fit(data, _retrain_config(pred, opts), pred.config, run_test=False, datamodule=dm)
-        p = _softmax(res.module.model, test[0])
-        s = classification_scores(test[1], p, names, bootstrap=0)
-        rows.append({"protocol": protocol, "who": "network", **{c: s[c] for c in SCORE_COLS}})
-        x_tr, y_tr = ((data.windows(data.train_unbalanced), data.targets(data.train_unbalanced))
-                      if protocol.startswith("honest") else seeds["train"])
-        gb = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
-        pg = gb.fit(x_tr.reshape(len(x_tr), -1), y_tr).predict_proba(test[0].reshape(len(test[0]), -1))
-        s = classification_scores(test[1], pg, names, bootstrap=0)
-        rows.append({"protocol": protocol, "who": "gradient_boosting", **{c: s[c] for c in SCORE_COLS}})
-    return pd.DataFrame(rows)
-
-
 def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | None = None,
              log_to_mlflow: bool = True) -> dict[str, Any]:
     opts = opts or EvalOptions()
     path, info = resolve_model(spec)
     pred = Predictor.load(path)
-    if pred.kind.n_classes == 0:
-        raise ValueError("stocktrend evaluate covers classification models; this one is a regression model")
     dcfg = pred.data_config if not opts.universe else replace(pred.data_config, universe=opts.universe, tickers=(),
                                                                data_dir=None)
     data = build_dataset(dcfg)
@@ -237,41 +178,27 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
         log.warning("the data differ from the model's training data (hash %s vs %s): scoring on today's data",
                     data.panel.data_hash, pred.ckpt["data_hash"])
     data = data.with_transforms(pred.transforms)  # always the checkpoint's own scaler and features
-    model_probs, _ = pred.predict_proba(data.windows(data.samples["test"]))
-    scores, tests, probs = score_all(data, model_probs, opts)
+    out_matrix, _ = pred.predict_proba(data.windows(data.samples["test"]))
 
     out = Path(out_dir) if out_dir else default_home() / "reports" / f"{spec.replace('@', '-').replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
-    files = plots(out, pred, data, probs, scores, tests)
-    counts = data.class_counts("test")
+    n_params = zoo.count_parameters(pred.model) if not zoo.is_sklearn(pred.model_kind) else 0
     lines = [f"# stocktrend evaluation: {spec}", "",
-             f"Model: {pred.ckpt['model_config']['conv_filters']} conv filters, LSTM {pred.config.lstm_hidden}x"
-             f"{pred.config.lstm_layers}; trained on {', '.join(pred.ckpt['tickers'])} (data hash "
-             f"{pred.ckpt['data_hash']}); label {pred.kind.value}, horizon {pred.data_config.horizon} days, "
-             f"window {pred.seq_len} days.", "",
+             f"Model: {pred.model_kind}{f' ({n_params:,} parameters)' if n_params else ''}; trained on "
+             f"{', '.join(pred.ckpt['tickers'])} (data hash {pred.ckpt['data_hash']}); label {pred.kind.value}, "
+             f"horizon {pred.data_config.horizon} days, window {pred.seq_len} days.", "",
              f"Test segment: {data.date_range('test')[0]} .. {data.date_range('test')[1]}, "
-             f"{len(data.samples['test'])} windows ({', '.join(f'{k} {v}' for k, v in counts.items())}); never used "
-             f"for training, model selection or fitting transforms.", "", "## Verdict", "",
-             *[f"- {v}" for v in verdict(scores, tests)], "", "## Classification (test segment)", "",
-             _table({k: {**v, "auc 95% CI": f"{v['auc_ci'][0]:.3f}-{v['auc_ci'][1]:.3f}"} for k, v in scores.items()},
-                    (*SCORE_COLS, "auc 95% CI")), "",
-             "Per-class precision / recall of the model: " + "; ".join(
-                 f"{n}: {v['precision']:.3f} / {v['recall']:.3f}" for n, v in scores["model"]["per_class"].items()),
-             "", f"## Backtest (test days, {opts.cost_bps:g} bps per side, long when P(Alcista) > {opts.threshold}"
-             f"{', short otherwise' if opts.allow_short else ', flat otherwise'})", "",
-             _table({k: v.row() for k, v in tests.items()},
-                    ("annual_return", "sharpe", "max_drawdown", "win_rate", "turnover", "exposure")), ""]
-    result: dict[str, Any] = {"scores": scores, "backtest": {k: v.row() for k, v in tests.items()}}
-    if len(data.tickers) >= MIN_NAMES:
-        cs = evaluate_panel(data, probs, opts.cost_bps)
-        lines += report_lines(cs)
-        plot_cumulative_ic(cs, out / "cumulative_ic.png")
-        files.append("cumulative_ic.png")
-        result["cross_section"] = {"ic": cs["ic"], "long_short": {k: v.row() for k, v in cs["long_short"].items()}}
+             f"{len(data.samples['test'])} windows; never used for training, model selection or fitting transforms.",
+             ""]
+    if pred.task == "regression":
+        result, files, verdict_lines = _regression_report(pred, data, out_matrix[:, 0], opts, out, lines)
+    else:
+        result, files, verdict_lines = _classification_report(pred, data, out_matrix, opts, out, lines)
     if opts.walk_forward:
-        wf = walk_forward(pred, data, opts)
+        wf = walk_forward(pred, data, opts, score_all)
         wf.to_csv(out / "walk_forward.csv", index=False)
-        cols = [*SCORE_COLS, "sharpe", *(c for c in ("rank_ic", "ls_sharpe") if c in wf)]
+        first = list(REG_COLS) if pred.task == "regression" else list(SCORE_COLS)
+        cols = [*first, "sharpe", *(c for c in ("rank_ic", "ls_sharpe") if c in wf)]
         agg = wf.groupby("who", sort=False)[cols].agg(["mean", "std"])
         lines += [f"## Walk-forward ({opts.walk_forward} folds, retrained per fold)", "",
                   "| | " + " | ".join(f"{c} mean ± sd" for c in cols) + " |", "|---|" + "---|" * len(cols)]
@@ -296,11 +223,78 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
     report = out / "report.md"
     report.write_text("\n".join(lines))
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
-    result["report"] = str(report)
-    result["verdict"] = verdict(scores, tests)
+    result.update(report=str(report), verdict=verdict_lines, model_kind=pred.model_kind, task=pred.task)
     if log_to_mlflow:
         _log(out, info, spec)
     return result
+
+
+def _classification_report(pred: Predictor, data: PreparedData, out_matrix: np.ndarray, opts: EvalOptions, out: Path,
+                           lines: list[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Classes (the model, or mtl_lstm's action head) next to the baselines; backtest; cross-section; the return head
+    of a multi-task model."""
+    model_probs = out_matrix[:, :len(pred.class_names)]
+    scores, tests, probs = score_all(data, model_probs, opts)
+    files = plots(out, pred, data, probs, scores, tests)
+    counts = data.class_counts("test")
+    verdict_lines = verdict(scores, tests)
+    lines += [f"Test classes: {', '.join(f'{k} {v}' for k, v in counts.items())}.", "", "## Verdict", "",
+              *[f"- {v}" for v in verdict_lines], "", "## Classification (test segment)", "",
+              _table({k: {**v, "auc 95% CI": f"{v['auc_ci'][0]:.3f}-{v['auc_ci'][1]:.3f}"} for k, v in scores.items()},
+                     (*SCORE_COLS, "auc 95% CI")), "",
+              "Per-class precision / recall of the model: " + "; ".join(
+                  f"{n}: {v['precision']:.3f} / {v['recall']:.3f}" for n, v in scores["model"]["per_class"].items()),
+              "", f"## Backtest (test days, {opts.cost_bps:g} bps per side, long when P(Alcista) > {opts.threshold}"
+              f"{', short otherwise' if opts.allow_short else ', flat otherwise'})", "",
+              _table({k: v.row() for k, v in tests.items()},
+                     ("annual_return", "sharpe", "max_drawdown", "win_rate", "turnover", "exposure")), ""]
+    result: dict[str, Any] = {"scores": scores, "backtest": {k: v.row() for k, v in tests.items()}}
+    if pred.task == "multitask":
+        reg = score_returns(data, out_matrix[:, -1])
+        lines += regression_lines(reg, data.config.horizon)
+        result["regression"] = reg["scores"]
+    if len(data.tickers) >= MIN_NAMES:
+        cs = evaluate_panel(data, probs, opts.cost_bps)
+        lines += report_lines(cs)
+        plot_cumulative_ic(cs, out / "cumulative_ic.png")
+        files.append("cumulative_ic.png")
+        result["cross_section"] = {"ic": cs["ic"], "long_short": {k: v.row() for k, v in cs["long_short"].items()}}
+    return result, files, verdict_lines
+
+
+def _regression_report(pred: Predictor, data: PreparedData, model_ret: np.ndarray, opts: EvalOptions, out: Path,
+                       lines: list[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Predicted returns next to the regression baselines; a backtest long when the forecast is positive;
+    cross-section for panels."""
+    reg = score_returns(data, model_ret)
+    tests = {}
+    for name, p in reg["predictions"].items():
+        tests[name], hold = backtest(data, p, threshold=0.0, cost_bps=opts.cost_bps, allow_short=opts.allow_short,
+                                     name=name)
+    tests["buy_and_hold"] = hold
+    m = reg["scores"]["model"]
+    verdict_lines = [f"The model does NOT beat the {k} forecast on MAE ({m['mae']:.4f} vs {s['mae']:.4f})."
+                     for k, s in reg["scores"].items() if k != "model" and m["mae"] >= s["mae"]]
+    if tests["model"].sharpe <= tests["buy_and_hold"].sharpe:
+        verdict_lines.append(f"After costs the signal's Sharpe ({tests['model'].sharpe:.2f}) does NOT beat buy-and-hold "
+                             f"({tests['buy_and_hold'].sharpe:.2f}).")
+    verdict_lines = verdict_lines or ["The model beats every baseline on MAE and buy-and-hold on Sharpe here."]
+    lines += ["## Verdict", "", *[f"- {v}" for v in verdict_lines], "", *regression_lines(reg, data.config.horizon),
+              f"Confidence = P(predicted direction right), calibrated on validation: mean "
+              f"{float(np.mean(pred.predict_proba(data.windows(data.samples['test']))[0][:, 1])):.3f} on test, "
+              f"realised hit rate {m['hit_rate']:.3f}.", "",
+              f"## Backtest (test days, {opts.cost_bps:g} bps per side, long when the predicted return > 0)", "",
+              _table({k: v.row() for k, v in tests.items()},
+                     ("annual_return", "sharpe", "max_drawdown", "win_rate", "turnover", "exposure")), ""]
+    result: dict[str, Any] = {"regression": reg["scores"], "backtest": {k: v.row() for k, v in tests.items()}}
+    files = []
+    if len(data.tickers) >= MIN_NAMES:
+        cs = evaluate_panel(data, {n: p[:, None] for n, p in reg["predictions"].items()}, opts.cost_bps)
+        lines += report_lines(cs)
+        plot_cumulative_ic(cs, out / "cumulative_ic.png")
+        files.append("cumulative_ic.png")
+        result["cross_section"] = {"ic": cs["ic"], "long_short": {k: v.row() for k, v in cs["long_short"].items()}}
+    return result, files, verdict_lines
 
 
 def _log(out: Path, info: dict | None, spec: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stocktrend.models.hybrid import HybridConfig, HybridNet
+from stocktrend.models import zoo
 from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, PreparedData, config_dict
 from stocktrend.platform.data.features import FeatureConfig, build_features
 from stocktrend.platform.data.labels import LabelKind
@@ -48,11 +48,16 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def make_checkpoint(model: torch.nn.Module, model_config: HybridConfig, data: PreparedData,
-                    metrics: dict[str, float] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
+def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: dict[str, float] | None = None,
+                    extra: dict[str, Any] | None = None, kind: str = "hybrid") -> dict[str, Any]:
+    """Everything needed to predict, as plain data. ``model`` is a torch network of the zoo, or (``rf`` / ``gbm``) a
+    SklearnNet whose estimator is stored as skops bytes (a uint8 tensor: no pickle anywhere in the file). Regression
+    models also get their confidence calibrated on the validation segment here (see ``calibrate``)."""
+    ckpt = {
         "format": FORMAT,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_kind": zoo.check(kind),
+        "state_dict": {} if zoo.is_sklearn(kind) else
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "model_config": model_config.to_dict(),
         "data_config": config_dict(data.config),
         "feature_config": _plain(asdict(FeatureConfig())),
@@ -66,6 +71,31 @@ def make_checkpoint(model: torch.nn.Module, model_config: HybridConfig, data: Pr
         "metrics": _plain(metrics or {}),
         "extra": _plain(extra or {}),
     }
+    if zoo.is_sklearn(kind):
+        from stocktrend.models.sklearn_base import dumps
+        ckpt["sklearn"] = torch.frombuffer(bytearray(dumps(model.estimator)), dtype=torch.uint8).clone()
+    if zoo.task(kind, data.config.label_kind) == "regression":
+        ckpt["calibration"] = calibrate(Predictor(ckpt), data)
+    return ckpt
+
+
+def calibrate(pred: "Predictor", data: PreparedData) -> dict[str, float]:
+    """Confidence of a regression model = P(the predicted direction is right), a logistic fit of "sign right" on the
+    predicted |return| / predicted std (or |return| without a variance head), on the validation segment."""
+    from sklearn.linear_model import LogisticRegression
+    rows = data.samples["val"]
+    raw = pred.raw_outputs(data.windows(rows))
+    z = _z(raw)
+    hit = (np.sign(raw["ret"]) == np.sign(data.forward_return[rows])).astype(int)
+    if len(np.unique(hit)) < 2:
+        return {"a": 0.0, "b": float(np.log(max(hit.mean(), 1e-3) / max(1 - hit.mean(), 1e-3)))}
+    lr = LogisticRegression(C=1.0).fit(z[:, None], hit)
+    return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def _z(raw: dict[str, np.ndarray]) -> np.ndarray:
+    r = np.abs(raw["ret"].astype(np.float64))
+    return r / np.exp(0.5 * raw["log_var"].astype(np.float64)) if "log_var" in raw else r * 100.0
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
@@ -109,6 +139,7 @@ class Prediction:
     signals: list[str]  # BUY / SELL (/ HOLD for Neutral)
     confidence: list[float]
     attention: list[list[float]] | None = None  # per item, per day of the window
+    predicted_return: list[float] | None = None  # regression and multi-task models
 
 
 class Predictor:
@@ -116,12 +147,22 @@ class Predictor:
 
     def __init__(self, ckpt: dict[str, Any]):
         self.ckpt = ckpt
-        self.config = HybridConfig.from_dict(ckpt["model_config"])
-        self.model = HybridNet(self.config)
-        self.model.load_state_dict(ckpt["state_dict"])
-        self.model.eval()
+        self.model_kind = ckpt.get("model_kind", "hybrid")
+        self.config = zoo.config_from_dict(self.model_kind, ckpt["model_config"])
+        if zoo.is_sklearn(self.model_kind):
+            from stocktrend.models.sklearn_base import SklearnNet, UnsafeModelFile, loads
+            try:
+                self.model = SklearnNet(loads(ckpt["sklearn"].numpy().tobytes()))
+            except UnsafeModelFile as exc:
+                raise CheckpointError(str(exc)) from None
+        else:
+            self.model = zoo.build(self.model_kind, self.config)
+            self.model.load_state_dict(ckpt["state_dict"])
+            self.model.eval()
         self.transforms = FittedTransforms.from_dict(ckpt["transforms"])
         self.kind = LabelKind(ckpt["label_kind"])
+        self.task = zoo.task(self.model_kind, self.kind.value)
+        self.calibration = ckpt.get("calibration", {"a": 0.0, "b": 0.0})
         self.class_names = list(ckpt["class_names"])
         self.seq_len = int(ckpt["sequence_length"])
         self.data_config = DataConfig(**{k: tuple(v) if isinstance(v, list) else v
@@ -147,29 +188,79 @@ class Predictor:
             raise DataValidationError("windows contain NaN or infinite values")
         return x
 
+    @property
+    def output_names(self) -> list[str]:
+        """Columns of ``predict_proba``'s output: class probabilities, then ``return`` (and ``confidence`` for
+        regression models)."""
+        if self.task == "regression":
+            return ["return", "confidence"]
+        return [*self.class_names, *(["return"] if self.task == "multitask" else [])]
+
+    @property
+    def has_attention(self) -> bool:
+        return self.model_kind == "hybrid"
+
     @torch.no_grad()
+    def raw_outputs(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """The network's own outputs (logits, ret, log_var, attention; probs for scikit-learn) as numpy arrays."""
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if zoo.is_sklearn(self.model_kind):
+            return self.model.outputs(x)
+        return {k: v.float().numpy() for k, v in self.model.outputs(torch.from_numpy(x)).items()}
+
+    def post(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """Raw outputs -> the output matrix (``output_names``): softmax, calibrated confidence. Every backend
+        (torch, ONNX Runtime) ends here, so they differ only in how the network runs."""
+        cols = []
+        if "probs" in raw:
+            cols.append(raw["probs"].astype(np.float32))
+        elif "logits" in raw:  # torch's softmax whatever ran the network: identical to a plain torch forward
+            cols.append(torch.softmax(torch.from_numpy(np.asarray(raw["logits"], dtype=np.float32)), -1).numpy())
+        if "ret" in raw:
+            cols.append(raw["ret"].astype(np.float32)[:, None])
+            if self.task == "regression":
+                c = self.calibration
+                cols.append((1 / (1 + np.exp(-(c["a"] * _z(raw) + c["b"])))).astype(np.float32)[:, None])
+        return np.concatenate(cols, axis=1)
+
     def predict_proba(self, windows: np.ndarray | torch.Tensor, batch_size: int = 512,
                       return_attention: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.from_numpy(self.check_windows(windows))
-        probs, atts = [], []
+        """Windows -> the output matrix (class probabilities for classifiers; see ``output_names``) and, for models
+        with attention, the per-day weights."""
+        x = self.check_windows(windows)
+        outs, atts = [], []
         for a in range(0, len(x), batch_size):
-            out, att = self.model(x[a:a + batch_size], return_attention=True)
-            probs.append(torch.softmax(out.float(), -1) if self.kind is not LabelKind.regression else out.float()[:, None])
-            atts.append(att.float())
-        p = torch.cat(probs).numpy()
-        return p, (torch.cat(atts).numpy() if return_attention else None)
+            raw = self.raw_outputs(x[a:a + batch_size])
+            outs.append(self.post(raw))
+            if "attention" in raw:
+                atts.append(raw["attention"])
+        att = np.concatenate(atts) if return_attention and atts else None
+        return np.concatenate(outs), att
 
-    def describe(self, probs: np.ndarray, attention: np.ndarray | None = None) -> Prediction:
-        if self.kind is LabelKind.regression:
-            r = probs[:, 0]
-            return Prediction(probs.tolist(), ["Alcista" if v >= 0 else "Bajista" for v in r],
-                              ["BUY" if v >= 0 else "SELL" for v in r], np.abs(r).tolist(),
-                              attention.tolist() if attention is not None else None)
-        idx = probs.argmax(1)
-        labels = [self.class_names[i] for i in idx]
+    def output_matrix(self, p: Prediction) -> np.ndarray:
+        """A Prediction back to the output matrix (what describe() reads)."""
+        if self.task == "regression":
+            return np.column_stack([p.predicted_return, p.confidence]).astype(np.float32)
+        cols = [np.asarray(p.probabilities, dtype=np.float32)]
+        if self.task == "multitask":
+            cols.append(np.asarray(p.predicted_return, dtype=np.float32)[:, None])
+        return np.concatenate(cols, axis=1)
+
+    def describe(self, out: np.ndarray, attention: np.ndarray | None = None) -> Prediction:
+        """The output matrix -> labels, BUY/SELL/HOLD signals and confidences (regression: the sign of the predicted
+        return and its calibrated confidence; multi-task: the action head's class and the predicted return)."""
+        att = attention.tolist() if attention is not None else None
         signal = {"Alcista": "BUY", "Bajista": "SELL", "Neutral": "HOLD"}
-        return Prediction(probs.tolist(), labels, [signal[label] for label in labels], probs.max(1).tolist(),
-                          attention.tolist() if attention is not None else None)
+        if self.task == "regression":
+            r, conf = out[:, 0], out[:, 1]
+            labels = ["Alcista" if v >= 0 else "Bajista" for v in r]
+            return Prediction([[] for _ in r], labels, [signal[lb] for lb in labels], conf.tolist(), att,
+                              r.tolist())
+        k = len(self.class_names)
+        probs = out[:, :k]
+        labels = [self.class_names[i] for i in probs.argmax(1)]
+        return Prediction(probs.tolist(), labels, [signal[lb] for lb in labels], probs.max(1).tolist(), att,
+                          out[:, k].tolist() if self.task == "multitask" else None)
 
     def features_from_prices(self, prices: pd.DataFrame, market: dict[str, pd.DataFrame] | None = None,
                              indicators: dict[str, pd.DataFrame] | None = None, ticker: str | None = None

@@ -10,6 +10,7 @@ The ``production`` alias keeps its previous holders in a registered-model tag so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,8 +27,9 @@ EXPERIMENT = "stocktrend"
 DEFAULT_MODEL = "stocktrend"
 ALIAS = "production"
 HISTORY_TAG = "stocktrend.production_history"
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = "checkpoint"  # where versions registered before the MLflow Model flavor keep their model.pt
 CHECKPOINT_FILE = "model.pt"
+MODEL_DIR = "model"  # the logged MLflow Model (pyfunc flavor; the checkpoint is its artifacts/model.pt)
 
 
 class RegistryError(ValueError):
@@ -91,28 +93,53 @@ def log_epoch_metrics(row: dict[str, float], epoch: int) -> None:
     mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(epoch))
 
 
-def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_MODEL,
-                        metrics: dict[str, float] | None = None, description: str = "") -> int:
-    """Upload the checkpoint to the run, then create the registered version in one call; returns the version."""
+def log_pyfunc(ckpt_path: Path, run_id: str, ckpt: dict[str, Any]):
+    """Log the checkpoint as an MLflow Model of the run (pyfunc flavor from code, signature, input example)."""
     import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from stocktrend.platform.registry import pyfunc_model
+    from stocktrend.platform.registry.checkpoint import Predictor
+    pred = Predictor(ckpt)
+    example = np.zeros((2, pred.seq_len, pred.n_features), dtype=np.float32)
+    out, _ = pred.predict_proba(example)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The registry stores the canonical file name, whatever the local file is called.
+        canonical = Path(tmp) / CHECKPOINT_FILE
+        import shutil
+        shutil.copyfile(ckpt_path, canonical)
+        active = mlflow.active_run()
+        same = active is not None and active.info.run_id == run_id
+        with contextlib.nullcontext() if same else mlflow.start_run(run_id=run_id, nested=active is not None):
+            return mlflow.pyfunc.log_model(
+                name=MODEL_DIR, python_model=pyfunc_model.__file__, artifacts={"checkpoint": str(canonical)},
+                signature=infer_signature(example, out), input_example=example[:1],
+                pip_requirements=["stocktrend"],  # the platform itself, installed where the model is loaded
+                metadata={"model_kind": pred.model_kind, "label_kind": pred.kind.value,
+                          "outputs": pred.output_names})
+
+
+def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_MODEL,
+                        metrics: dict[str, float] | None = None, description: str = "",
+                        ckpt: dict[str, Any] | None = None) -> int:
+    """Log the checkpoint as an MLflow Model of the run, then create the registered version in one call; returns the
+    version. Every version loads with ``mlflow.pyfunc.load_model`` and holds the weights-only checkpoint that the
+    platform itself loads."""
     from mlflow.exceptions import MlflowException
+
+    from stocktrend.platform.registry.checkpoint import read_checkpoint
     c = client()
     ckpt_path = Path(ckpt_path)
-    if ckpt_path.name != CHECKPOINT_FILE:
-        # The registry always stores the canonical name, whatever the local file is called.
-        with tempfile.TemporaryDirectory() as tmp:
-            import shutil
-            shutil.copyfile(ckpt_path, Path(tmp) / CHECKPOINT_FILE)
-            mlflow.log_artifact(str(Path(tmp) / CHECKPOINT_FILE), artifact_path=CHECKPOINT_DIR, run_id=run_id)
-    else:
-        mlflow.log_artifact(str(ckpt_path), artifact_path=CHECKPOINT_DIR, run_id=run_id)
-    source = f"{c.get_run(run_id).info.artifact_uri}/{CHECKPOINT_DIR}"
+    ckpt = ckpt if ckpt is not None else read_checkpoint(ckpt_path)
+    info = log_pyfunc(ckpt_path, run_id, ckpt)
     try:
         c.get_registered_model(name)
     except MlflowException:
-        c.create_registered_model(name, description="stocktrend hybrid models")
+        c.create_registered_model(name, description="stocktrend models (MLflow pyfunc + weights-only checkpoint)")
     tags = {f"metric.{k}": f"{v:.6g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    mv = c.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description)
+    tags.update({"model_kind": ckpt.get("model_kind", "hybrid"), "label_kind": ckpt["label_kind"]})
+    mv = c.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, description=description)
     c.set_tag(run_id, "stocktrend.registered_version", f"{name}/{mv.version}")
     return int(mv.version)
 
@@ -137,6 +164,8 @@ def list_versions(name: str = DEFAULT_MODEL) -> list[dict[str, Any]]:
         out.append({"version": int(mv.version), "aliases": by_version.get(str(mv.version), []),
                     "run_id": mv.run_id, "created": mv.creation_timestamp, "source": mv.source,
                     "metrics": {k[7:]: v for k, v in (mv.tags or {}).items() if k.startswith("metric.")},
+                    "model_kind": (mv.tags or {}).get("model_kind", "hybrid"),
+                    "label_kind": (mv.tags or {}).get("label_kind", ""),
                     "description": mv.description or ""})
     return out
 
@@ -176,7 +205,10 @@ def download(name: str, ref: str | None = None, dst: str | Path | None = None) -
     info = get_version(name, ref)
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="stocktrend-model-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(dst)))
-    path = local / CHECKPOINT_FILE if local.is_dir() else local
+    path = local
+    if local.is_dir():  # an MLflow Model directory (artifacts/model.pt), or an older version's checkpoint/ folder
+        path = next((p for p in (local / "artifacts" / CHECKPOINT_FILE, local / CHECKPOINT_FILE) if p.is_file()),
+                    local / CHECKPOINT_FILE)
     if not path.is_file():
         raise RegistryError(f"{name} version {info['version']}: checkpoint file missing from {info['source']}")
     return path, info

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from stocktrend.models.hybrid import HybridConfig
 from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.training.local import FitResult, TrainConfig, pick_precision, test_metrics_of
@@ -87,16 +86,13 @@ def train_loop(cfg: dict[str, Any]) -> None:
     from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
                                      prepare_trainer)
 
-    from stocktrend.models.module import TrendModule
-    from stocktrend.platform.data.datamodule import StockDataModule
+    from stocktrend.platform.training.local import data_module, make_module
 
     tcfg: TrainConfig = cfg["train_config"]
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     data = _load_worker_data(cfg)
-    mcfg: HybridConfig = cfg["model_config"]
-    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
-                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
-                         label_smoothing=tcfg.label_smoothing)
+    mcfg = cfg["model_config"]
+    module = make_module(data, tcfg, mcfg)
     if cfg.get("init_state_dict") is not None:
         module.model.load_state_dict(cfg["init_state_dict"])
     accelerator = _worker_accelerator(cfg["gpus_per_worker"])
@@ -109,7 +105,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
                          logger=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0)
     trainer = prepare_trainer(trainer)
-    dm = StockDataModule(data, batch_size=tcfg.batch_size)
+    dm = data_module(data, tcfg)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         # Restart after a failure: resume weights, optimiser, scheduler and epoch from the last reported checkpoint.
@@ -251,7 +247,7 @@ def run_in_thread(fn, *args, **kwargs):
     return box["value"]
 
 
-def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: RayConfig,
+def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
             init_state_dict: dict[str, torch.Tensor] | None = None, extra_callbacks: list | None = None,
             run_test: bool = True, run_callbacks: list | None = None) -> tuple[FitResult, RayRunInfo]:
     """Train on Ray workers; returns the same FitResult as ``training.fit`` (the best checkpoint's weights, loaded
@@ -330,8 +326,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: HybridConfig, rcfg: Ray
     if history:
         key = min if tcfg.monitor_mode == "min" else max
         best_row = key(history, key=lambda r: r.get(tcfg.monitor, float("inf") if key is min else float("-inf")))
-    from stocktrend.models.module import TrendModule
-    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None)
+    from stocktrend.platform.training.local import make_module
+    module = make_module(data, tcfg, mcfg)
     module.model.load_state_dict(model_state)
     module.eval()
     fit_result = FitResult(module, mcfg, tcfg, best_row.get(tcfg.monitor) if best_row else None,

@@ -43,16 +43,24 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
               ray_config: Any = None) -> TrainOutcome:
     """Train locally, or on Ray workers when ``ray_config`` (a raytrain.RayConfig) is given, then (by default) log the
     run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code."""
+    from stocktrend.models import zoo
     t0 = time.perf_counter()
     init_state = None
     base_info = None
+    if ray_config is not None and zoo.is_sklearn(train_cfg.model):
+        raise ValueError(f"{train_cfg.model} is a scikit-learn model and trains in one process: drop --workers")
     if finetune_from:
         # Fine-tuning (the seeds' usage #2): same architecture and features as the base model, lower learning rate.
         base_path, base_info = resolve_model(finetune_from)
         base = Predictor.load(base_path)
+        if zoo.is_sklearn(base.model_kind):
+            raise ValueError(f"{finetune_from} is a {base.model_kind} model: scikit-learn models are refitted, not "
+                             f"fine-tuned")
+        train_cfg = replace(train_cfg, model=base.model_kind)
         data_cfg = replace(base.data_config, **{k: getattr(data_cfg, k) for k in ("tickers", "data_dir")})
         init_state = base.model.state_dict()
         train_cfg = replace(train_cfg, lr=train_cfg.lr * finetune_lr_factor, max_lr=train_cfg.max_lr * finetune_lr_factor)
+    data_cfg = replace(data_cfg, label_kind=zoo.label_for(train_cfg.model, data_cfg.label_kind))
     data = data or build_dataset(data_cfg)
     if finetune_from:
         mcfg = base.config
@@ -61,12 +69,13 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
             log.info("fine-tuning keeps the base model's %d selected features", len(base.transforms.selected))
             data = data.with_transforms(base.transforms)
     else:
-        mcfg = model_config_for(data, train_cfg.preset, **(model_overrides or {}))
+        mcfg = model_config_for(data, train_cfg.preset, train_cfg.model, **(model_overrides or {}))
     params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},
               **{f"train.{k}": v for k, v in train_config_dict(train_cfg).items()},
               **{f"model.{k}": v for k, v in mcfg.to_dict().items()},
               "data.hash": data.panel.data_hash, "finetune_from": finetune_from or ""}
-    run_name = f"{'finetune' if finetune_from else 'train'}-{train_cfg.preset}-{'-'.join(data.tickers)}"
+    run_name = (f"{'finetune' if finetune_from else 'train'}-{train_cfg.model}-{train_cfg.preset}-"
+                f"{'-'.join(data.tickers)}")
     if ray_config is not None:
         params.update({f"ray.{k}": v for k, v in vars(ray_config).items()})
         run_name = f"ray{ray_config.workers}-{run_name}"
@@ -95,7 +104,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         ckpt = _ckpt(result, data, finetune_from)
         path = save_checkpoint(ckpt, default_home() / "models" / run.info.run_id / registry.CHECKPOINT_FILE)
         version = registry.register_checkpoint(path, run.info.run_id, model_name or registry.DEFAULT_MODEL,
-                                               ckpt["metrics"], description=run_name)
+                                               ckpt["metrics"], description=run_name, ckpt=ckpt)
     return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0)
 
 
@@ -105,5 +114,5 @@ def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None) -> d
         metrics[f"best_{result.train_config.monitor}"] = result.best_score
     return make_checkpoint(result.module.model, result.model_config, data, metrics,
                            extra={"train_config": train_config_dict(result.train_config), "history": result.history,
-                                  "finetune_from": finetune_from or ""})
+                                  "finetune_from": finetune_from or ""}, kind=result.train_config.model)
 

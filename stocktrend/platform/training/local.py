@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from stocktrend.models.hybrid import HybridConfig, preset
+from stocktrend.models import zoo
 from stocktrend.models.module import TrendModule
 from stocktrend.platform.data.datamodule import StockDataModule
 from stocktrend.platform.data.dataset import PreparedData
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    preset: str = "small"  # model preset (stocktrend.models.hybrid.PRESETS)
+    preset: str = "small"  # model preset (each model file's PRESETS: seed, small, tiny)
+    model: str = "hybrid"  # model kind (stocktrend.models.zoo.KINDS)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     batch_size: int = 64
     lr: float = 2e-4  # AdamW base learning rate (OneCycle starts here)
@@ -74,9 +75,28 @@ def pick_precision(accelerator: str, requested: str = "auto") -> str:
     return "32-true"
 
 
-def model_config_for(data: PreparedData, name: str, **overrides: Any) -> HybridConfig:
-    return preset(name, n_features=data.n_features, seq_len=data.seq_len, n_classes=data.kind.n_classes,
-                  **overrides)
+# Slow per-ticker characteristics that lstm_transformer's static branch reads from the last day (with the ticker's
+# identity, when the data set has it).
+STATIC_FEATURES = ("vol_60", "vol_120", "ret_120", "ret_250", "dist_max_250", "dist_min_250")
+
+
+def model_config_for(data: PreparedData, name: str, kind: str = "hybrid", **overrides: Any):
+    """A model preset sized for a data set: its input width, window, classes, and (for the models that split their
+    inputs) which columns go where, chosen by feature name."""
+    from stocktrend.platform.data.features import FeatureConfig, all_ticker_features
+    names = data.transforms.input_names
+    sized: dict[str, Any] = {"n_features": data.n_features, "seq_len": data.seq_len}
+    if zoo.task(kind, data.config.label_kind) != "regression":
+        sized["n_classes"] = data.kind.n_classes
+    elif kind == "hybrid":
+        sized["n_classes"] = 0
+    if kind == "dual_tower":
+        own = set(all_ticker_features(FeatureConfig()))  # the ticker's own features (the rest is context)
+        sized["stock_idx"] = tuple(i for i, n in enumerate(names) if n in own or n.startswith("ticker="))
+        sized["context_idx"] = tuple(i for i, n in enumerate(names) if n not in own and not n.startswith("ticker="))
+    if kind == "lstm_transformer":
+        sized["static_idx"] = tuple(i for i, n in enumerate(names) if n in STATIC_FEATURES or n.startswith("ticker="))
+    return zoo.preset(kind, name, **{**sized, **overrides})
 
 
 class EpochHistory(pl.Callback):
@@ -98,8 +118,8 @@ class EpochHistory(pl.Callback):
 
 @dataclass
 class FitResult:
-    module: TrendModule  # with the best weights loaded
-    model_config: HybridConfig
+    module: Any  # TrendModule with the best weights loaded (or a fitted scikit-learn model, see sklearn_fit)
+    model_config: Any  # the model's frozen config
     train_config: TrainConfig
     best_score: float | None
     best_epoch: int | None
@@ -118,7 +138,7 @@ def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path
         deterministic=False, num_sanity_val_steps=0, **extra)
 
 
-def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: HybridConfig | None = None,
+def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any = None,
         callbacks: list[pl.Callback] | None = None, init_state_dict: dict[str, torch.Tensor] | None = None,
         metric_sink=None, run_test: bool = True, datamodule: pl.LightningDataModule | None = None) -> FitResult:
     """Train locally; returns the module with the best validation checkpoint restored.
@@ -127,16 +147,18 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Hybri
     weights still come from ``data``'s unbalanced training segment."""
     tcfg = tcfg or TrainConfig()
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
-    mcfg = model_config or model_config_for(data, tcfg.preset)
-    if mcfg.n_features != data.n_features or mcfg.n_classes != data.kind.n_classes:
+    mcfg = model_config or model_config_for(data, tcfg.preset, tcfg.model)
+    n_classes = data.kind.n_classes if zoo.task(tcfg.model, data.config.label_kind) != "regression" else 0
+    if mcfg.n_features != data.n_features or mcfg.n_classes != n_classes:
         raise ValueError(f"model expects {mcfg.n_features} features / {mcfg.n_classes} classes, data has "
-                         f"{data.n_features} / {data.kind.n_classes}")
-    module = TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
-                         lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
-                         label_smoothing=tcfg.label_smoothing)
+                         f"{data.n_features} / {n_classes}")
+    if zoo.is_sklearn(tcfg.model):
+        from stocktrend.platform.training.sklearn_fit import fit_sklearn
+        return fit_sklearn(data, tcfg, mcfg, run_test=run_test)
+    module = make_module(data, tcfg, mcfg)
     if init_state_dict is not None:
         module.model.load_state_dict(init_state_dict)
-    dm = datamodule or StockDataModule(data, batch_size=tcfg.batch_size)
+    dm = datamodule or data_module(data, tcfg)
     history = EpochHistory(metric_sink)
     with tempfile.TemporaryDirectory(prefix="stocktrend-fit-") as tmp:
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
@@ -159,11 +181,24 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Hybri
     return FitResult(module, mcfg, tcfg, best, best_epoch, trainer.current_epoch, history.rows, test_metrics)
 
 
+def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:
+    """The LightningModule for a torch model of the zoo on this data set (class weights from its training segment)."""
+    return TrendModule(mcfg.to_dict(), class_weights=data.class_weights().tolist() if mcfg.n_classes else None,
+                       lr=tcfg.lr, weight_decay=tcfg.weight_decay, max_lr=tcfg.max_lr,
+                       label_smoothing=tcfg.label_smoothing, model_kind=tcfg.model, label_kind=data.config.label_kind)
+
+
+def data_module(data: PreparedData, tcfg: TrainConfig) -> StockDataModule:
+    """Batches for the model's task (multi-task models also get each window's forward return)."""
+    return StockDataModule(data, batch_size=tcfg.batch_size,
+                           with_return=zoo.task(tcfg.model, data.config.label_kind) == "multitask")
+
+
 def test_metrics_of(module: TrendModule, data: PreparedData, tcfg: TrainConfig) -> dict[str, float]:
     """The test-segment metrics of trained weights, computed the same way as at the end of ``fit``."""
     with tempfile.TemporaryDirectory(prefix="stocktrend-test-") as tmp:
         trainer = build_trainer(replace(tcfg, progress=False), [], Path(tmp))
-        out = trainer.test(module, datamodule=StockDataModule(data, batch_size=tcfg.batch_size), verbose=False)
+        out = trainer.test(module, datamodule=data_module(data, tcfg), verbose=False)
     module.eval()
     return {k: float(v) for k, v in (out[0] if out else {}).items()}
 

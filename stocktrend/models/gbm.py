@@ -1,0 +1,47 @@
+"""Gradient boosting on flattened windows (scikit-learn's histogram GBM); the number of trees is picked on the
+validation segment (early stopping), as the networks pick their epoch there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stocktrend.models.common import ConfigMixin
+
+
+@dataclass(frozen=True)
+class GBMConfig(ConfigMixin):
+    n_features: int = 50
+    seq_len: int = 30
+    n_classes: int = 2
+    max_iter: int = 300  # upper bound on trees; early stopping on validation usually stops sooner
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 40
+    l2_regularization: float = 1.0
+    seed: int = 42
+
+    def build(self):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                              max_leaf_nodes=self.max_leaf_nodes,
+                                              min_samples_leaf=self.min_samples_leaf,
+                                              l2_regularization=self.l2_regularization, early_stopping=True,
+                                              n_iter_no_change=10, random_state=self.seed)
+
+
+PRESETS: dict[str, GBMConfig] = {
+    "seed": GBMConfig(max_iter=500, max_leaf_nodes=31),
+    "small": GBMConfig(),
+    "tiny": GBMConfig(max_iter=10, max_leaf_nodes=4, min_samples_leaf=5),
+}
+
+SPACE: dict[str, tuple] = {"learning_rate": ("loguniform", 0.01, 0.2), "max_leaf_nodes": ("choice", [7, 15, 31]),
+                           "min_samples_leaf": ("choice", [20, 40, 80]), "l2_regularization": ("loguniform", 0.01, 10)}
+TINY_SPACE: dict[str, tuple] = {"max_leaf_nodes": ("choice", [3, 4]), "learning_rate": ("loguniform", 0.05, 0.3)}
+
+
+def preset(name: str, **overrides: Any) -> GBMConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown gbm preset {name!r}; available: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,43 @@
+"""Seed 004's random forest on flattened windows (every day x feature is one input column)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stocktrend.models.common import ConfigMixin
+
+
+@dataclass(frozen=True)
+class RFConfig(ConfigMixin):
+    n_features: int = 50
+    seq_len: int = 30
+    n_classes: int = 2
+    n_estimators: int = 300
+    max_depth: int | None = 8  # shallow trees: ~4k training windows of noisy labels
+    min_samples_leaf: int = 20
+    max_features: float = 0.1  # share of the window's columns tried per split
+    seed: int = 42
+
+    def build(self):
+        from sklearn.ensemble import RandomForestClassifier
+        return RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                      min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
+                                      n_jobs=1, random_state=self.seed)
+
+
+PRESETS: dict[str, RFConfig] = {
+    "seed": RFConfig(n_estimators=500, max_depth=12),
+    "small": RFConfig(),
+    "tiny": RFConfig(n_estimators=10, max_depth=3, min_samples_leaf=5),
+}
+
+SPACE: dict[str, tuple] = {"n_estimators": ("choice", [100, 300, 600]), "max_depth": ("choice", [4, 8, 12]),
+                           "min_samples_leaf": ("choice", [5, 20, 50]), "max_features": ("uniform", 0.02, 0.3)}
+TINY_SPACE: dict[str, tuple] = {"n_estimators": ("choice", [5, 10]), "max_depth": ("choice", [2, 3])}
+
+
+def preset(name: str, **overrides: Any) -> RFConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown rf preset {name!r}; available: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,61 @@
+"""Fitting the scikit-learn models of the zoo (``rf``, ``gbm``) on the same data set, with the same outputs as a
+Lightning fit: a FitResult with validation and test metrics under the same names (``val_loss``, ``test_auc``, ...).
+
+They see the oversampled training windows, flattened (as the logistic-regression and gradient-boosting baselines do);
+``gbm`` picks its number of trees on the validation segment. No Lightning, no Ray Train: one process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from stocktrend.models.sklearn_base import SklearnNet, flatten
+from stocktrend.platform.data.dataset import PreparedData
+
+
+class SklearnModule:
+    """What callers of ``fit`` use of a module (``.model``, ``.parameters()``, ``.eval()``) for a fitted estimator."""
+
+    def __init__(self, estimator):
+        self.model = SklearnNet(estimator)
+
+    def parameters(self):
+        return iter(())
+
+    def eval(self):
+        return self
+
+
+def segment_metrics(estimator, data: PreparedData, segment: str) -> dict[str, float]:
+    from sklearn import metrics as skm
+    rows = data.samples[segment]
+    y = data.targets(rows)
+    p = estimator.predict_proba(flatten(data.windows(rows)))
+    out = {f"{segment}_loss": float(skm.log_loss(y, p, labels=list(range(data.kind.n_classes)))),
+           f"{segment}_acc": float(skm.accuracy_score(y, p.argmax(1))),
+           f"{segment}_mcc": float(skm.matthews_corrcoef(y, p.argmax(1)))}
+    if len(np.unique(y)) > 1:
+        out[f"{segment}_auc"] = float(skm.roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else
+                                      skm.roc_auc_score(y, p, multi_class="ovr"))
+    return out
+
+
+def fit_sklearn(data: PreparedData, tcfg, mcfg, run_test: bool = True):
+    from stocktrend.platform.training.local import FitResult
+    t0 = time.perf_counter()
+    estimator = mcfg.build()
+    rows = data.samples["train"]
+    x, y = flatten(data.windows(rows)), data.targets(rows)
+    kw: dict[str, Any] = {}
+    if tcfg.model == "gbm":
+        val = data.samples["val"]
+        kw = {"X_val": flatten(data.windows(val)), "y_val": data.targets(val)}
+    estimator.fit(x, y, **kw)
+    val = segment_metrics(estimator, data, "val")
+    row = {"epoch": 0, **val, "seconds": time.perf_counter() - t0}
+    best = val.get(tcfg.monitor)
+    return FitResult(SklearnModule(estimator), mcfg, tcfg, best, 0, 1, [row],
+                     segment_metrics(estimator, data, "test") if run_test else {})

@@ -1,0 +1,117 @@
+"""Every model of the zoo (tiny preset): trains one epoch through the platform's train job, registers as an MLflow
+Model, reloads from its checkpoint with identical outputs, loads through MLflow's own pyfunc client with the same
+outputs, is evaluated next to baselines; scikit-learn model files cannot carry code."""
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stocktrend.models import zoo
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.registry.checkpoint import CheckpointError, Predictor, read_checkpoint, save_checkpoint
+from stocktrend.platform.training.jobs import train_job
+from stocktrend.platform.training.local import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A user data directory (so that `evaluate` rebuilds exactly this data from the checkpoint's data config)."""
+    d = tmp_path_factory.mktemp("zoo-data")
+    u = planted_signal_universe(1100, noise=0.001, seed=3, n_tickers=3)
+    (d / "market").mkdir()
+    for name, frame in u.tickers.items():
+        frame.rename_axis("Date").reset_index().to_csv(d / f"{name}.csv", index=False)
+    for name, frame in u.market.items():
+        frame.rename_axis("Date").reset_index().to_csv(d / "market" / f"{name}.csv", index=False)
+    return str(d)
+
+
+def _expected(model, kind, x):
+    """The outputs straight from the trained in-memory model (no checkpoint, no Predictor)."""
+    if zoo.is_sklearn(kind):
+        return model.estimator.predict_proba(x.reshape(len(x), -1))
+    with torch.no_grad():
+        out = model.eval().outputs(torch.from_numpy(x))
+    if "logits" in out:
+        probs = torch.softmax(out["logits"].float(), -1).numpy()
+        return np.column_stack([probs, out["ret"].numpy()]) if "ret" in out else probs
+    return out["ret"].numpy()[:, None]
+
+
+@pytest.mark.parametrize("kind", zoo.KINDS)
+def test_model_trains_registers_reloads_and_evaluates(kind, data_dir, tmp_path):
+    import mlflow
+
+    from stocktrend.platform.evaluation.report import EvalOptions, evaluate
+    cfg = DataConfig(data_dir=data_dir, top_k=16, sequence_length=20)
+    cfg = replace(cfg, label_kind=zoo.label_for(kind, cfg.label_kind))
+    out = train_job(cfg, TrainConfig(preset="tiny", model=kind, epochs=1, batch_size=64, accumulate=1,
+                                     progress=False), model_name=f"zoo-{kind}")
+    assert out.version is not None and read_checkpoint(out.checkpoint_path)["model_kind"] == kind
+    x = out.data.windows(out.data.samples["test"][:40])
+    pred = Predictor.load(out.checkpoint_path)
+    got, _ = pred.predict_proba(x)
+    expected = _expected(out.fit.module.model, kind, x)
+    np.testing.assert_array_equal(got[:, :expected.shape[1]], expected.astype(got.dtype))
+    assert pred.output_names[:2] == (["return", "confidence"] if kind == "lstm_transformer"
+                                     else ["Bajista", "Alcista"])
+    if kind == "lstm_transformer":  # a calibrated probability that the predicted direction is right
+        assert ((got[:, 1] > 0) & (got[:, 1] < 1)).all() and "calibration" in pred.ckpt
+    # MLflow's own client loads the registered version and answers the same.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/zoo-{kind}/{out.version}")
+    np.testing.assert_array_equal(np.asarray(pyfunc.predict(x)), got)
+    assert pyfunc.metadata.metadata["model_kind"] == kind
+    res = evaluate(f"zoo-{kind}@{out.version}", tmp_path / "report", EvalOptions(bootstrap=50), log_to_mlflow=False)
+    assert Path(res["report"]).is_file() and res["model_kind"] == kind
+    if kind == "lstm_transformer":
+        assert {"model", "zero", "momentum", "ridge", "gradient_boosting"} <= set(res["regression"])
+        assert {"mae", "corr", "hit_rate", "rank_corr"} <= set(res["regression"]["model"])
+    else:
+        assert {"model", "majority", "momentum", "logistic_regression"} <= set(res["scores"])
+    if kind == "mtl_lstm":
+        assert "mae" in res["regression"]["model"]  # the return head is scored too
+    assert "cross_section" in res  # three tickers: IC and long-short next to the baselines
+
+
+def test_regression_label_is_refused_for_classifiers():
+    with pytest.raises(ValueError, match="lstm predicts classes"):
+        zoo.label_for("lstm", "regression")
+    assert zoo.label_for("lstm_transformer", "binary") == "regression"
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+        return os.system, ("echo pwned",)
+
+
+def test_crafted_sklearn_model_files_are_refused(data_dir, tmp_path):
+    import skops.io as sio
+    cfg = DataConfig(data_dir=data_dir, top_k=8, sequence_length=10)
+    out = train_job(cfg, TrainConfig(preset="tiny", model="rf", epochs=1, progress=False), register=False)
+    ckpt = read_checkpoint(out.checkpoint_path)
+    # A pickle where the skops file should be.
+    bad = dict(ckpt, sklearn=torch.frombuffer(bytearray(pickle.dumps(Evil())), dtype=torch.uint8).clone())
+    path = save_checkpoint(bad, tmp_path / "pickle.pt")
+    with pytest.raises(CheckpointError, match="pickles are refused"):
+        Predictor.load(path)
+    # A skops file that names a type outside the allow-list.
+    bad = dict(ckpt, sklearn=torch.frombuffer(bytearray(sio.dumps({"x": Evil()})), dtype=torch.uint8).clone())
+    path = save_checkpoint(bad, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="outside the allow-list"):
+        Predictor.load(path)
+
+
+def test_presets_and_sizes():
+    from stocktrend.models.lstm import LSTMNet, preset
+    seed = LSTMNet(preset("seed", n_features=21, n_classes=3))
+    assert zoo.count_parameters(seed) == 57_731  # the seed's SimpleLSTM: ~57.7k at 21 inputs / 3 classes
+    for kind in zoo.KINDS:
+        assert set(zoo.presets(kind)) == {"seed", "small", "tiny"}
