@@ -15,14 +15,12 @@ from stocktrend.cli.common import STATE, app
 
 
 def main() -> None:
-    from stocktrend.platform.registry.checkpoint import CheckpointError
-    from stocktrend.platform.training.distributed import DistributedTrainingError
-    from stocktrend.platform.registry.mlflow_registry import RegistryError
-    from stocktrend.platform.data.sources import DataValidationError
+    # The platform's user errors (DataValidationError, CheckpointError, RegistryError: ValueErrors;
+    # DistributedTrainingError: a RuntimeError) are caught by their bases, so that nothing heavy (torch, Lightning)
+    # is imported before the command needs it.
     try:
         app()
-    except (DataValidationError, CheckpointError, RegistryError, DistributedTrainingError, ValueError,
-            FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         if STATE["debug"]:
             raise
         from stocktrend.platform import console

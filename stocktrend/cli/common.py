@@ -16,20 +16,28 @@ app.add_typer(data_app, name="data")
 models_app = typer.Typer(no_args_is_help=True, help="The MLflow model registry: versions and the production alias.")
 app.add_typer(models_app, name="models")
 
-STATE = {"debug": False}
+STATE = {"debug": False, "verbose": False}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors in the log.")) -> None:
+def _root(ctx: typer.Context,
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Ray's, Lightning's and MLflow's own output "
+                                       "and warnings on the console (they always go to the command's log file)."),
+          debug: bool = typer.Option(False, "--debug", help="Like --verbose, and show tracebacks."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on the console.")) -> None:
+    """A quiet console by default: the platform's progress and results; everything else goes to
+    $STOCKTREND_HOME/logs/<command>-<time>.log, which an error line names."""
+    from stocktrend.platform import console
     STATE["debug"] = debug
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not debug:
-        # Lightning logs its banners (GPU available, tips) through its own handler *and* ours; the progress bar and
-        # our summary say what matters.
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    STATE["verbose"] = verbose or debug
+    if ctx.invoked_subcommand and not ctx.resilient_parsing:
+        console.setup(ctx.invoked_subcommand, verbose or debug)
+    if debug:
+        logging.getLogger().setLevel(logging.DEBUG)
+    elif quiet:
+        for h in logging.getLogger().handlers:
+            if not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.WARNING)
 
 
 def _split_list(value: Optional[str]) -> Optional[tuple[str, ...]]:

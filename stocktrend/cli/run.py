@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import typer
@@ -50,6 +51,8 @@ def train_cmd(
                                        "shared-path (the feature cache on shared storage)."),
     start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
                                         "before the run fails naming what it asked for and what is free."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray's, Lightning's and MLflow's output on the "
+                                 "console (progress bars included)."),
 ) -> None:
     """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
     MLflow Model."""
@@ -71,9 +74,10 @@ def train_cmd(
         ray_config = RayConfig(workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                                storage=storage, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
                                address=address, data_transport=data_transport, start_timeout_s=start_timeout)
-    if workers:
+    if verbose:
         from stocktrend.platform import console
-        console.setup("train", STATE["debug"])
+        console.setup("train", True)
+    tcfg = replace(tcfg, progress=verbose or STATE["verbose"])
     with _interruptible("train"):
         out = train_job(cfg, tcfg, model_name=model_name, register=not no_register, finetune_from=finetune,
                         ray_config=ray_config)
@@ -112,11 +116,34 @@ def serve_cmd(
     num_cpus: float = typer.Option(1.0, help="CPUs per replica (whole CPUs = its inference threads)."),
     python_proxy: bool = typer.Option(False, "--python-proxy", help="Use Ray's Python HTTP proxy instead of the "
                                       "HAProxy ingress."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Ray Serve's own logs on the console."),
 ) -> None:
     """Serve the model over HTTP with Ray Serve (Ctrl-C stops it). Routes: /predict, /predict/ticker, /model,
     /healthz, /docs; metrics on Ray's metrics endpoint."""
     import os
 
+    from pathlib import Path
+
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.quickstart import port_free
+    from stocktrend.serve.config import BACKENDS
+    if verbose:
+        from stocktrend.platform import console
+        console.setup("serve", True)
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not port_free(host, port):
+        raise ValueError(f"port {port} on {host} is in use (another endpoint? stocktrend serve --port N picks "
+                         f"another)")
+    # What the replicas will load must exist before Ray starts: an unknown model is one line in a second or two, not a
+    # failed deployment after 40 s.
+    if Path(model).suffix in (".pt", ".ckpt") or Path(model).exists():
+        if not Path(model).is_file():
+            raise ValueError(f"{model}: no such checkpoint file")
+    else:
+        info = registry.get_version(*registry.parse_spec(model))
+        typer.echo(f"model        : {model} = version {info['version']} ({info['model_kind']}, label "
+                   f"{info['label_kind'] or '?'})")
     from ray import serve
 
     from stocktrend.platform.training.distributed import init_ray
@@ -124,6 +151,8 @@ def serve_cmd(
     from stocktrend.serve.ingress import configure_ingress, metrics_url
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ingress = configure_ingress(python_proxy)
+    if verbose or STATE["verbose"]:  # the fast ingress's mode keeps Serve's logs off stderr; --verbose wants them
+        os.environ["RAY_SERVE_LOG_TO_STDERR"] = "1"
     init_ray()
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
     serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend, "num_cpus": num_cpus}),
@@ -137,7 +166,10 @@ def serve_cmd(
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        typer.echo("stopping the endpoint (Ctrl-C)")
         serve.shutdown()
+        _finish()
+        typer.echo("endpoint stopped")
 
 
 @app.command("quickstart")

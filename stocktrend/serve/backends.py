@@ -23,7 +23,7 @@ from stocktrend.models import zoo
 
 log = logging.getLogger("stocktrend.serve")
 
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+from stocktrend.serve.config import BACKENDS  # noqa: E402  (one list for the CLI, the app and this module)
 DEFAULT_BACKEND = "onnx"
 # Largest allowed |p_backend - p_fp32| on the probe windows (probabilities, or the regression output).
 BOUNDS = {"torch": 0.0, "onnx": 1e-4, "torch-bf16": 2e-2, "onnx-int8": 2e-2}

@@ -2,6 +2,8 @@
 catches what Ray's own schema lets through."""
 from typing import Any
 
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # stocktrend.serve.backends
+
 DEFAULT_USER_CONFIG: dict[str, Any] = {
     "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
     "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)

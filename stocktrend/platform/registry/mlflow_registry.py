@@ -50,6 +50,9 @@ def client(uri: str | None = None, experiment: str = EXPERIMENT):
     """An MlflowClient on the chosen store, with the experiment created (artefacts under $STOCKTREND_HOME)."""
     import mlflow
     from mlflow import MlflowClient
+
+    from stocktrend.platform import console
+    console.reroute()  # mlflow installs its own console handler when first imported
     uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     c = MlflowClient(uri)
@@ -150,7 +153,8 @@ def _registered(c, name: str):
         return c.get_registered_model(name)
     except MlflowException:
         names = [m.name for m in c.search_registered_models()]
-        raise RegistryError(f"unknown model {name!r}; registered: {', '.join(names) or 'none'}") from None
+        raise RegistryError(f"unknown model {name!r}; registered: {', '.join(names) or 'none'} (train one: "
+                            f"stocktrend train --model-name {name}, or stocktrend quickstart)") from None
 
 
 def list_versions(name: str = DEFAULT_MODEL) -> list[dict[str, Any]]:
@@ -178,8 +182,16 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, ref or None
 
 
+def _no_store_yet() -> bool:
+    """The default SQLite store has not been created: nothing is registered (answered without creating it)."""
+    return not os.environ.get("MLFLOW_TRACKING_URI") and not (default_home() / "mlflow.db").is_file()
+
+
 def get_version(name: str, ref: str | None = None) -> dict[str, Any]:
     """Resolve an alias or version number (default: the production alias, else the latest version)."""
+    if _no_store_yet():
+        raise RegistryError(f"unknown model {name!r}; registered: none, no registry at {default_home()} yet (train "
+                            f"one: stocktrend train --model-name {name}, or stocktrend quickstart)")
     c = client()
     rm = _registered(c, name)
     versions = {v["version"]: v for v in list_versions(name)}
@@ -193,8 +205,9 @@ def get_version(name: str, ref: str | None = None) -> dict[str, Any]:
                                 f"{', '.join(map(str, sorted(versions)))}")
         return versions[int(ref)]
     if ref not in (rm.aliases or {}):
-        raise RegistryError(f"model {name!r} has no alias {ref!r}; aliases: "
-                            f"{', '.join(rm.aliases or {}) or 'none (run stocktrend models promote)'}")
+        raise RegistryError(f"model {name!r} has no alias {ref!r}; aliases: {', '.join(rm.aliases or {}) or 'none'}; "
+                            f"versions: {', '.join(map(str, sorted(versions)))} (set it: stocktrend models promote "
+                            f"{name} {max(versions)})")
     return versions[int(rm.aliases[ref])]
 
 

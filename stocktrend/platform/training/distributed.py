@@ -167,12 +167,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     """Connect to ``address`` (or $RAY_ADDRESS), else start a local instance. Returns True when this call started a
     local instance (the caller then owns its shutdown). ``verbose=False`` keeps workers' output off the console."""
     import ray
+
+    from stocktrend.platform import console
     if verbose is not None:
         RAY_STATE["verbose"] = verbose
+    elif console.log_path() is not None:  # a CLI command: its --verbose decides
+        RAY_STATE["verbose"] = bool(console.STATE["verbose"])
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    kw: dict[str, Any] = {"log_to_driver": RAY_STATE["verbose"]}
+    # Under a CLI command Ray's worker output always reaches the driver, where the console module sends it to the
+    # command's log file (or, with --verbose, to the terminal as Ray prints it).
+    kw: dict[str, Any] = {"log_to_driver": RAY_STATE["verbose"] or console.log_path() is not None}
     if not RAY_STATE["verbose"]:
         kw["logging_level"] = logging.WARNING
     if address:

@@ -129,6 +129,8 @@ class FitResult:
 
 
 def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path, **extra: Any) -> pl.Trainer:
+    from stocktrend.platform import console
+    console.reroute()  # Lightning's own console handler (GPU/TPU banners, tips) goes to the command's log file
     accelerator = pick_accelerator(tcfg.accelerator)
     return pl.Trainer(
         max_epochs=tcfg.epochs, accelerator=accelerator, devices=1, precision=pick_precision(accelerator,

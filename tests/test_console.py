@@ -1,0 +1,87 @@
+"""The first hour, as a user sees it: commands run as subprocesses on a fresh STOCKTREND_HOME. A missing model stops
+`serve` before Ray starts; a healthy train (Ray Train) and serve start/stop print the platform's lines only, while the
+command's log file holds Ray's output; --verbose shows it again."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ray.local_head import free_port
+
+CLI = str(Path(sys.executable).parent / "stocktrend")
+TRAIN = ["train", "--preset", "tiny", "--epochs", "1", "--accumulate", "1", "--top-k", "8", "--sequence-length", "10",
+         "--workers", "1", "--cpus-per-worker", "1"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "STOCKTREND_HOME": str(home)}
+
+
+def _log(home: Path, command: str) -> str:
+    logs = sorted((home / "logs").glob(f"{command}-*.log"), key=lambda p: p.stat().st_mtime)
+    assert logs, f"no {command} log in {home / 'logs'}"
+    return logs[-1].read_text()
+
+
+def test_serve_without_a_registered_model_stops_before_ray_starts(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([CLI, "serve", "--port", str(free_port())], env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    took = time.time() - t0
+    assert r.returncode == 2 and took < 10, (took, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'stocktrend'"), r.stderr
+    assert "registered: none" in lines[0] and "stocktrend train" in lines[0] and "Traceback" not in r.stderr
+
+
+def _ray_processes() -> int:
+    import psutil
+    return sum(1 for p in psutil.process_iter(["name", "cmdline"])
+               if any("ray::" in c for c in (p.info["cmdline"] or [])))
+
+
+@pytest.mark.slow
+def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path):
+    home = tmp_path / "home"
+    before = _ray_processes()
+    r = subprocess.run([CLI, *TRAIN], env=_env(home), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    console = r.stdout + r.stderr
+    assert "pid=" not in console and "Traceback" not in console, console[-3000:]
+    assert "registered   : stocktrend version 1" in r.stdout
+    assert "pid=" in _log(home, "train")  # Ray's worker and controller output is in the command's log file
+
+    assert subprocess.run([CLI, "models", "promote", "stocktrend", "1"], env=_env(home), capture_output=True,
+                          timeout=120).returncode == 0
+    port = free_port()
+    p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=_env(home), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.time() + 180
+        up = False
+        while time.time() < end and not up:
+            try:
+                up = httpx.get(f"http://127.0.0.1:{port}/model", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert up, "the endpoint did not come up"
+        assert httpx.post(f"http://127.0.0.1:{port}/predict/ticker", json={"ticker": "MSFT"},
+                          timeout=60).status_code == 200
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    assert "pid=" not in out + err and "Traceback" not in out + err, (out + err)[-3000:]
+    assert "endpoint stopped" in out
+    time.sleep(2)
+    assert _ray_processes() <= before  # the command's local Ray instance is gone
+
+    v = subprocess.run([CLI, "--verbose", *TRAIN, "--no-register"], env=_env(home), capture_output=True, text=True,
+                       timeout=600)
+    assert v.returncode == 0 and "pid=" in v.stdout + v.stderr
