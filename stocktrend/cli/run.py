@@ -154,22 +154,26 @@ def serve_cmd(
     if verbose or STATE["verbose"]:  # the fast ingress's mode keeps Serve's logs off stderr; --verbose wants them
         os.environ["RAY_SERVE_LOG_TO_STDERR"] = "1"
     init_ray()
-    serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-    serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend, "num_cpus": num_cpus}),
-              name="stocktrend", route_prefix="/", blocking=False)
-    typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} ingress "
-               f"(docs: http://{host}:{port}/docs; Ctrl-C stops)")
-    typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of this "
-               f"node)")
+    started = False
     try:
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+        serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend,
+                               "num_cpus": num_cpus}), name="stocktrend", route_prefix="/", blocking=False)
+        started = True
+        typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} "
+                   f"ingress (docs: http://{host}:{port}/docs; Ctrl-C stops)")
+        typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of "
+                   f"this node)")
         import time
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        typer.echo("stopping the endpoint (Ctrl-C)")
+        typer.echo("stopping the endpoint (Ctrl-C)" if started else "interrupted while starting: shutting down")
         serve.shutdown()
         _finish()
         typer.echo("endpoint stopped")
+        if not started:
+            raise typer.Exit(130)
 
 
 @app.command("quickstart")
