@@ -184,8 +184,8 @@ def child(args) -> None:
             with registry.tracked_run(f"bench-{name}", {}) as r:
                 version = registry.register_checkpoint(path, r.info.run_id, f"bench-{name}")
             pred = Predictor.load(path)
-            print(f"\npreset {name} ({sum(p.numel() for p in model.parameters()):,} parameters), 1 replica x 1 CPU, "
-                  f"HAProxy ingress", flush=True)
+            print(f"\npreset {name} ({sum(p.numel() for p in model.parameters()):,} parameters), {args.replicas} "
+                  f"replica(s) x 1 CPU, HAProxy ingress", flush=True)
             for backend in args.backends.split(","):
                 served = ServedModel(pred, backend, threads=1)
                 p50, p99, sps = in_process(served, x)
@@ -194,8 +194,9 @@ def child(args) -> None:
                       f"samples/s", flush=True)
                 rows.append({"setting": f"{name} {backend} in-process", "conc": 0, "p50": p50, "p99": p99,
                              "sps": sps})
-                serve.run(app_builder({"model": f"bench-{name}@{version}", "poll_interval_s": 0, "min_replicas": 1,
-                                       "max_replicas": 1, "num_cpus": 1, "max_ongoing_requests": 64,
+                serve.run(app_builder({"model": f"bench-{name}@{version}", "poll_interval_s": 0,
+                                       "min_replicas": args.replicas, "max_replicas": args.replicas, "num_cpus": 1,
+                                       "max_ongoing_requests": 64,
                                        "max_queued_requests": 512, "backend": backend}),
                           name="bench", route_prefix="/")
                 rows.append(run_setting(f"{name} {backend}: 1 window JSON", url, b["one_json"], "application/json",
@@ -242,6 +243,7 @@ def main() -> None:
     ap.add_argument("--backends", default="torch,torch-bf16,onnx,onnx-int8")
     ap.add_argument("--requests", type=int, default=400, help="requests per setting at c=1 (x8 at higher c)")
     ap.add_argument("--time-cap", type=float, default=15.0, help="seconds per setting at most")
+    ap.add_argument("--replicas", type=int, default=1, help="replicas of the stocktrend deployment (1 CPU each)")
     ap.add_argument("--child", choices=["python", "haproxy"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -254,7 +256,7 @@ def main() -> None:
             out = f.name
         subprocess.run([sys.executable, __file__, "--child", ingress, "--out", out, "--presets", args.presets,
                         "--backends", args.backends, "--requests", str(args.requests), "--time-cap",
-                        str(args.time_cap)], check=True)
+                        str(args.time_cap), "--replicas", str(args.replicas)], check=True)
         rows += json.load(open(out))
     from stocktrend.platform.data.dataset import build_dataset
     data = build_dataset()

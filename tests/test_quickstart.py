@@ -56,11 +56,12 @@ def test_quickstart_end_to_end_then_rerun_reuses_the_cache(tmp_path):
         assert p["label"] in ("Bajista", "Alcista") and p["signal"] in ("SELL", "BUY")
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     tick = s["predict_ticker"]
-    assert tick["version"] == 1 and tick["date"] == "2017-11-03"
+    # The default universe (tech): the last test window is GOOG's, on the test segment's last labelled day.
+    assert tick["version"] == 1 and tick["date"] == "2013-02-22" and tick["ticker"] == "GOOG"
     # The ticker route recomputes features from raw bars: same answer as the last test window sent to /predict.
     assert tick["probabilities"]["Alcista"] == pytest.approx(preds[-1]["probabilities"]["Alcista"], abs=1e-4)
     # By ticker name alone the server uses its universe's bars up to as_of: the same answer again.
-    assert s["predict_by_name"]["date"] == "2017-11-03" and s["predict_by_name"]["ticker"] == "MSFT"
+    assert s["predict_by_name"]["date"] == "2013-02-22" and s["predict_by_name"]["ticker"] == "GOOG"
     assert s["predict_by_name"]["probabilities"] == pytest.approx(tick["probabilities"], abs=1e-6)
     assert f"http://127.0.0.1:{port}" in out and "endpoint stopped" in out
 
@@ -132,7 +133,7 @@ def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path)
     env = {**ENV, "STOCKTREND_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "1.5", "--no-serve", "--name", "cc"]
+    cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "1.5", "--no-serve", "--name", "cc", "--universe", "msft"]
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err_out:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err_out, text=True)

@@ -9,6 +9,7 @@ import typer
 
 from stocktrend.cli.common import STATE, _finish, _interruptible, app
 from stocktrend.cli.data import data_config, ticker_id_option, universe_option
+from stocktrend.quickstart import DEFAULT_UNIVERSE
 
 @app.command("train")
 def train_cmd(
@@ -190,6 +191,8 @@ def quickstart_cmd(
     preset: str = typer.Option("small", help="Search space and model preset (small; tiny for smoke tests)."),
     name: Optional[str] = typer.Option(None, help="Search name (default quickstart-<time>)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's trial table and logs on the console."),
+    universe: str = typer.Option(DEFAULT_UNIVERSE, "--universe", "-u", help="Embedded universe (stocktrend data "
+                                 "universes); the default was chosen by walk-forward validation AUC."),
     python_proxy: bool = typer.Option(False, "--python-proxy", help="Serve through Ray's Python HTTP proxy instead "
                                       "of the HAProxy ingress."),
     nested_train: bool = typer.Option(False, "--nested-train", hidden=True,
@@ -203,7 +206,7 @@ def quickstart_cmd(
     from stocktrend.quickstart import QuickstartOptions, run_quickstart, serve_forever
     opts = QuickstartOptions(budget=budget, serve=serve, wait=wait, host=host, port=port, model_name=model_name,
                              preset=preset, workers=workers, name=name, verbose=verbose, nested_train=nested_train,
-                             python_proxy=python_proxy)
+                             python_proxy=python_proxy, universe=universe)
     console.setup("quickstart", verbose)
     with _interruptible("quickstart"):
         run_quickstart(opts, typer.echo)

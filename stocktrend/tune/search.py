@@ -24,13 +24,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from stocktrend.platform.data.cache import default_home
-from stocktrend.tune.results import best_checkpoint, print_summary, trial_table
+from stocktrend.tune.results import best_checkpoint, print_summary, register_best, trial_table
 
 log = logging.getLogger(__name__)
 
@@ -181,20 +180,17 @@ def _check_capacity(opts: SearchOptions) -> SearchOptions:
 
 def run_search(opts: SearchOptions) -> dict[str, Any]:
     """Run (or resume) a search; returns the trial table, the best config and the registered version."""
-    import mlflow
-    import torch
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.data.cache import load_or_build_panel
-    from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
-    from stocktrend.platform.data.dataset import DataConfig, prepare
+    from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.training.distributed import init_ray
     from stocktrend.platform.data.sources import load_universe
     from stocktrend.tune import trial as trial_mod
     from stocktrend.models import zoo
-    from stocktrend.tune.space import search_defaults, search_space, trial_model_config
+    from stocktrend.tune.space import search_defaults, search_space
 
     space = search_space(opts.models, opts.preset)  # unknown models or presets fail here, before Ray starts
     tasks = {zoo.task(k, zoo.label_for(k, opts.label_kind)) for k in opts.models}
@@ -304,42 +300,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     if not opts.register:
         return result
 
-    with registry.tracked_run(f"search-{opts.name}", {f"search.{k}": v for k, v in vars(opts).items()
-                                                      if k != "extra_points"}) as parent:
-        for r in grid:  # every trial as a nested run: params, per-epoch metrics, status
-            with mlflow.start_run(run_name=f"trial-{r.path.rsplit('/', 1)[-1][:40]}", nested=True):
-                mlflow.log_params({k: v for k, v in r.config.items()})
-                df = r.metrics_dataframe
-                if df is not None:
-                    for _, row in df.iterrows():
-                        mlflow.log_metrics({k: float(row[k]) for k in df.columns
-                                            if k.startswith(("val_", "train_")) and pd.notna(row[k])},
-                                           step=int(row["training_iteration"]))
-                mlflow.set_tag("status", "error" if r.error else "ok")
-        mlflow.log_artifact(str(out_dir / "trials.csv"))
-        # The best trial's weights, re-expressed as a self-contained stocktrend checkpoint.
-        from stocktrend.tune.space import trial_model
-        kind, _ = trial_model(best.config, opts.models)
-        data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
-                                      top_k=int(best.config["top_k"]),
-                                      label_kind=zoo.label_for(kind, data_config.label_kind)))
-        kind, mcfg = trial_model_config(data, opts.preset, best.config, opts.models)
-        with best_ckpt.as_directory() as d:
-            if zoo.is_sklearn(kind):
-                from stocktrend.models.sklearn_base import SklearnNet, loads
-                from stocktrend.tune.trial import SKLEARN_FILE
-                model = SklearnNet(loads((Path(d) / SKLEARN_FILE).read_bytes()))
-            else:
-                state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-                model = zoo.build(kind, mcfg)
-                model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-        best_value = float(table.iloc[0][f"best_{opts.metric}"])
-        ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
-                               extra={"search": opts.name, "trial_config": result["best_config"]}, kind=kind)
-        path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
-        mlflow.log_metric(f"best_{opts.metric}", best_value)
-        version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],
-                                               description=f"search {opts.name} ({kind})", ckpt=ckpt)
+    version, path = register_best(grid, best, best_ckpt, table, opts, panel, data_config, out_dir,
+                                  result["best_config"])
     result.update(version=version, checkpoint=str(path))
     if opts.promote:
         registry.promote(opts.model_name, version)
