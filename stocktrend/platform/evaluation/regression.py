@@ -21,7 +21,7 @@ REG_COLS = ("mae", "rmse", "corr", "rank_corr", "hit_rate")
 def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     import pandas as pd
     y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    constant = np.std(pred) == 0
+    constant = np.ptp(pred) == 0 or np.std(pred) < 1e-12  # a constant forecast has no correlation
     return {"n": int(len(y)), "mae": float(np.abs(pred - y).mean()), "rmse": float(np.sqrt(((pred - y) ** 2).mean())),
             "corr": float("nan") if constant else float(np.corrcoef(pred, y)[0, 1]),
             "rank_corr": float("nan") if constant else float(pd.Series(pred).rank().corr(pd.Series(y).rank())),
