@@ -67,7 +67,10 @@ def plan(opts: QuickstartOptions, cpus: int) -> Plan:
 
 
 def port_free(host: str, port: int) -> bool:
+    """Nothing listens on host:port. SO_REUSEADDR as servers (HAProxy, uvicorn) bind: connections of an endpoint that
+    just stopped, left in TIME_WAIT, do not make the port look busy; a listening socket still does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
