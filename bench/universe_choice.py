@@ -1,9 +1,9 @@
 """Which universe should the quickstart use? The quickstart's own search on each, then walk-forward folds.
 
-    python bench/universe_choice.py [--universes msft,tech] [--folds 3] [--epochs 10] [--trials 6]
+    python bench/universe_choice.py [--universes msft,tech] [--folds 3] [--epochs 10] [--trials 6] [--epoch-windows N]
 
-For each universe: the quickstart's search (small preset, ``--trials`` trials x <= 6 epochs, ASHA, Optuna TPE, two
-1-CPU trials at a time), then the best configuration retrained from scratch on ``--folds`` expanding walk-forward
+For each universe: the quickstart's search (small preset, ``--trials`` trials x <= 6 epochs of ``--epoch-windows``
+training windows (default: the quickstart's), ASHA, Optuna TPE, two 1-CPU trials at a time), then the best configuration retrained from scratch on ``--folds`` expanding walk-forward
 folds (early stopping on each fold's validation block). The choice is made on the mean **validation** AUC of the
 folds (the blocks right before each test block), never on test. Test figures are printed next to it, pooled over the
 folds' test blocks: the model and the baselines (majority, momentum, logistic regression, gradient boosting) with a
@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--epoch-windows", type=int, default=None,
+                    help="training windows per search-trial epoch (default: the quickstart's; 0 = all)")
     args = ap.parse_args()
     os.environ.setdefault("STOCKTREND_HOME", tempfile.mkdtemp(prefix="universe-choice-"))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -43,12 +45,16 @@ def main() -> None:
     from stocktrend.tune.search import SearchOptions, run_search
     from stocktrend.tune.space import trial_model_config
 
+    from stocktrend.quickstart import SEARCH_EPOCH_WINDOWS
+    epoch_windows = SEARCH_EPOCH_WINDOWS if args.epoch_windows is None else args.epoch_windows
+    print(f"search trials: {args.trials} x <= 6 epochs of {epoch_windows or 'all'} training windows")
     summary = {}
     for universe in args.universes.split(","):
         t0 = time.perf_counter()
         init_ray(num_cpus=None, verbose=False)
         res = run_search(SearchOptions(name=f"choice-{universe}", preset="small", num_samples=args.trials,
-                                       max_epochs=6, grace_period=2, universe=universe, register=False))
+                                       max_epochs=6, grace_period=2, universe=universe, register=False,
+                                       epoch_windows=epoch_windows))
         shutdown_ray()
         best = res["best_config"]
         t_search = time.perf_counter() - t0

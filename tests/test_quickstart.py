@@ -56,12 +56,14 @@ def test_quickstart_end_to_end_then_rerun_reuses_the_cache(tmp_path):
         assert p["label"] in ("Bajista", "Alcista") and p["signal"] in ("SELL", "BUY")
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     tick = s["predict_ticker"]
-    # The default universe (tech): the last test window is GOOG's, on the test segment's last labelled day.
-    assert tick["version"] == 1 and tick["date"] == "2013-02-22" and tick["ticker"] == "GOOG"
+    # The default universe (msft): the last test window is MSFT's, on the test segment's last labelled day; MSFT's
+    # 7,978 bars exceed the endpoint's 5,000-bar limit, so the sample request sends the last 2,000.
+    assert tick["version"] == 1 and tick["date"] == "2017-11-03" and tick["ticker"] == "MSFT"
+    assert "the last 2000 raw daily bars of MSFT" in out
     # The ticker route recomputes features from raw bars: same answer as the last test window sent to /predict.
     assert tick["probabilities"]["Alcista"] == pytest.approx(preds[-1]["probabilities"]["Alcista"], abs=1e-4)
     # By ticker name alone the server uses its universe's bars up to as_of: the same answer again.
-    assert s["predict_by_name"]["date"] == "2013-02-22" and s["predict_by_name"]["ticker"] == "GOOG"
+    assert s["predict_by_name"]["date"] == "2017-11-03" and s["predict_by_name"]["ticker"] == "MSFT"
     assert s["predict_by_name"]["probabilities"] == pytest.approx(tick["probabilities"], abs=1e-6)
     assert f"http://127.0.0.1:{port}" in out and "endpoint stopped" in out
 

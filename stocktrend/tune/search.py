@@ -42,6 +42,7 @@ class SearchOptions:
     num_samples: int = 8
     max_epochs: int = 12  # ASHA max_t
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped
+    epoch_windows: int = 0  # > 0: training windows per trial epoch (a fresh random draw each epoch); 0 = all
     reduction_factor: int = 2
     metric: str = "val_loss"  # or val_auc
     max_concurrent: int = 0  # 0 = as many 1-worker trials as the cluster has CPUs for
@@ -319,6 +320,9 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--num-samples", type=int, default=d.num_samples)
     ap.add_argument("--max-epochs", type=int, default=d.max_epochs)
     ap.add_argument("--grace-period", type=int, default=d.grace_period)
+    ap.add_argument("--epoch-windows", type=int, default=d.epoch_windows,
+                    help="training windows per trial epoch, a fresh random draw each epoch (default 0: all); caps "
+                         "what an epoch costs on a large panel")
     ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
     ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc", "val_mae"])
     ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
@@ -359,7 +363,7 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
         a.name = a.name if a.name != d.name else f"smoke-test-{time.strftime('%Y%m%d-%H%M%S')}"
         a.model_name = f"{a.model_name}-smoke-test"
     return SearchOptions(name=a.name, preset=a.preset, model=a.model, num_samples=a.num_samples,
-                         max_epochs=a.max_epochs,
+                         max_epochs=a.max_epochs, epoch_windows=max(0, a.epoch_windows),
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
                          max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
                          cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,

@@ -50,7 +50,8 @@ def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     tcfg = TrainConfig(preset=opts.preset, model=kind, epochs=opts.max_epochs,
                        batch_size=int(config.get("batch_size", 64)), lr=lr, max_lr=lr * 5,
                        weight_decay=float(config.get("weight_decay", 5e-3)), accumulate=1, patience=opts.max_epochs,
-                       monitor=opts.metric, monitor_mode=opts.mode, seed=opts.seed, progress=False)
+                       monitor=opts.metric, monitor_mode=opts.mode, seed=opts.seed, progress=False,
+                       epoch_windows=opts.epoch_windows)
     if zoo.is_sklearn(kind):
         _fit_sklearn(data, tcfg, mcfg)
     elif opts.workers_per_trial <= 1 and not opts.nested_train:

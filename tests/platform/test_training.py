@@ -133,3 +133,30 @@ def test_finetune_from_registered_model(planted, monkeypatch, tmp_path):
     assert tuned.fit.model_config == base.fit.model_config
     ckpt = read_checkpoint(tuned.checkpoint_path)
     assert ckpt["extra"]["finetune_from"] == "ft@1"
+
+
+def test_epoch_windows_draws_a_fresh_subset_each_epoch(planted):
+    """A capped epoch trains on epoch_windows windows (3 batches of 32 here, of a ~1,300-window segment), a different
+    draw each epoch; validation still sees the whole segment."""
+    import lightning.pytorch as pl
+
+    class Seen(pl.Callback):
+        def __init__(self):
+            self.train: dict[int, list[float]] = {}
+            self.val_windows = 0
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.train.setdefault(trainer.current_epoch, []).extend(batch[0].float().sum(dim=(1, 2)).tolist())
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            self.val_windows += len(batch[0])
+
+    seen = Seen()
+    cfg = TrainConfig(**{**FAST.__dict__, "epochs": 2, "epoch_windows": 96})
+    assert cfg.train_batch_limit() == 3 and cfg.train_batch_limit(world_size=2) == 2
+    assert TrainConfig().train_batch_limit() is None
+    fit(planted, cfg, callbacks=[seen], run_test=False)
+    assert len(planted.samples["train"]) > 1000
+    assert [len(v) for v in seen.train.values()] == [96, 96]
+    assert set(seen.train[0]) != set(seen.train[1])
+    assert seen.val_windows == 2 * len(planted.samples["val"])

@@ -103,7 +103,8 @@ def train_loop(cfg: dict[str, Any]) -> None:
                          precision=pick_precision(accelerator, tcfg.precision), gradient_clip_val=tcfg.grad_clip,
                          accumulate_grad_batches=tcfg.accumulate, callbacks=callbacks, enable_checkpointing=False,
                          logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0)
+                         num_sanity_val_steps=0,
+                         limit_train_batches=tcfg.train_batch_limit(ray.train.get_context().get_world_size()))
     trainer = prepare_trainer(trainer)
     dm = data_module(data, tcfg)
     checkpoint = ray.train.get_checkpoint()

@@ -43,6 +43,16 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16-mixed on CPUs with bf16 support and on bf16 GPUs, else 32
     seed: int = 42
     progress: bool = True  # progress bar
+    # > 0: an epoch trains on this many windows (a fresh random draw of the shuffled, oversampled training segment each
+    # epoch; Lightning's limit_train_batches), so a search on a large panel costs per epoch what a one-ticker one does.
+    # Validation always sees the whole segment. 0: every window, every epoch.
+    epoch_windows: int = 0
+
+    def train_batch_limit(self, world_size: int = 1) -> int | None:
+        """Batches per epoch (per worker) for ``epoch_windows``; None = no limit."""
+        if self.epoch_windows <= 0:
+            return None
+        return max(1, -(-self.epoch_windows // (self.batch_size * max(1, world_size))))
 
 
 def pick_accelerator(requested: str = "auto") -> str:
@@ -137,7 +147,7 @@ def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path
                                                                                            tcfg.precision),
         gradient_clip_val=tcfg.grad_clip, accumulate_grad_batches=tcfg.accumulate, callbacks=callbacks,
         default_root_dir=str(workdir), logger=False, enable_progress_bar=tcfg.progress, enable_model_summary=False,
-        deterministic=False, num_sanity_val_steps=0, **extra)
+        deterministic=False, num_sanity_val_steps=0, limit_train_batches=tcfg.train_batch_limit(), **extra)
 
 
 def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any = None,
