@@ -3,12 +3,13 @@
     python bench/universe_choice.py [--universes msft,tech] [--folds 3] [--epochs 10] [--trials 6] [--epoch-windows N]
 
 For each universe: the quickstart's search (small preset, ``--trials`` trials x <= 6 epochs of ``--epoch-windows``
-training windows (default: the quickstart's), ASHA, Optuna TPE, two 1-CPU trials at a time), then the best configuration retrained from scratch on ``--folds`` expanding walk-forward
-folds (early stopping on each fold's validation block). The choice is made on the mean **validation** AUC of the
-folds (the blocks right before each test block), never on test. Test figures are printed next to it, pooled over the
-folds' test blocks: the model and the baselines (majority, momentum, logistic regression, gradient boosting) with a
-bootstrap AUC interval, the backtest Sharpe after 5 bps, and for panels the rank IC (Newey-West t) and the long-short
-Sharpe after costs. Takes ~10-25 minutes per universe on 2 cores.
+training windows (default: the quickstart's), ASHA, Optuna TPE, two 1-CPU trials at a time), then the best
+configuration retrained from scratch on ``--folds`` expanding walk-forward folds (early stopping on each fold's
+validation block). The choice is made on the mean **validation** AUC of the folds (the blocks right before each test
+block), never on test. Test figures are printed next to it, pooled over the folds' test blocks: the model and the
+baselines (majority, momentum, logistic regression, gradient boosting) with a bootstrap AUC interval, the backtest
+Sharpe after 5 bps, and for panels the rank IC (Newey-West t) and the long-short Sharpe after costs. Takes ~2-11
+minutes per universe on 2 cores.
 """
 
 import argparse
@@ -100,7 +101,8 @@ def main() -> None:
             if d["ic"]:
                 ric = [c["rank_ic_mean"] for c in d["ic"]]
                 tt = [c["rank_ic_t"] for c in d["ic"]]
-                line += (f"  rank IC {np.nanmean(ric):.3f} (t per fold {', '.join(f'{t:.2f}' for t in tt)})  "
+                mean_ic = "n/a (constant score)" if np.all(np.isnan(ric)) else f"{np.nanmean(ric):.3f}"
+                line += (f"  rank IC {mean_ic} (t per fold {', '.join(f'{t:.2f}' for t in tt)})  "
                          f"long-short Sharpe {np.mean(d['ls']):.2f}")
             print(line, flush=True)
         summary[universe] = folds["val_auc"].mean()
