@@ -138,13 +138,17 @@ def serve_cmd(
                          f"another)")
     # What the replicas will load must exist before Ray starts: an unknown model is one line in a second or two, not a
     # failed deployment after 40 s.
+    from stocktrend.platform.registry.checkpoint import Predictor
     if Path(model).suffix in (".pt", ".ckpt") or Path(model).exists():
         if not Path(model).is_file():
             raise ValueError(f"{model}: no such checkpoint file")
+        path = Path(model)
     else:
         info = registry.get_version(*registry.parse_spec(model))
         typer.echo(f"model        : {model} = version {info['version']} ({info['model_kind']}, label "
                    f"{info['label_kind'] or '?'})")
+        path, _ = registry.download(*registry.parse_spec(model))
+    Predictor.load(path)  # a corrupt or unsafe file is one CheckpointError line here, not a failed deployment
     from ray import serve
 
     from stocktrend.platform.training.distributed import init_ray

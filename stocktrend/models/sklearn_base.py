@@ -1,8 +1,9 @@
 """What the scikit-learn models (``rf``, ``gbm``) share: flattened windows in, class probabilities out, and a
 pickle-free file format.
 
-A fitted estimator is stored with skops (a zip of JSON + numpy arrays, no pickle) and loaded with an explicit allow-list
-of types: a crafted file that names any other type, or a pickle put in its place, is refused before anything runs.
+A fitted estimator is stored with skops (a zip of JSON + numpy arrays, no pickle) and loaded with an allow-list of
+types: what skops trusts by default (numpy, builtins, scikit-learn's estimators and their internals) plus the two tree
+types below. A crafted file that names any other type, or a pickle put in its place, is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def loads(data: bytes):
         raise UnsafeModelFile(f"not a skops model file ({type(exc).__name__}: {exc}); pickles are refused") from None
     if untrusted:
         raise UnsafeModelFile(f"refused: the model file names types outside the allow-list: {', '.join(untrusted[:5])}")
-    return sio.loads(data, trusted=TRUSTED_TYPES)
+    try:
+        return sio.loads(data, trusted=TRUSTED_TYPES)
+    except Exception as exc:  # a malformed (not malicious: its types were checked) file: one clear error
+        raise UnsafeModelFile(f"unreadable skops model file ({type(exc).__name__}: {exc})") from None
 
 
 class SklearnNet:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
@@ -41,6 +41,11 @@ api = FastAPI(title="stocktrend", description="Stock-trend predictions from the 
 
 
 api.add_middleware(BodyLimit)
+
+
+def _authorized(request: Request) -> None:
+    """As a route dependency: the token is checked before FastAPI validates the body (401, not 422 details)."""
+    check_token(request)
 
 
 @api.exception_handler(ClientError)
@@ -279,7 +284,7 @@ class StockTrendService:
         u = pred.source_universe()
         return prices, u.market, u.indicators
 
-    @api.post("/predict/ticker", response_model=TickerResponse)
+    @api.post("/predict/ticker", response_model=TickerResponse, dependencies=[Depends(_authorized)])
     async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
         """Raw daily bars (``prices``) or just a ``ticker`` of the model's universe (optionally ``as_of`` a date) ->
         the training feature path -> the prediction for the next ``horizon`` days after the last bar."""

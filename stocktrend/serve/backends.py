@@ -25,7 +25,8 @@ log = logging.getLogger("stocktrend.serve")
 
 from stocktrend.serve.config import BACKENDS  # noqa: E402  (one list for the CLI, the app and this module)
 DEFAULT_BACKEND = "onnx"
-# Largest allowed |p_backend - p_fp32| on the probe windows (probabilities, or the regression output).
+# Largest allowed |p_backend - p_fp32| on the probe windows: probabilities and confidences as they are, predicted
+# returns divided by their standard deviation over the probe windows (at least 0.01).
 BOUNDS = {"torch": 0.0, "onnx": 1e-4, "torch-bf16": 2e-2, "onnx-int8": 2e-2}
 PROBE_WINDOWS = 64
 
@@ -140,7 +141,14 @@ class ServedModel:
         x = x.astype(np.float32)
         ref, _ = self.pred.predict_proba(x, 512, False)
         got, _ = self.predict_proba(x, 512, False)
-        return float(np.abs(got - ref).max())
+        diff = np.abs(got - ref)
+        # A predicted return is ~1e-2 in size: its error counts relative to its spread over the probe windows (at
+        # least 0.01, a typical 5-day move), so a backend that flips or scrambles returns cannot pass a bound set for
+        # probabilities.
+        for j, name in enumerate(self.pred.output_names):
+            if name == "return":
+                diff[:, j] /= max(float(ref[:, j].std()), 1e-2)
+        return float(diff.max())
 
     # -- inference -----------------------------------------------------------------------------------------------
     def predict_proba(self, windows: np.ndarray, batch_size: int = 512,

@@ -3,7 +3,7 @@ validation messages, the OpenAPI body of /predict and bearer-token auth."""
 import hmac
 import os
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -20,20 +20,40 @@ class ClientError(Exception):
 
 class BodyLimit:
     """Pure ASGI middleware (no extra task per request, unlike ``@app.middleware``): a declared body over the limit
-    is answered 413 before it is read. Bodies without a Content-Length are counted while read (``read_body``)."""
+    is answered 413 before it is read. Bodies without a Content-Length are counted while read, on every route."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            declared = False
             for key, value in scope["headers"]:
-                if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-                    answer = JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
-                                                     f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)
-                    await answer(scope, receive, send)
-                    return
+                if key == b"content-length" and value.isdigit():
+                    declared = True
+                    if int(value) > MAX_BODY_BYTES:
+                        answer = JSONResponse({"detail": f"request body of {int(value)} bytes exceeds the "
+                                                         f"{MAX_BODY_BYTES}-byte limit"}, status_code=413)
+                        await answer(scope, receive, send)
+                        return
+            if not declared:  # chunked: count while whoever reads the body (FastAPI or read_body) reads it
+                receive = _counting(receive)
         await self.app(scope, receive, send)
+
+
+def _counting(receive):
+    size = 0
+
+    async def limited():
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                # An HTTPException: FastAPI's body reader and the routes' error guard pass it through as a 413.
+                raise HTTPException(413, f"request body exceeds the {MAX_BODY_BYTES}-byte limit")
+        return message
+    return limited
 
 
 async def read_body(request: Request) -> bytes:

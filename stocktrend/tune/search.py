@@ -198,6 +198,11 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     if len(tasks) > 1:
         raise ValueError(f"models {opts.model} predict different things ({', '.join(sorted(tasks))}): their losses "
                          f"do not compare; search them separately")
+    kinds_sk = {zoo.is_sklearn(k) for k in opts.models}
+    if len(kinds_sk) > 1 and opts.metric == "val_loss":
+        raise ValueError(f"{opts.model} mixes torch and scikit-learn models: their validation losses do not compare "
+                         f"(the torch models' is class-weighted with label smoothing, scikit-learn's a plain log-loss); "
+                         f"rank them with --metric val_auc (or val_acc / val_mcc)")
     if tasks == {"regression"} and opts.metric not in ("val_loss", "val_mae"):
         raise ValueError(f"{opts.model} regresses the forward return: use --metric val_loss or val_mae")
     t0 = time.perf_counter()

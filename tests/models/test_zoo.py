@@ -115,3 +115,31 @@ def test_presets_and_sizes():
     assert zoo.count_parameters(seed) == 57_731  # the seed's SimpleLSTM: ~57.7k at 21 inputs / 3 classes
     for kind in zoo.KINDS:
         assert set(zoo.presets(kind)) == {"seed", "small", "tiny"}
+
+
+def test_retraining_on_other_columns_rebuilds_the_towers_by_name():
+    """Walk-forward folds and the seeds' protocol select and order their own top-K features: dual_tower's and
+    lstm_transformer's column positions must follow the names, not the original model's positions."""
+    from stocktrend.platform.evaluation.retrain import config_for_columns
+    from stocktrend.platform.training.local import model_config_for
+
+    data = build_dataset(DataConfig(top_k=16, sequence_length=10), universe=planted_signal_universe(600, seed=3),
+                         use_cache=False)
+    for kind in ("dual_tower", "lstm_transformer"):
+        d = data if kind == "dual_tower" else build_dataset(
+            DataConfig(top_k=16, sequence_length=10, label_kind="regression"),
+            universe=planted_signal_universe(600, seed=3), use_cache=False)
+        names = list(d.transforms.input_names)
+        cfg = model_config_for(d, "tiny", kind)
+
+        class P:  # the parts of a Predictor config_for_columns reads
+            config, model_kind = cfg, kind
+        shuffled = names[::-1]
+        got = config_for_columns(P, d, shuffled)
+        for field in ("stock_idx", "context_idx", "static_idx"):
+            if hasattr(cfg, field):
+                before = [names[i] for i in getattr(cfg, field)]
+                after = [shuffled[i] for i in getattr(got, field)]
+                assert sorted(before) == sorted(after), field
+                assert not before or getattr(got, field) != getattr(cfg, field), field
+        assert config_for_columns(P, d) == cfg  # the same columns: the same config

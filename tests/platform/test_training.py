@@ -160,3 +160,64 @@ def test_epoch_windows_draws_a_fresh_subset_each_epoch(planted):
     assert [len(v) for v in seen.train.values()] == [96, 96]
     assert set(seen.train[0]) != set(seen.train[1])
     assert seen.val_windows == 2 * len(planted.samples["val"])
+
+
+def test_a_last_bar_without_market_data_is_refused_not_mislabelled(trained, planted):
+    """Features are computed on the dates the ticker shares with its market series: a bar after the market's last
+    day would silently drop, and the prediction would be for an earlier day than the one reported."""
+    from stocktrend.platform.data.sources import DataValidationError
+    from stocktrend.platform.registry.checkpoint import make_checkpoint
+    pred = Predictor(make_checkpoint(trained.module.model, trained.model_config, planted))
+    u = planted_signal_universe(2000, noise=0.001, seed=1)
+    prices = u.tickers["SIG0"]
+    short_market = {k: v.iloc[:-3] for k, v in u.market.items()}
+    with pytest.raises(DataValidationError, match=r"has no market/indicator data on that day.*MKT"):
+        pred.features_from_prices(prices, short_market)
+    pred.features_from_prices(prices.iloc[:-3], short_market)  # up to the market's last day: fine
+
+
+def test_malformed_checkpoint_fields_are_one_clear_error(trained, planted):
+    from stocktrend.platform.registry.checkpoint import make_checkpoint
+    good = make_checkpoint(trained.module.model, trained.model_config, planted)
+    assert set(good["segment_dates"]) == {"train", "val", "test"}
+    for broken in ({k: v for k, v in good.items() if k != "transforms"},  # a missing field
+                   {**good, "sequence_length": "thirty"},  # a field of the wrong type
+                   {**good, "state_dict": {k: v[:1] if v.dim() else v for k, v in good["state_dict"].items()}}):  # shapes
+        with pytest.raises(CheckpointError, match="the checkpoint is malformed"):
+            Predictor(broken)
+
+
+def test_scoring_on_another_universe_keeps_only_days_after_the_models_training(trained, planted):
+    """evaluate --universe U: U's test segment comes from U's own dates; windows dated inside the period the model
+    trained or was validated on are cut (all of them: a clear error)."""
+    import pandas as pd
+
+    from stocktrend.platform.evaluation.report import _after_training
+    from stocktrend.platform.registry.checkpoint import make_checkpoint
+    pred = Predictor(make_checkpoint(trained.module.model, trained.model_config, planted))
+    test = planted.samples["test"]
+    dates = pd.DatetimeIndex(planted.dates[test])
+    mid = dates[len(dates) // 2]
+    pred.ckpt["segment_dates"]["val"] = [pred.ckpt["segment_dates"]["val"][0], str(mid.date())]
+    cut, note = _after_training(pred, planted)
+    kept = pd.DatetimeIndex(cut.dates[cut.samples["test"]])
+    assert 0 < len(kept) < len(test) and kept.min() > mid + pd.offsets.BDay(planted.config.horizon)
+    assert f"{len(kept)} of {len(test)} windows" in note
+    pred.ckpt["segment_dates"]["val"][1] = str(dates.max().date())
+    with pytest.raises(ValueError, match="no honest test window"):
+        _after_training(pred, planted)
+
+
+def test_by_name_uses_the_tickers_the_model_was_trained_on(trained, planted):
+    """A model trained on a --ticker subset of a universe answers by name for those tickers only, from the last day
+    its market series cover."""
+    from stocktrend.platform.registry.checkpoint import UnknownTickerError, make_checkpoint
+    ckpt = make_checkpoint(trained.module.model, trained.model_config, planted)
+    ckpt["data_config"] = {**ckpt["data_config"], "universe": "tech", "tickers": ["AAPL"], "data_dir": None,
+                           "market": None, "indicators": []}
+    pred = Predictor(ckpt)
+    assert list(pred.source_universe().tickers) == ["AAPL"]
+    with pytest.raises(UnknownTickerError, match="answers for AAPL"):
+        pred.bars_for("MSFT")
+    bars, market, _ = pred.bars_for("AAPL")
+    assert bars.index[-1] <= min(m.index[-1] for m in market.values())

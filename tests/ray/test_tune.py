@@ -57,8 +57,10 @@ def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
     """--model lstm,gbm: the kind is a search dimension (a torch model and a scikit-learn one side by side); the best
     trial is registered as its own kind."""
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="--metric val_auc"):  # torch and scikit-learn losses do not compare
+        run_search(SearchOptions(name="zoo", preset="tiny", model="lstm,gbm"))
     opts = SearchOptions(name="zoo", preset="tiny", model="lstm,gbm", num_samples=3, max_epochs=2, grace_period=1,
-                         model_name="zoo-search")
+                         model_name="zoo-search", metric="val_auc")
     res = run_search(opts)
     table = res["table"]
     assert (table["status"] != "error").all(), table["error"].tolist()

@@ -238,6 +238,15 @@ def test_nan_inf_history_and_body_limits(served):
     big = b'{"windows": [' + b"0" * (9 * 2**20) + b"]}"
     r = httpx.post(f"{url}/predict", content=big, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 413 and "exceeds" in r.text
+
+    def chunks():  # no Content-Length (chunked): counted while read, on both routes
+        yield b'{"prices": ['
+        for _ in range(9 * 16):
+            yield b" " * 2**16
+        yield b"]}"
+    for route in ("/predict/ticker", "/predict"):
+        r = httpx.post(f"{url}{route}", content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 413 and "exceeds" in r.text, (route, r.status_code, r.text[:200])
     assert httpx.post(f"{url}/predict", json={"windows": [[[0.0] * 12] * 20]}, timeout=30).status_code == 200
 
 
@@ -284,6 +293,10 @@ def test_auth(served):
     assert httpx.post(f"{url}/predict", json=ok, headers={"Authorization": "Bearer nope"}, timeout=30).status_code == 401
     r = httpx.post(f"{url}/predict", json=ok, headers={"Authorization": "Bearer s3cret"}, timeout=30)
     assert r.status_code == 200, r.text
+    # The token is checked before the body is validated: no validation details for a caller without it.
+    assert httpx.post(f"{url}/predict/ticker", json={"bogus": 1}, timeout=30).status_code == 401
+    r = httpx.post(f"{url}/predict/ticker", json={"bogus": 1}, headers={"Authorization": "Bearer s3cret"}, timeout=30)
+    assert r.status_code == 422, r.text
 
 
 class Loop:

@@ -15,9 +15,11 @@ from stocktrend.platform.data.dataset import PreparedData, fit_transforms
 from stocktrend.platform.data.labels import LabelKind
 
 
-def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42
-                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Windows and labels per segment under the seeds' (leaky) protocol, built from the same cached features."""
+def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42,
+                   with_names: bool = False):
+    """Windows and labels per segment under the seeds' (leaky) protocol, built from the same cached features. With
+    ``with_names`` also the input columns' names, in order (its own feature selection orders them differently from
+    the honest data set's)."""
     from imblearn.over_sampling import RandomOverSampler
     kind = data.kind
     if kind is LabelKind.regression:
@@ -42,4 +44,5 @@ def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (
     n_tr = int(len(perm) * fractions[0])
     n_va = int(len(perm) * fractions[1])
     parts = {"train": perm[:n_tr], "val": perm[n_tr:n_tr + n_va], "test": perm[n_tr + n_va:]}
-    return {seg: (view[res_rows[p] - L + 1], data.y[res_rows[p]]) for seg, p in parts.items()}
+    segments = {seg: (view[res_rows[p] - L + 1], data.y[res_rows[p]]) for seg, p in parts.items()}
+    return (segments, list(tf.input_names)) if with_names else segments

@@ -166,6 +166,28 @@ def plots(out: Path, pred: Predictor, data: PreparedData, probs: dict, scores: d
     return files
 
 
+def _after_training(pred: Predictor, data):
+    """Scoring on another universe: its test segment comes from its own dates, which may fall inside the period the
+    model trained on (same market days, maybe the same tickers). Keep only test windows dated after the model's
+    validation segment plus the label horizon."""
+    seen = pred.ckpt.get("segment_dates", {}).get("val")
+    if not seen:
+        return data, ("another universe's test segment; this checkpoint does not record its training dates, so these "
+                      "days may overlap them.")
+    cutoff = pd.Timestamp(seen[1]) + pd.offsets.BDay(pred.data_config.horizon)
+    rows = data.samples["test"]
+    keep = rows[pd.DatetimeIndex(data.dates[rows]) > cutoff]
+    if len(keep) == 0:
+        raise ValueError(f"the test segment of universe {data.config.universe} ({data.date_range('test')[0]} .. "
+                         f"{data.date_range('test')[1]}) lies inside the period this model trained and was validated "
+                         f"on (up to {seen[1]}): there is no honest test window; use a universe with later data")
+    log.info("scoring on %s: %d of %d test windows dated after the model's validation end %s (+%d days)",
+             data.config.universe, len(keep), len(rows), seen[1], pred.data_config.horizon)
+    note = (f"another universe's test segment, cut to the {len(keep)} of {len(rows)} windows dated after the model's "
+            f"validation end ({seen[1]}) plus the horizon, so none falls inside the period it trained on.")
+    return replace(data, samples={**data.samples, "test": keep}), note
+
+
 def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | None = None,
              log_to_mlflow: bool = True) -> dict[str, Any]:
     opts = opts or EvalOptions()
@@ -178,6 +200,9 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
         log.warning("the data differ from the model's training data (hash %s vs %s): scoring on today's data",
                     data.panel.data_hash, pred.ckpt["data_hash"])
     data = data.with_transforms(pred.transforms)  # always the checkpoint's own scaler and features
+    test_note = "never used for training, model selection or fitting transforms."
+    if opts.universe and (opts.universe != pred.data_config.universe or pred.data_config.data_dir):
+        data, test_note = _after_training(pred, data)
     out_matrix, _ = pred.predict_proba(data.windows(data.samples["test"]))
 
     out = Path(out_dir) if out_dir else default_home() / "reports" / f"{spec.replace('@', '-').replace('/', '_')}"
@@ -188,7 +213,7 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
              f"{', '.join(pred.ckpt['tickers'])} (data hash {pred.ckpt['data_hash']}); label {pred.kind.value}, "
              f"horizon {pred.data_config.horizon} days, window {pred.seq_len} days.", "",
              f"Test segment: {data.date_range('test')[0]} .. {data.date_range('test')[1]}, "
-             f"{len(data.samples['test'])} windows; never used for training, model selection or fitting transforms.",
+             f"{len(data.samples['test'])} windows; {test_note}",
              ""]
     if pred.task == "regression":
         result, files, verdict_lines = _regression_report(pred, data, out_matrix[:, 0], opts, out, lines)

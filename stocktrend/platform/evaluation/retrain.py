@@ -16,7 +16,7 @@ from stocktrend.platform.evaluation.cross_section import MIN_NAMES, evaluate_pan
 from stocktrend.platform.evaluation.metrics import backtest, classification_scores
 from stocktrend.platform.evaluation.regression import REG_COLS, score_returns
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
-from stocktrend.platform.training.local import TrainConfig, fit
+from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,26 @@ def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
     return replace(tcfg, model=pred.model_kind, epochs=epochs or tcfg.epochs, progress=False)
 
 
+INDEX_FIELDS = ("stock_idx", "context_idx", "static_idx")  # config fields that name input columns by position
+
+
+def config_for_columns(pred: Predictor, data: PreparedData, input_names: list[str] | None = None):
+    """The model's architecture over *these* columns: a fold (or the seeds' protocol) selects and orders its own top-K
+    features, so the towers' / static branch's column positions are derived again from the names."""
+    present = [f for f in INDEX_FIELDS if hasattr(pred.config, f)]
+    if not present:
+        return pred.config
+    fresh = model_config_for(data, "small", pred.model_kind, input_names=input_names)
+    return replace(pred.config, **{f: getattr(fresh, f) for f in present})
+
+
 def retrained_outputs(pred: Predictor, data: PreparedData, windows: np.ndarray, epochs: int | None,
-                      datamodule=None) -> np.ndarray:
-    """Train the model's configuration afresh on ``data`` and return its output matrix on ``windows``."""
-    res = fit(data, retrain_config(pred, epochs), pred.config, run_test=False, datamodule=datamodule)
-    fresh = Predictor(make_checkpoint(res.module.model, pred.config, data, kind=pred.model_kind))
+                      datamodule=None, input_names: list[str] | None = None) -> np.ndarray:
+    """Train the model's configuration afresh on ``data`` (or ``datamodule``, whose columns are ``input_names``) and
+    return its output matrix on ``windows``."""
+    cfg = config_for_columns(pred, data, input_names)
+    res = fit(data, retrain_config(pred, epochs), cfg, run_test=False, datamodule=datamodule)
+    fresh = Predictor(make_checkpoint(res.module.model, cfg, data, kind=pred.model_kind))
     return fresh.predict_proba(windows)[0]
 
 
@@ -80,14 +95,14 @@ def leakage_audit(pred: Predictor, data: PreparedData, opts) -> pd.DataFrame:
     from stocktrend.platform.evaluation.audit import seeds_protocol
     if pred.task != "classification" or pred.model_kind in ("rf", "gbm"):
         raise ValueError("the leakage audit retrains classifiers trained with Lightning (hybrid, lstm, dual_tower)")
-    seeds = seeds_protocol(data)
+    seeds, seeds_names = seeds_protocol(data, with_names=True)
     names = list(data.kind.class_names)
     rows = []
-    for protocol, dm, test in (
+    for protocol, dm, test, names in (
             ("honest (chronological, purged)", StockDataModule(data), (data.windows(data.samples["test"]),
-                                                                       data.targets(data.samples["test"]))),
-            ("seeds (random split after oversampling)", ArrayDataModule(seeds), seeds["test"])):
-        p = retrained_outputs(pred, data, test[0], opts.epochs, datamodule=dm)
+                                                                       data.targets(data.samples["test"])), None),
+            ("seeds (random split after oversampling)", ArrayDataModule(seeds), seeds["test"], seeds_names)):
+        p = retrained_outputs(pred, data, test[0], opts.epochs, datamodule=dm, input_names=names)
         s = classification_scores(test[1], p, names, bootstrap=0)
         rows.append({"protocol": protocol, "who": "network", **{c: s[c] for c in SCORE_COLS}})
         x_tr, y_tr = ((data.windows(data.train_unbalanced), data.targets(data.train_unbalanced))

@@ -68,6 +68,9 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
         "horizon": data.config.horizon,
         "data_hash": data.panel.data_hash,
         "tickers": list(data.tickers),
+        # first and last sample date per segment: what the model saw (train, val), for scoring it on other data later
+        "segment_dates": {seg: list(data.date_range(seg)) for seg in ("train", "val", "test")
+                          if len(data.samples[seg])},
         "metrics": _plain(metrics or {}),
         "extra": _plain(extra or {}),
     }
@@ -146,6 +149,16 @@ class Predictor:
     """A loaded checkpoint: windows -> probabilities, or raw prices -> features -> the last window -> prediction."""
 
     def __init__(self, ckpt: dict[str, Any]):
+        try:
+            self._load(ckpt)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as exc:
+            # A file of the right format with missing or odd fields (hand-edited, truncated, from another version).
+            raise CheckpointError(f"the checkpoint is malformed ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})") from None
+
+    def _load(self, ckpt: dict[str, Any]) -> None:
         self.ckpt = ckpt
         self.model_kind = ckpt.get("model_kind", "hybrid")
         self.config = zoo.config_from_dict(self.model_kind, ckpt["model_config"])
@@ -268,6 +281,14 @@ class Predictor:
         """Raw validated OHLCV (+ market series) -> the scaled, selected rows, through the training feature code.
         ``ticker`` names the series (needed by models that take the ticker's identity)."""
         feats = build_features(prices, market or {}, indicators or {}, self.feature_config, name=ticker or "request")
+        if len(feats) and len(prices) and feats.index[-1] != prices.index[-1]:
+            # The context series (market, indicators) do not cover the last bar: the prediction would be for an
+            # earlier day than the one asked for.
+            ends = {k: v.index[-1].date() for k, v in {**(market or {}), **(indicators or {})}.items() if len(v)}
+            raise DataValidationError(
+                f"the last bar ({prices.index[-1].date()}) has no market/indicator data on that day (the model's "
+                f"context series end at {', '.join(f'{k} {d}' for k, d in ends.items())}); predictions need them "
+                f"on the last day: pass bars (or as_of) up to {min(ends.values()) if ends else 'their last day'}")
         missing = [n for n in self.transforms.selected if n not in feats.columns]
         if missing:
             raise DataValidationError(f"this model needs features from series that were not given: "
@@ -285,7 +306,9 @@ class Predictor:
         if getattr(self, "_universe", None) is None:
             from stocktrend.platform.data.sources import load_universe
             cfg = self.data_config
-            self._universe = load_universe(cfg.data_dir, None, list(cfg.market) if cfg.market is not None else None,
+            # The tickers the model was trained on (a --ticker subset loads only those; () = every ticker).
+            self._universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
+                                           list(cfg.market) if cfg.market is not None else None,
                                            list(cfg.indicators), universe=cfg.universe)
         return self._universe
 
@@ -302,14 +325,19 @@ class Predictor:
                                      f"({source})")
         prices = u.tickers[ticker]
         first, last = prices.index[0], prices.index[-1]
-        if as_of is not None:
+        context = [*u.market.values(), *u.indicators.values()]
+        if context:  # predictions need the context series on the last day: the last day they all cover
+            last = min(last, *(c.index[-1] for c in context if len(c)))
+        if as_of is None:
+            prices = prices.loc[:last]
+        else:
             try:
                 day = pd.Timestamp(as_of).normalize()
             except (ValueError, TypeError):
                 raise DataValidationError(f"as_of {as_of!r} is not a date (use YYYY-MM-DD)") from None
             if day < first or day > last:
                 raise DataValidationError(f"as_of {day.date()} is outside {ticker}'s data ({first.date()} .. "
-                                          f"{last.date()})")
+                                          f"{last.date()}): the days it and its market context both cover")
             prices = prices.loc[:day]
         if days is not None:
             prices = prices.iloc[-days:]

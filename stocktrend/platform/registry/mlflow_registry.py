@@ -118,9 +118,19 @@ def log_pyfunc(ckpt_path: Path, run_id: str, ckpt: dict[str, Any]):
             return mlflow.pyfunc.log_model(
                 name=MODEL_DIR, python_model=pyfunc_model.__file__, artifacts={"checkpoint": str(canonical)},
                 signature=infer_signature(example, out), input_example=example[:1],
-                pip_requirements=["stocktrend"],  # the platform itself, installed where the model is loaded
+                # The platform itself, at the version that wrote the model (it is not on PyPI: install it from the
+                # repository where the model is loaded; --env-manager local uses the current environment).
+                pip_requirements=[f"stocktrend=={_platform_version()}"],
                 metadata={"model_kind": pred.model_kind, "label_kind": pred.kind.value,
                           "outputs": pred.output_names})
+
+
+def _platform_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("stocktrend")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.1.0"
 
 
 def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_MODEL,

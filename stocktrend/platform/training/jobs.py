@@ -64,10 +64,11 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     data = data or build_dataset(data_cfg)
     if finetune_from:
         mcfg = base.config
-        if data.transforms.selected != base.transforms.selected:
-            # Keep the base model's inputs: its first layer was trained on those features in that order.
-            log.info("fine-tuning keeps the base model's %d selected features", len(base.transforms.selected))
-            data = data.with_transforms(base.transforms)
+        # Keep the base model's inputs: its first layer was trained on those features, in that order, on that scale
+        # (and, with --ticker-id, that ticker encoding).
+        log.info("fine-tuning keeps the base model's %d selected features and its scaler",
+                 len(base.transforms.selected))
+        data = data.with_transforms(base.transforms)
     else:
         mcfg = model_config_for(data, train_cfg.preset, train_cfg.model, **(model_overrides or {}))
     params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},

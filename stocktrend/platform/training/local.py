@@ -90,11 +90,13 @@ def pick_precision(accelerator: str, requested: str = "auto") -> str:
 STATIC_FEATURES = ("vol_60", "vol_120", "ret_120", "ret_250", "dist_max_250", "dist_min_250")
 
 
-def model_config_for(data: PreparedData, name: str, kind: str = "hybrid", **overrides: Any):
+def model_config_for(data: PreparedData, name: str, kind: str = "hybrid", input_names: list[str] | None = None,
+                     **overrides: Any):
     """A model preset sized for a data set: its input width, window, classes, and (for the models that split their
-    inputs) which columns go where, chosen by feature name."""
+    inputs) which columns go where, chosen by feature name (``input_names``: the columns of windows built some other
+    way than ``data``'s transforms)."""
     from stocktrend.platform.data.features import FeatureConfig, all_ticker_features
-    names = data.transforms.input_names
+    names = list(input_names) if input_names is not None else data.transforms.input_names
     sized: dict[str, Any] = {"n_features": data.n_features, "seq_len": data.seq_len}
     if zoo.task(kind, data.config.label_kind) != "regression":
         sized["n_classes"] = data.kind.n_classes
