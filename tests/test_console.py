@@ -16,7 +16,7 @@ from tests.ray.local_head import free_port
 
 CLI = str(Path(sys.executable).parent / "stocktrend")
 TRAIN = ["train", "--preset", "tiny", "--epochs", "1", "--accumulate", "1", "--top-k", "8", "--sequence-length", "10",
-         "--workers", "1", "--cpus-per-worker", "1"]
+         "--workers", "2", "--cpus-per-worker", "1"]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -48,20 +48,37 @@ def _ray_processes() -> int:
                if any("ray::" in c for c in (p.info["cmdline"] or [])))
 
 
+def _stale_ray_tmp() -> str:
+    """A Ray temp dir whose address file names a cluster that died without `ray stop` (issue 31): Ray's own
+    ray.init() would try to join it and retry without end."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths must stay under 108 bytes
+    (d / "ray").mkdir()
+    (d / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    return str(d)
+
+
 @pytest.mark.slow
-def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path):
+def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path, monkeypatch):
+    """Also issue 31: with a stale ray_current_cluster in Ray's temp dir, `train --workers 2` and `serve` start their
+    own private instance at once (before the fix both hung for minutes printing GCS warnings)."""
+    monkeypatch.setenv("RAY_TMPDIR", _stale_ray_tmp())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     home = tmp_path / "home"
     before = _ray_processes()
+    t0 = time.time()
     r = subprocess.run([CLI, *TRAIN], env=_env(home), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert time.time() - t0 < 240  # a 1-epoch tiny run (~50 s here); the hang it replaces never ended
     console = r.stdout + r.stderr
-    assert "pid=" not in console and "Traceback" not in console, console[-3000:]
+    assert "pid=" not in console and "Traceback" not in console and "GCS" not in console, console[-3000:]
     assert "registered   : stocktrend version 1" in r.stdout
     assert "pid=" in _log(home, "train")  # Ray's worker and controller output is in the command's log file
 
     assert subprocess.run([CLI, "models", "promote", "stocktrend", "1"], env=_env(home), capture_output=True,
                           timeout=120).returncode == 0
     port = free_port()
+    t0 = time.time()
     p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=_env(home), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -71,6 +88,7 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path)
             if line.startswith("metrics:"):
                 break
         assert any(ln.startswith("serving") for ln in lines), "".join(lines)
+        assert time.time() - t0 < 120
         assert httpx.post(f"http://127.0.0.1:{port}/predict/ticker", json={"ticker": "MSFT"},
                           timeout=60).status_code == 200
     finally:

@@ -47,7 +47,9 @@ def train_cmd(
                                           "all nodes (default $STOCKTREND_HOME/ray)."),
     max_failures: int = typer.Option(1, min=0, help="Ray: worker-group restarts from the last checkpoint."),
     keep_checkpoints: int = typer.Option(2, min=1, help="Ray: best checkpoints kept by --monitor."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else local)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join: host:port, ray://host:port, or auto (the "
+                                          "running local cluster); default $RAY_ADDRESS, else a private local "
+                                          "instance."),
     data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
                                        "shared-path (the feature cache on shared storage)."),
     start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
@@ -57,6 +59,9 @@ def train_cmd(
 ) -> None:
     """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
     MLflow Model."""
+    if workers:
+        from stocktrend.platform.training.ray_address import check_address
+        check_address(address)  # a dead cluster is one line now, not after the data set is built
     from stocktrend.platform.training.jobs import train_job
     from stocktrend.platform.training.local import TrainConfig
     cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
@@ -117,6 +122,9 @@ def serve_cmd(
     num_cpus: float = typer.Option(1.0, help="CPUs per replica (whole CPUs = its inference threads)."),
     python_proxy: bool = typer.Option(False, "--python-proxy", help="Use Ray's Python HTTP proxy instead of the "
                                       "HAProxy ingress."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join: host:port, ray://host:port, or auto (the "
+                                          "running local cluster); default $RAY_ADDRESS, else a private local "
+                                          "instance."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray Serve's own logs on the console."),
 ) -> None:
     """Serve the model over HTTP with Ray Serve (Ctrl-C stops it). Routes: /predict, /predict/ticker, /model,
@@ -133,6 +141,8 @@ def serve_cmd(
         console.setup("serve", True)
     if backend not in BACKENDS:
         raise typer.BadParameter(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from stocktrend.platform.training.ray_address import check_address
+    check_address(address)
     if not port_free(host, port):
         raise ValueError(f"port {port} on {host} is in use (another endpoint? stocktrend serve --port N picks "
                          f"another)")
@@ -158,7 +168,7 @@ def serve_cmd(
     ingress = configure_ingress(python_proxy)
     if verbose or STATE["verbose"]:  # the fast ingress's mode keeps Serve's logs off stderr; --verbose wants them
         os.environ["RAY_SERVE_LOG_TO_STDERR"] = "1"
-    init_ray()
+    init_ray(address)
     started = False
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})

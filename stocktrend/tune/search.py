@@ -172,7 +172,7 @@ def _check_capacity(opts: SearchOptions) -> SearchOptions:
                f"(1 CPU for the trial driver + {opts.workers_per_trial} worker(s) x {opts.cpus_per_worker:g} CPU)")
         msg = (f"{opts.max_concurrent} concurrent trial(s) x {how} = {need:g} CPUs, but the Ray cluster has "
                f"{have:g}: lower --max-concurrent, --workers-per-trial or --cpus-per-worker")
-        if opts.address or os.environ.get("RAY_ADDRESS"):
+        if (opts.address or os.environ.get("RAY_ADDRESS") or "local") != "local":
             log.warning("%s (continuing: an autoscaling cluster may add nodes)", msg)
         else:
             raise ValueError(msg)
@@ -351,7 +351,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--model-name", default=d.model_name)
     ap.add_argument("--promote", action="store_true", help="set the production alias on the best trial's version")
     ap.add_argument("--no-register", action="store_true")
-    ap.add_argument("--address", default=None, help="Ray address (default $RAY_ADDRESS or a local instance)")
+    ap.add_argument("--address", default=None, help="Ray cluster to join (host:port, ray://host:port, or auto = the "
+                    "running local cluster); default $RAY_ADDRESS, else a private local instance")
     ap.add_argument("--searcher", default=d.searcher, choices=["optuna", "random"])
     ap.add_argument("--scheduler", default=d.scheduler, choices=["asha", "fifo"])
     ap.add_argument("--nested-train", action="store_true",

@@ -20,23 +20,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_head():
-    """Yields the dashboard address of a fresh 2-CPU head; stops it afterwards.
+def local_head(env: dict | None = None):
+    """Yields the dashboard address of a fresh 2-CPU head; stops it afterwards. ``env``: the environment of `ray start`
+    (default: token authentication disabled).
 
     `ray stop` stops every Ray process on the machine, so the in-process instance of the test session is shut down
     first (the `ray_local` fixture starts it again in the next module)."""
     import ray
     ray.shutdown()
+    env = env or ENV
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # AF_UNIX socket paths must stay under 108 bytes
     port, dash = free_port(), free_port()
     start = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", f"--dashboard-port={dash}",
                             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
-                           capture_output=True, text=True, env=ENV, timeout=120)
+                           capture_output=True, text=True, env=env, timeout=120)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=ENV, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ from stocktrend.platform.registry import mlflow_registry as registry
 from stocktrend.platform.registry.checkpoint import Predictor
 from stocktrend.platform.data.dataset import build_dataset
 from stocktrend.tune.search import SearchOptions, run_search
-from tests.ray.local_head import local_head, submit
+from tests.ray.local_head import local_head
 from tests.ray.test_no_hang import POOR
 from tests.ray.test_raytrain import ROOT
 
@@ -73,10 +73,35 @@ def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
         run_search(SearchOptions(name="mixed", preset="tiny", model="lstm,lstm_transformer"))
 
 
-def test_search_through_ray_job_submit(tmp_path):
-    with local_head() as address:
-        job = submit(address, ROOT, {"STOCKTREND_HOME": str(tmp_path)}, "-m", "stocktrend.tune.search", "--preset",
-                     "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1", "--name", "job")
+def test_smoke_search_through_ray_job_submit_as_the_readme_says(tmp_path):
+    """Issues 30 + the README: a local `ray start --head` cluster with token authentication (on because
+    ~/.ray/auth_token exists), `ray job submit --working-dir . -- python -m stocktrend.tune.search --smoke-test` from a
+    shell with RAY_AUTH_MODE=token and no STOCKTREND_HOME: the results land in ~/stocktrend-runs, not in Ray's temporary
+    copy of the working directory, and `stocktrend models list` finds the version there."""
+    import os
+    import subprocess
+    import sys
+    user = tmp_path / "user"  # the user's home directory, for the cluster and the submitting shell
+    user.mkdir()
+    bin_dir = str(Path(sys.executable).parent)
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("STOCKTREND_HOME", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "RAY_AUTH_MODE")}
+    base.update(HOME=str(user), PATH=f"{bin_dir}:{base.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    gen = subprocess.run([f"{bin_dir}/ray", "get-auth-token", "--generate"], env=base, capture_output=True, text=True,
+                         timeout=60)
+    assert gen.returncode == 0 and (user / ".ray" / "auth_token").is_file(), gen.stderr[-2000:]
+    with local_head(env=base) as address:
+        cmd = ["ray", "job", "submit", f"--address={address}", "--working-dir", ".", "--", "python", "-m",
+               "stocktrend.tune.search", "--smoke-test", "--name", "job"]
+        refused = subprocess.run(cmd, env=base, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        job = subprocess.run(cmd, env={**base, "RAY_AUTH_MODE": "token"}, cwd=ROOT, capture_output=True, text=True,
+                             timeout=500)
+    assert refused.returncode != 0 and "RAY_AUTH_MODE" in refused.stdout + refused.stderr  # what the README explains
     assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-3000:])
     assert "succeeded" in job.stdout and "2 trials in" in job.stdout
-    assert (tmp_path / "searches" / "job" / "trials.csv").is_file()
+    durable = user / "stocktrend-runs"
+    assert f"results go to {durable}" in job.stdout  # the one line naming where the job's results went
+    assert (durable / "searches" / "job" / "trials.csv").is_file() and (durable / "mlflow.db").is_file()
+    listed = subprocess.run([f"{bin_dir}/stocktrend", "models", "list", "stocktrend-smoke-test"],
+                            env={**base, "STOCKTREND_HOME": str(durable)}, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "stocktrend-smoke-test v1" in listed.stdout, listed.stdout + listed.stderr

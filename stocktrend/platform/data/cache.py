@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +28,33 @@ log = logging.getLogger(__name__)
 COMPUTE_COUNT = {"tickers": 0}
 
 
+HOME_ENV = "STOCKTREND_HOME"
+DURABLE_HOME = "~/stocktrend-runs"  # the default when the working directory is Ray's temporary copy of a job's files
+_ANNOUNCED: set[str] = set()
+
+
+def in_ray_working_dir(cwd: Path | None = None) -> bool:
+    """The process runs inside Ray's temporary copy of a runtime-env working directory (``ray job submit
+    --working-dir``, a job's workers): ``.../runtime_resources/working_dir_files/_ray_pkg_<hash>/...``, which Ray
+    deletes when it is no longer used."""
+    parts = (cwd or Path.cwd()).resolve().parts
+    return "runtime_resources" in parts and any(p.startswith("_ray_pkg_") for p in parts)
+
+
 def default_home() -> Path:
-    """The project's run directory: $STOCKTREND_HOME, else ./stocktrend-runs."""
-    return Path(os.environ.get("STOCKTREND_HOME", "stocktrend-runs")).resolve()
+    """The project's run directory: $STOCKTREND_HOME, else ./stocktrend-runs; inside a Ray job's temporary working
+    directory (where ./stocktrend-runs would vanish with the job's files) ~/stocktrend-runs, named once on stderr."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    if in_ray_working_dir():
+        home = Path(DURABLE_HOME).expanduser().resolve()
+        if str(home) not in _ANNOUNCED:
+            _ANNOUNCED.add(str(home))
+            print(f"stocktrend: STOCKTREND_HOME is not set and this runs in Ray's temporary working directory "
+                  f"({Path.cwd()}); results go to {home} (set STOCKTREND_HOME, e.g. in --runtime-env-json, to choose)",
+                  file=sys.stderr, flush=True)
+        return home
+    return Path("stocktrend-runs").resolve()
 
 
 @dataclass

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 
 from stocktrend.platform.data.cache import default_home
+from stocktrend.platform.training.ray_address import (_init_bounded, _probe, connect_timeout_s,  # noqa: F401
+                                                       check_address, resolve_address, RayConnectionError)
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.training.local import FitResult, TrainConfig, pick_precision, test_metrics_of
 
@@ -161,12 +163,12 @@ def _report_callback(collector):
     return ForwardReports(collector)
 
 
-RAY_STATE = {"started_local": False, "verbose": True}
-
+RAY_STATE = {"started_local": False, "verbose": True, "where": ""}
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool | None = None) -> bool:
-    """Connect to ``address`` (or $RAY_ADDRESS), else start a local instance. Returns True when this call started a
-    local instance (the caller then owns its shutdown). ``verbose=False`` keeps workers' output off the console."""
+    """Join ``address`` (or $RAY_ADDRESS; ``auto`` = the running local cluster) within a bounded time, else start a
+    private local instance. Returns True when this call started a local instance (the caller then owns its
+    shutdown). ``verbose=False`` keeps workers' output off the console."""
     import ray
 
     from stocktrend.platform import console
@@ -176,18 +178,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         RAY_STATE["verbose"] = bool(console.STATE["verbose"])
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
+    target, source = resolve_address(address)
     # Under a CLI command Ray's worker output always reaches the driver, where the console module sends it to the
     # command's log file (or, with --verbose, to the terminal as Ray prints it).
     kw: dict[str, Any] = {"log_to_driver": RAY_STATE["verbose"] or console.log_path() is not None}
     if not RAY_STATE["verbose"]:
         kw["logging_level"] = logging.WARNING
-    if address:
-        ray.init(address=address, **kw)
+    if target is not None:
+        timeout = connect_timeout_s()
+        _probe(target, source, min(timeout, 5.0))
+        _init_bounded(target, source, timeout, kw)
+        RAY_STATE["where"] = f"joined the Ray cluster at {target} ({source})"
+        log.info("Ray: %s", RAY_STATE["where"])
         _reroute_logs()
         return False
-    ray.init(num_cpus=num_cpus, **kw)
+    ray.init(address="local", num_cpus=num_cpus, **kw)
     RAY_STATE["started_local"] = True
+    RAY_STATE["where"] = (f"a private local Ray instance ({ray.cluster_resources().get('CPU', 0):g} CPUs; "
+                          f"--address auto joins a running local cluster instead)")
+    log.info("Ray: %s", RAY_STATE["where"])
     _reroute_logs()
     return True
 
@@ -223,7 +232,7 @@ def _check_fits(rcfg: RayConfig) -> None:
     msg = (f"Ray Train asked for {rcfg.workers} worker(s) x ({rcfg.cpus_per_worker:g} CPU, {rcfg.gpus_per_worker:g} "
            f"GPU) = {' + '.join(short)}, more than the whole cluster has ({_resources_line()}): lower --workers, "
            f"--cpus-per-worker or --gpus-per-worker")
-    if rcfg.address or os.environ.get("RAY_ADDRESS"):
+    if (rcfg.address or os.environ.get("RAY_ADDRESS") or "local") != "local":
         log.warning("%s (continuing: an autoscaling cluster may add nodes; the start is bounded by %g s x %d "
                     "attempts)", msg, rcfg.start_timeout_s, rcfg.start_retries + 1)
         return
