@@ -41,20 +41,21 @@ def main() -> None:
     torch.set_num_threads(2)
     rows = []
     for kind in args.models.split(","):
+        spec = zoo.get(kind)
         cfg = DataConfig(universe=args.universe)
-        cfg = replace(cfg, label_kind=zoo.label_for(kind, cfg.label_kind))
+        cfg = replace(cfg, label_kind=spec.label_for(cfg.label_kind))
         data = build_dataset(cfg)
         tcfg = TrainConfig(preset="small", model=kind, epochs=args.epochs, patience=3, progress=False)
-        mcfg = model_config_for(data, "small", kind)
+        mcfg = model_config_for(data, "small", spec)
         t0 = time.perf_counter()
         r = fit(data, tcfg, mcfg, run_test=False)
         s_epoch = (time.perf_counter() - t0) / max(r.epochs_run, 1)
-        params = zoo.count_parameters(r.module.model) if not zoo.is_sklearn(kind) else None
+        params = zoo.count_parameters(r.module.model) if not spec.is_sklearn else None
         folds = []
         for b in walk_forward_boundaries(pd.DatetimeIndex(data.dates), n_folds=args.folds):
             fold = prepare(data.panel, data.config, b)
-            f = fit(fold, tcfg, model_config_for(fold, "small", kind), run_test=False)
-            pred = Predictor(make_checkpoint(f.module.model, f.model_config, fold, kind=kind))
+            f = fit(fold, tcfg, model_config_for(fold, "small", spec), run_test=False)
+            pred = Predictor(make_checkpoint(f.module.model, f.model_config, fold, kind=spec))
             out, _ = pred.predict_proba(fold.windows(fold.samples["test"]))
             if pred.task == "regression":
                 reg = score_returns(fold, out[:, 0])
@@ -62,7 +63,7 @@ def main() -> None:
             else:
                 scores, tests, _ = score_all(fold, out[:, :len(pred.class_names)], EvalOptions(bootstrap=0))
                 folds.append({n: {**s, "sharpe": tests[n].sharpe} for n, s in scores.items()})
-        keys = ("mae", "corr", "hit_rate") if zoo.task(kind, cfg.label_kind) == "regression" else \
+        keys = ("mae", "corr", "hit_rate") if spec.task(cfg.label_kind) == "regression" else \
             ("accuracy", "auc", "sharpe")
         for who in folds[0]:
             rows.append({"model": kind, "who": who, "params": params if who == "model" else None,

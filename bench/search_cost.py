@@ -106,7 +106,7 @@ def main() -> None:
     from stocktrend.platform import console
     from stocktrend.platform.data.cache import load_or_build_panel
     from stocktrend.platform.training.distributed import init_ray, shutdown_ray
-    from stocktrend.platform.data.sources import load_universe
+    from stocktrend.platform.data.universes import load_universe
     console.setup("bench-search", verbose=False)
     load_or_build_panel(load_universe(None, None))  # the feature cache, outside every timing
     rows = []

@@ -49,7 +49,9 @@ def main() -> None:
     from stocktrend.platform.evaluation.metrics import baseline_probabilities, classification_scores
     from stocktrend.platform.training.local import TrainConfig, fit
     from stocktrend.tune.search import SearchOptions
-    from stocktrend.tune.space import DEFAULTS, model_config
+    from stocktrend.models import hybrid
+    from stocktrend.platform.training.local import model_config_for
+    from stocktrend.tune.space import search_defaults
 
     stamp = int(time.time())
     base = SearchOptions(preset=args.preset, num_samples=args.trials, max_epochs=args.max_epochs,
@@ -73,9 +75,10 @@ def main() -> None:
 
     print("\n== default vs tuned (retrained locally, same epochs) on validation and test ==")
     rows = {}
-    for label, params in (("preset default", DEFAULTS[args.preset]), ("tuned (ASHA+TPE best)", asha["best_config"])):
+    default = search_defaults([hybrid.SPEC], args.preset)[0]
+    for label, params in (("preset default", default), ("tuned (ASHA+TPE best)", asha["best_config"])):
         data = build_dataset(DataConfig(sequence_length=int(params["sequence_length"]), top_k=int(params["top_k"])))
-        mcfg = model_config(args.preset, params, data.n_features, data.seq_len, data.kind.n_classes)
+        mcfg = hybrid.SPEC.from_params(model_config_for(data, args.preset, hybrid.SPEC), params)
         tcfg = TrainConfig(preset=args.preset, epochs=args.max_epochs, batch_size=int(params["batch_size"]),
                            lr=float(params["lr"]), max_lr=float(params["lr"]) * 5,
                            weight_decay=float(params["weight_decay"]), accumulate=1, patience=args.max_epochs,

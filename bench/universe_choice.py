@@ -44,6 +44,7 @@ def main() -> None:
     from stocktrend.platform.training.distributed import init_ray, shutdown_ray
     from stocktrend.platform.training.local import TrainConfig, fit
     from stocktrend.tune.search import SearchOptions, run_search
+    from stocktrend.models import hybrid
     from stocktrend.tune.space import trial_model_config
 
     from stocktrend.quickstart import SEARCH_EPOCH_WINDOWS
@@ -67,7 +68,7 @@ def main() -> None:
         rows, pooled = [], {}
         for k, b in enumerate(walk_forward_boundaries(pd.DatetimeIndex(base.dates), n_folds=args.folds)):
             fold = prepare(base.panel, base.config, b)
-            _, mcfg = trial_model_config(fold, "small", best, ["hybrid"])
+            _, mcfg = trial_model_config(fold, "small", best, [hybrid.SPEC])
             r = fit(fold, tcfg, mcfg, run_test=False)
             h = pd.DataFrame(r.history)
             val_auc = float(h.loc[h["val_loss"].idxmin(), "val_auc"])

@@ -71,3 +71,65 @@ def test_imports_flow_one_way(path: Path):
 def test_no_module_over_450_lines():
     long = {str(p.relative_to(PKG)): n for p in MODULES if (n := len(p.read_text().splitlines())) > 450}
     assert not long, f"modules over 450 lines (split where a second job hides): {long}"
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the stocktrend modules it imports (a ``from package import name`` counts the submodule when ``name``
+    is one, else the package module)."""
+    names = {"stocktrend." + ".".join(p.relative_to(PKG).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in MODULES}
+    graph = {}
+    for mod, path in names.items():
+        deps = set()
+        for imp in imports_of(path):
+            deps.add(imp if imp in names else imp.rsplit(".", 1)[0])
+        graph[mod] = {d for d in deps if d in names and d != mod}
+    return graph
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or through others (Tarjan's strongly connected components)."""
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"modules that import each other (move what both need to where it belongs): {cycles}"
+
+
+def test_the_zoo_is_a_list_of_specs_without_string_dispatch():
+    """Issue 27: zoo.py lists specs (no importlib, no per-kind branches); nothing outside stocktrend/models compares a
+    model's name to decide what to do."""
+    import re
+    zoo = (PKG / "models" / "zoo.py").read_text()
+    assert "importlib" not in zoo
+    assert not re.search(r"\bkind\s*(==|!=)|\bkind\s+(not\s+)?in\s*[(\[{]", zoo)
+    from stocktrend.models import zoo as zoo_mod
+    kinds = "|".join(zoo_mod.KINDS)
+    pattern = re.compile(rf"""(==|!=)\s*["']({kinds})["']|["']({kinds})["']\s*(==|!=)|\bin\s*\(["']({kinds})["']""")
+    hits = [f"{p.relative_to(PKG)}:{i}" for p in MODULES if "models" not in p.relative_to(PKG).parts
+            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, f"model names compared outside stocktrend/models (ask the ModelSpec instead): {hits}"

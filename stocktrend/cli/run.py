@@ -67,10 +67,10 @@ def train_cmd(
     cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
                       ticker_id)
     from stocktrend.models import zoo
-    zoo.check(model)
-    if preset not in zoo.presets(model):
-        raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(zoo.presets(model))}")
-    tcfg = TrainConfig(preset=preset, model=model, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
+    spec = zoo.get(model)  # the name is resolved once; downstream gets the spec (TrainConfig keeps the plain name)
+    if preset not in spec.presets:
+        raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(spec.presets)}")
+    tcfg = TrainConfig(preset=preset, model=spec.kind, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
                        accumulate=accumulate, patience=patience, monitor=monitor,
                        monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
                        precision=precision, seed=seed)
@@ -90,7 +90,7 @@ def train_cmd(
     _finish()
     r = out.fit
     typer.echo("")
-    size = ("scikit-learn" if zoo.is_sklearn(model) else
+    size = ("scikit-learn" if spec.is_sklearn else
             f"{sum(p.numel() for p in r.module.parameters()):,} parameters")
     typer.echo(f"trained      : {model}, {tcfg.preset} preset, {size}, {r.epochs_run} epoch(s) in {out.seconds:.0f} s; "
                f"best {tcfg.monitor} {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score is not None

@@ -7,18 +7,19 @@ the seed's towers worked on one day's features; the mean adds the window's level
 market state switch a stock signal on or off) before the dense head.
 
 Which input columns go to which tower is part of the config (``stock_idx`` / ``context_idx``), chosen by feature name
-when the model is built for a data set (``stocktrend.platform.training.local.model_config_for``).
+when the model is built for a data set (``towers``, called through ``SPEC.sized``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ SPACE: dict[str, tuple] = {"tower_out": ("choice", [16, 32, 64]), "dropout": ("u
 TINY_SPACE: dict[str, tuple] = {"tower_out": ("choice", [4, 8]), "dropout": ("uniform", 0.0, 0.2)}
 
 
-def preset(name: str, **overrides: Any) -> DualTowerConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown dual_tower preset {name!r}; available: {', '.join(PRESETS)}")
-    return DualTowerConfig(**{**PRESETS[name], **overrides})
+def towers(names: Sequence[str], own: frozenset[str]) -> dict[str, Any]:
+    """Input columns per tower, by feature name: the ticker's own features (and its identity) feed the stock tower,
+    everything else (market, indicators, calendar) the context tower."""
+    return {"stock_idx": tuple(i for i, n in enumerate(names) if n in own or n.startswith("ticker=")),
+            "context_idx": tuple(i for i, n in enumerate(names) if n not in own and not n.startswith("ticker="))}
 
 
 class DualTowerNet(nn.Module):
@@ -82,3 +84,6 @@ class DualTowerNet(nn.Module):
         return self.outputs(x)["logits"]
 
 
+SPEC = ModelSpec(kind="dual_tower", config=DualTowerConfig, net=DualTowerNet, presets=PRESETS,
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="classification", input_groups=towers,
+                 description="seed 002: stock tower x context tower, interaction layer")

@@ -3,10 +3,10 @@ validation segment (early stopping), as the networks pick their epoch there."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from stocktrend.models.common import ConfigMixin
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ SPACE: dict[str, tuple] = {"learning_rate": ("loguniform", 0.01, 0.2), "max_leaf
 TINY_SPACE: dict[str, tuple] = {"max_leaf_nodes": ("choice", [3, 4]), "learning_rate": ("loguniform", 0.05, 0.3)}
 
 
-def preset(name: str, **overrides: Any) -> GBMConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown gbm preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+SPEC = ModelSpec(kind="gbm", config=GBMConfig, presets=PRESETS, space={"default": SPACE, "tiny": TINY_SPACE},
+                 fitted_by="sklearn", class_task="classification", fit_uses_validation=True,
+                 description="histogram gradient boosting on the flattened window, trees picked on validation")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,7 @@ def from_params(base: HybridConfig, params: dict[str, Any]) -> HybridConfig:
 
 
 def preset(name: str, **overrides: Any) -> HybridConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return SPEC.preset(name, **overrides)
 
 
 class ConvBlock(nn.Sequential):
@@ -151,3 +150,11 @@ class HybridNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+SPEC = ModelSpec(
+    kind="hybrid", config=HybridConfig, net=HybridNet, presets=PRESETS,
+    space={"default": SPACE, "seed": SEED_SPACE, "tiny": TINY_SPACE},
+    class_task="classification", value_task="regression", attention=True,
+    param_defaults={"width": 1.0}, params=from_params,
+    description="seeds' v2: Conv1d blocks -> BiLSTM -> Transformer -> attention pooling -> dense head")

@@ -5,13 +5,13 @@ About 57.7k parameters at 21 inputs / 3 classes with the seed preset (LSTM 2 x 6
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,6 @@ SPACE: dict[str, tuple] = {"hidden": ("choice", [32, 48, 64, 96]), "layers": ("c
 TINY_SPACE: dict[str, tuple] = {"hidden": ("choice", [4, 8]), "dropout": ("uniform", 0.0, 0.2)}
 
 
-def preset(name: str, **overrides: Any) -> LSTMConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown lstm preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
-
-
 class LSTMNet(nn.Module):
     def __init__(self, cfg: LSTMConfig):
         super().__init__()
@@ -61,3 +55,8 @@ class LSTMNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outputs(x)["logits"]
+
+
+SPEC = ModelSpec(kind="lstm", config=LSTMConfig, net=LSTMNet, presets=PRESETS,
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="classification",
+                 description="seed 002's SimpleLSTM: 2-layer LSTM -> last state -> dense head")

@@ -14,13 +14,14 @@ column the branch sees the last day's whole feature vector.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ SPACE: dict[str, tuple] = {"hidden": ("choice", [32, 64, 96]), "dropout": ("unif
 TINY_SPACE: dict[str, tuple] = {"hidden": ("choice", [4, 8]), "dropout": ("uniform", 0.0, 0.2)}
 
 
-def preset(name: str, **overrides: Any) -> LSTMTransformerConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown lstm_transformer preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+# Slow per-ticker characteristics that the static branch reads from the last day (with the ticker's identity, when
+# the data set has it).
+STATIC_FEATURES = ("vol_60", "vol_120", "ret_120", "ret_250", "dist_max_250", "dist_min_250")
+
+
+def static_columns(names: Sequence[str], own: frozenset[str]) -> dict[str, Any]:
+    return {"static_idx": tuple(i for i, n in enumerate(names) if n in STATIC_FEATURES or n.startswith("ticker="))}
 
 
 class LSTMTransformerNet(nn.Module):
@@ -92,3 +96,9 @@ class LSTMTransformerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outputs(x)["ret"]
+
+
+SPEC = ModelSpec(kind="lstm_transformer", config=LSTMTransformerConfig, net=LSTMTransformerNet, presets=PRESETS,
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=None, value_task="regression",
+                 static_inputs=True, input_groups=static_columns,
+                 description="seed 003: LSTM -> Transformer + static branch; mean and variance of the return")

@@ -41,9 +41,10 @@ class TrendModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.kind = model_kind
-        self.cfg = zoo.config_from_dict(model_kind, model_config)
-        self.model = zoo.build(model_kind, self.cfg)
-        self.task = zoo.task(model_kind, label_kind)
+        self.spec = zoo.get(model_kind)  # hyperparameters stay plain data (the name); the spec is looked up once
+        self.cfg = self.spec.config_from_dict(model_config)
+        self.model = self.spec.build(self.cfg)
+        self.task = self.spec.task(label_kind)
         self.n_classes = self.cfg.n_classes
         self.register_buffer("class_weight", torch.tensor(class_weights, dtype=torch.float32)
                              if class_weights is not None and self.n_classes else torch.zeros(0), persistent=False)

@@ -5,13 +5,13 @@ weighted 20 : 50 as in the seed (``cls_weight`` : ``reg_weight``). Both outputs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ SPACE: dict[str, tuple] = {"hidden": ("choice", [32, 64, 96]), "dropout": ("unif
 TINY_SPACE: dict[str, tuple] = {"hidden": ("choice", [4, 8]), "focal_gamma": ("uniform", 0.0, 3.0)}
 
 
-def preset(name: str, **overrides: Any) -> MTLConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown mtl_lstm preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
-
-
 class MTLNet(nn.Module):
     def __init__(self, cfg: MTLConfig):
         super().__init__()
@@ -79,3 +73,8 @@ def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float, weight: torc
         w = weight[y]
         return (loss * w).sum() / w.sum()
     return loss.mean()
+
+
+SPEC = ModelSpec(kind="mtl_lstm", config=MTLConfig, net=MTLNet, presets=PRESETS,
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="multitask",
+                 description="seed 004: shared LSTM, action head (focal loss) + return head (Huber)")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from stocktrend.models.common import ConfigMixin
+from stocktrend.models.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ SPACE: dict[str, tuple] = {"n_estimators": ("choice", [100, 200, 400]), "max_dep
 TINY_SPACE: dict[str, tuple] = {"n_estimators": ("choice", [5, 10]), "max_depth": ("choice", [2, 3])}
 
 
-def preset(name: str, **overrides: Any) -> RFConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown rf preset {name!r}; available: {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+SPEC = ModelSpec(kind="rf", config=RFConfig, presets=PRESETS, space={"default": SPACE, "tiny": TINY_SPACE},
+                 fitted_by="sklearn", class_task="classification", fit_uses_validation=False,
+                 description="seed 004: random forest on the flattened window")

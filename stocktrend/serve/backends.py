@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from stocktrend.models import zoo
 
 log = logging.getLogger("stocktrend.serve")
 
@@ -74,7 +73,7 @@ class ServedModel:
         self.pred, self.requested, self.threads = pred, backend, max(1, int(threads))
         self.backend, self.fallback, self.max_abs_diff = "torch", None, 0.0
         self._session, self._keys = None, []
-        if zoo.is_sklearn(pred.model_kind):
+        if pred.spec.is_sklearn:
             # Trees run in scikit-learn whatever was asked (no ONNX converter is installed for them).
             self.backend = "sklearn"
             if backend != "torch":

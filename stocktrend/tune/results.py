@@ -1,12 +1,11 @@
 """What a search leaves: the trial table, the best trial's checkpoint, the console summary."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-if TYPE_CHECKING:
-    from stocktrend.tune.search import SearchOptions
+from stocktrend.tune.options import SearchOptions
 
 
 def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
@@ -75,7 +74,6 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
     import mlflow
     import torch
 
-    from stocktrend.models import zoo
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.data.dataset import prepare
     from stocktrend.platform.registry import mlflow_registry as registry
@@ -95,25 +93,25 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
                                            step=int(row["training_iteration"]))
                 mlflow.set_tag("status", "error" if r.error else "ok")
         mlflow.log_artifact(str(out_dir / "trials.csv"))
-        kind, _ = trial_model(best.config, opts.models)
+        spec, _ = trial_model(best.config, opts.specs)
         data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
                                       top_k=int(best.config["top_k"]),
-                                      label_kind=zoo.label_for(kind, data_config.label_kind)))
-        kind, mcfg = trial_model_config(data, opts.preset, best.config, opts.models)
+                                      label_kind=spec.label_for(data_config.label_kind)))
+        spec, mcfg = trial_model_config(data, opts.preset, best.config, opts.specs)
         with best_ckpt.as_directory() as d:
-            if zoo.is_sklearn(kind):
+            if spec.is_sklearn:
                 from stocktrend.models.sklearn_base import SklearnNet, loads
                 from stocktrend.tune.trial import SKLEARN_FILE
                 model = SklearnNet(loads((Path(d) / SKLEARN_FILE).read_bytes()))
             else:
                 state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-                model = zoo.build(kind, mcfg)
+                model = spec.build(mcfg)
                 model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         best_value = float(table.iloc[0][f"best_{opts.metric}"])
         ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
-                               extra={"search": opts.name, "trial_config": best_config}, kind=kind)
+                               extra={"search": opts.name, "trial_config": best_config}, kind=spec)
         path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
         mlflow.log_metric(f"best_{opts.metric}", best_value)
         version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],
-                                               description=f"search {opts.name} ({kind})", ckpt=ckpt)
+                                               description=f"search {opts.name} ({spec.kind})", ckpt=ckpt)
     return version, path

@@ -35,24 +35,24 @@ LAST_RUN: dict[str, Any] = {}
 def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     """One trial: rebuild the windows for this trial's sequence length / top-K, then train its model (in process,
     through Ray Train when the trial asks for more than one worker, or scikit-learn for rf / gbm)."""
-    from stocktrend.models import zoo
     from stocktrend.platform.data.dataset import prepare
     from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.space import trial_model, trial_model_config
 
     opts = base["opts"]
-    kind, _ = trial_model(config, opts.models)
+    specs = opts.specs
+    spec, _ = trial_model(config, specs)
     dcfg = base["data_config"]
     data = prepare(panel, replace(dcfg, sequence_length=int(config["sequence_length"]), top_k=int(config["top_k"]),
-                                  label_kind=zoo.label_for(kind, dcfg.label_kind)))
-    kind, mcfg = trial_model_config(data, opts.preset, config, opts.models)
+                                  label_kind=spec.label_for(dcfg.label_kind)))
+    spec, mcfg = trial_model_config(data, opts.preset, config, specs)
     lr = float(config.get("lr", 2e-4))
-    tcfg = TrainConfig(preset=opts.preset, model=kind, epochs=opts.max_epochs,
+    tcfg = TrainConfig(preset=opts.preset, model=spec.kind, epochs=opts.max_epochs,
                        batch_size=int(config.get("batch_size", 64)), lr=lr, max_lr=lr * 5,
                        weight_decay=float(config.get("weight_decay", 5e-3)), accumulate=1, patience=opts.max_epochs,
                        monitor=opts.metric, monitor_mode=opts.mode, seed=opts.seed, progress=False,
                        epoch_windows=opts.epoch_windows)
-    if zoo.is_sklearn(kind):
+    if spec.is_sklearn:
         _fit_sklearn(data, tcfg, mcfg)
     elif opts.workers_per_trial <= 1 and not opts.nested_train:
         _train_in_process(data, tcfg, mcfg, threads=max(1, int(round(opts.cpus_per_worker))))

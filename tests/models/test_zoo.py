@@ -35,7 +35,7 @@ def data_dir(tmp_path_factory):
 
 def _expected(model, kind, x):
     """The outputs straight from the trained in-memory model (no checkpoint, no Predictor)."""
-    if zoo.is_sklearn(kind):
+    if zoo.get(kind).is_sklearn:
         return model.estimator.predict_proba(x.reshape(len(x), -1))
     with torch.no_grad():
         out = model.eval().outputs(torch.from_numpy(x))
@@ -51,7 +51,7 @@ def test_model_trains_registers_reloads_and_evaluates(kind, data_dir, tmp_path):
 
     from stocktrend.platform.evaluation.report import EvalOptions, evaluate
     cfg = DataConfig(data_dir=data_dir, top_k=16, sequence_length=20)
-    cfg = replace(cfg, label_kind=zoo.label_for(kind, cfg.label_kind))
+    cfg = replace(cfg, label_kind=zoo.get(kind).label_for(cfg.label_kind))
     out = train_job(cfg, TrainConfig(preset="tiny", model=kind, epochs=1, batch_size=64, accumulate=1,
                                      progress=False), model_name=f"zoo-{kind}")
     assert out.version is not None and read_checkpoint(out.checkpoint_path)["model_kind"] == kind
@@ -82,8 +82,8 @@ def test_model_trains_registers_reloads_and_evaluates(kind, data_dir, tmp_path):
 
 def test_regression_label_is_refused_for_classifiers():
     with pytest.raises(ValueError, match="lstm predicts classes"):
-        zoo.label_for("lstm", "regression")
-    assert zoo.label_for("lstm_transformer", "binary") == "regression"
+        zoo.get("lstm").label_for("regression")
+    assert zoo.get("lstm_transformer").label_for("binary") == "regression"
 
 
 class Evil:
@@ -110,11 +110,11 @@ def test_crafted_sklearn_model_files_are_refused(data_dir, tmp_path):
 
 
 def test_presets_and_sizes():
-    from stocktrend.models.lstm import LSTMNet, preset
-    seed = LSTMNet(preset("seed", n_features=21, n_classes=3))
+    from stocktrend.models.lstm import SPEC
+    seed = SPEC.build(SPEC.preset("seed", n_features=21, n_classes=3))
     assert zoo.count_parameters(seed) == 57_731  # the seed's SimpleLSTM: ~57.7k at 21 inputs / 3 classes
     for kind in zoo.KINDS:
-        assert set(zoo.presets(kind)) == {"seed", "small", "tiny"}
+        assert set(zoo.get(kind).preset_names) == {"seed", "small", "tiny"}
 
 
 def test_retraining_on_other_columns_rebuilds_the_towers_by_name():
@@ -133,7 +133,7 @@ def test_retraining_on_other_columns_rebuilds_the_towers_by_name():
         cfg = model_config_for(d, "tiny", kind)
 
         class P:  # the parts of a Predictor config_for_columns reads
-            config, model_kind = cfg, kind
+            config, spec = cfg, zoo.get(kind)
         shuffled = names[::-1]
         got = config_for_columns(P, d, shuffled)
         for field in ("stock_idx", "context_idx", "static_idx"):

@@ -59,7 +59,7 @@ def served(ray_local, tmp_path_factory):
     from stocktrend.models import zoo
     versions = {}
     for kind in zoo.KINDS:
-        cfg = replace(data.config, label_kind=zoo.label_for(kind, data.config.label_kind))
+        cfg = replace(data.config, label_kind=zoo.get(kind).label_for(data.config.label_kind))
         versions[kind] = train_job(cfg, replace(QUICK, model=kind), model_name="zoo",
                                    data=data if cfg == data.config else None).version
     registry.promote("zoo", versions["hybrid"])

@@ -22,7 +22,8 @@ from stocktrend.platform.data.cache import FeaturePanel, load_or_build_panel, ti
 from stocktrend.platform.data.features import FeatureConfig
 from stocktrend.platform.data.labels import LabelKind, forward_returns, make_labels
 from stocktrend.platform.data.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
-from stocktrend.platform.data.sources import DataValidationError, Universe, load_universe
+from stocktrend.platform.data.sources import DataValidationError, Universe
+from stocktrend.platform.data.universes import load_universe
 
 log = logging.getLogger(__name__)
 

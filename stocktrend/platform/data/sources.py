@@ -340,16 +340,3 @@ def load_embedded(tickers: list[str] | None = None, market: list[str] | None = N
                     market={m: EMBEDDED_MARKET[m]() for m in market},
                     indicators={i: EMBEDDED_INDICATORS[i]() for i in indicators},
                     source="embedded")
-
-
-def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None = None,
-                  market: list[str] | None = None, indicators: list[str] | None = None,
-                  aliases: ColumnAliases | None = None, universe: str | None = None) -> Universe:
-    """One entry point for the CLI and the library: a directory if given, else a named embedded universe
-    (``stocktrend.platform.data.universes``; default ``msft``)."""
-    if data_dir is not None:
-        return load_directory(data_dir, tickers=tickers, aliases=aliases)
-    if universe and universe != "msft":
-        from stocktrend.platform.data.universes import load_named
-        return load_named(universe, tickers, market, indicators)
-    return load_embedded(tickers, market, indicators)

@@ -26,7 +26,8 @@ from typing import Callable
 
 import pandas as pd
 
-from stocktrend.platform.data.sources import DataValidationError, Universe, load_embedded, validate_prices
+from stocktrend.platform.data.sources import (ColumnAliases, DataValidationError, Universe, load_directory,
+                                              load_embedded, validate_prices)
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +137,14 @@ def describe() -> list[dict[str, str]]:
              "market": ", ".join(s.market), "source": s.source, "licence": s.licence,
              "install": f"pip install 'stocktrend[{s.extra}]'" if s.extra else "included"} for s in UNIVERSES.values()]
 
+
+def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None = None,
+                  market: list[str] | None = None, indicators: list[str] | None = None,
+                  aliases: ColumnAliases | None = None, universe: str | None = None) -> Universe:
+    """One entry point for the CLI and the library: a directory if given, else a named embedded universe
+    (default ``msft``)."""
+    if data_dir is not None:
+        return load_directory(data_dir, tickers=tickers, aliases=aliases)
+    if universe and universe != "msft":
+        return load_named(universe, tickers, market, indicators)
+    return load_embedded(tickers, market, indicators)

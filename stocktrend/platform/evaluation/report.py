@@ -207,7 +207,7 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
 
     out = Path(out_dir) if out_dir else default_home() / "reports" / f"{spec.replace('@', '-').replace('/', '_')}"
     out.mkdir(parents=True, exist_ok=True)
-    n_params = zoo.count_parameters(pred.model) if not zoo.is_sklearn(pred.model_kind) else 0
+    n_params = zoo.count_parameters(pred.model) if not pred.spec.is_sklearn else 0
     lines = [f"# stocktrend evaluation: {spec}", "",
              f"Model: {pred.model_kind}{f' ({n_params:,} parameters)' if n_params else ''}; trained on "
              f"{', '.join(pred.ckpt['tickers'])} (data hash {pred.ckpt['data_hash']}); label {pred.kind.value}, "

@@ -29,17 +29,15 @@ def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
     return replace(tcfg, model=pred.model_kind, epochs=epochs or tcfg.epochs, progress=False)
 
 
-INDEX_FIELDS = ("stock_idx", "context_idx", "static_idx")  # config fields that name input columns by position
-
-
 def config_for_columns(pred: Predictor, data: PreparedData, input_names: list[str] | None = None):
     """The model's architecture over *these* columns: a fold (or the seeds' protocol) selects and orders its own top-K
-    features, so the towers' / static branch's column positions are derived again from the names."""
-    present = [f for f in INDEX_FIELDS if hasattr(pred.config, f)]
-    if not present:
+    features, so the towers' / static branch's column positions (the spec's ``input_groups``) are derived again from
+    the names."""
+    if pred.spec.input_groups is None:
         return pred.config
-    fresh = model_config_for(data, "small", pred.model_kind, input_names=input_names)
-    return replace(pred.config, **{f: getattr(fresh, f) for f in present})
+    fresh = model_config_for(data, "small", pred.spec, input_names=input_names)
+    routed = pred.spec.input_groups([], frozenset())  # the config fields that name input columns by position
+    return replace(pred.config, **{f: getattr(fresh, f) for f in routed})
 
 
 def retrained_outputs(pred: Predictor, data: PreparedData, windows: np.ndarray, epochs: int | None,
@@ -48,7 +46,7 @@ def retrained_outputs(pred: Predictor, data: PreparedData, windows: np.ndarray, 
     return its output matrix on ``windows``."""
     cfg = config_for_columns(pred, data, input_names)
     res = fit(data, retrain_config(pred, epochs), cfg, run_test=False, datamodule=datamodule)
-    fresh = Predictor(make_checkpoint(res.module.model, cfg, data, kind=pred.model_kind))
+    fresh = Predictor(make_checkpoint(res.module.model, cfg, data, kind=pred.spec))
     return fresh.predict_proba(windows)[0]
 
 
@@ -93,7 +91,7 @@ def leakage_audit(pred: Predictor, data: PreparedData, opts) -> pd.DataFrame:
 
     from stocktrend.platform.data.datamodule import ArrayDataModule, StockDataModule
     from stocktrend.platform.evaluation.audit import seeds_protocol
-    if pred.task != "classification" or pred.model_kind in ("rf", "gbm"):
+    if pred.task != "classification" or pred.spec.is_sklearn:
         raise ValueError("the leakage audit retrains classifiers trained with Lightning (hybrid, lstm, dual_tower)")
     seeds, seeds_names = seeds_protocol(data, with_names=True)
     names = list(data.kind.class_names)

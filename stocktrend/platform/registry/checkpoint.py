@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from stocktrend.models import zoo
+from stocktrend.models.spec import ModelSpec
 from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, PreparedData, config_dict
 from stocktrend.platform.data.features import FeatureConfig, build_features
 from stocktrend.platform.data.labels import LabelKind
@@ -49,14 +50,15 @@ def _plain(v: Any) -> Any:
 
 
 def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: dict[str, float] | None = None,
-                    extra: dict[str, Any] | None = None, kind: str = "hybrid") -> dict[str, Any]:
+                    extra: dict[str, Any] | None = None, kind: str | ModelSpec = "hybrid") -> dict[str, Any]:
     """Everything needed to predict, as plain data. ``model`` is a torch network of the zoo, or (``rf`` / ``gbm``) a
     SklearnNet whose estimator is stored as skops bytes (a uint8 tensor: no pickle anywhere in the file). Regression
     models also get their confidence calibrated on the validation segment here (see ``calibrate``)."""
+    spec = zoo.get(kind)
     ckpt = {
         "format": FORMAT,
-        "model_kind": zoo.check(kind),
-        "state_dict": {} if zoo.is_sklearn(kind) else
+        "model_kind": spec.kind,
+        "state_dict": {} if spec.is_sklearn else
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "model_config": model_config.to_dict(),
         "data_config": config_dict(data.config),
@@ -74,10 +76,10 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
         "metrics": _plain(metrics or {}),
         "extra": _plain(extra or {}),
     }
-    if zoo.is_sklearn(kind):
+    if spec.is_sklearn:
         from stocktrend.models.sklearn_base import dumps
         ckpt["sklearn"] = torch.frombuffer(bytearray(dumps(model.estimator)), dtype=torch.uint8).clone()
-    if zoo.task(kind, data.config.label_kind) == "regression":
+    if spec.task(data.config.label_kind) == "regression":
         ckpt["calibration"] = calibrate(Predictor(ckpt), data)
     return ckpt
 
@@ -161,20 +163,21 @@ class Predictor:
     def _load(self, ckpt: dict[str, Any]) -> None:
         self.ckpt = ckpt
         self.model_kind = ckpt.get("model_kind", "hybrid")
-        self.config = zoo.config_from_dict(self.model_kind, ckpt["model_config"])
-        if zoo.is_sklearn(self.model_kind):
+        self.spec = zoo.get(self.model_kind)
+        self.config = self.spec.config_from_dict(ckpt["model_config"])
+        if self.spec.is_sklearn:
             from stocktrend.models.sklearn_base import SklearnNet, UnsafeModelFile, loads
             try:
                 self.model = SklearnNet(loads(ckpt["sklearn"].numpy().tobytes()))
             except UnsafeModelFile as exc:
                 raise CheckpointError(str(exc)) from None
         else:
-            self.model = zoo.build(self.model_kind, self.config)
+            self.model = self.spec.build(self.config)
             self.model.load_state_dict(ckpt["state_dict"])
             self.model.eval()
         self.transforms = FittedTransforms.from_dict(ckpt["transforms"])
         self.kind = LabelKind(ckpt["label_kind"])
-        self.task = zoo.task(self.model_kind, self.kind.value)
+        self.task = self.spec.task(self.kind.value)
         self.calibration = ckpt.get("calibration", {"a": 0.0, "b": 0.0})
         self.class_names = list(ckpt["class_names"])
         self.seq_len = int(ckpt["sequence_length"])
@@ -211,13 +214,13 @@ class Predictor:
 
     @property
     def has_attention(self) -> bool:
-        return self.model_kind == "hybrid"
+        return self.spec.attention
 
     @torch.no_grad()
     def raw_outputs(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         """The network's own outputs (logits, ret, log_var, attention; probs for scikit-learn) as numpy arrays."""
         x = np.ascontiguousarray(windows, dtype=np.float32)
-        if zoo.is_sklearn(self.model_kind):
+        if self.spec.is_sklearn:
             return self.model.outputs(x)
         return {k: v.float().numpy() for k, v in self.model.outputs(torch.from_numpy(x)).items()}
 
@@ -304,7 +307,7 @@ class Predictor:
         """The universe (or data directory) this model was trained on, loaded once per Predictor: the bars behind
         predictions by ticker name."""
         if getattr(self, "_universe", None) is None:
-            from stocktrend.platform.data.sources import load_universe
+            from stocktrend.platform.data.universes import load_universe
             cfg = self.data_config
             # The tickers the model was trained on (a --ticker subset loads only those; () = every ticker).
             self._universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,

@@ -30,7 +30,8 @@ from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.training.ray_address import (_init_bounded, _probe, connect_timeout_s,  # noqa: F401
                                                        check_address, resolve_address, RayConnectionError)
 from stocktrend.platform.data.dataset import PreparedData
-from stocktrend.platform.training.local import FitResult, TrainConfig, pick_precision, test_metrics_of
+from stocktrend.platform.training.local import TrainConfig, pick_precision, test_metrics_of
+from stocktrend.platform.training.results import FitResult
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"

@@ -12,7 +12,8 @@ from stocktrend.platform.registry import mlflow_registry as registry
 from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
 from stocktrend.platform.data.dataset import DataConfig, PreparedData, build_dataset, config_dict
-from stocktrend.platform.training.local import FitResult, TrainConfig, fit, model_config_for, train_config_dict
+from stocktrend.platform.training.local import TrainConfig, fit, model_config_for, train_config_dict
+from stocktrend.platform.training.results import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +44,23 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
               ray_config: Any = None) -> TrainOutcome:
     """Train locally, or on Ray workers when ``ray_config`` (a raytrain.RayConfig) is given, then (by default) log the
     run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code."""
-    from stocktrend.models import zoo
     t0 = time.perf_counter()
     init_state = None
     base_info = None
-    if ray_config is not None and zoo.is_sklearn(train_cfg.model):
+    if ray_config is not None and train_cfg.spec.is_sklearn:
         raise ValueError(f"{train_cfg.model} is a scikit-learn model and trains in one process: drop --workers")
     if finetune_from:
         # Fine-tuning (the seeds' usage #2): same architecture and features as the base model, lower learning rate.
         base_path, base_info = resolve_model(finetune_from)
         base = Predictor.load(base_path)
-        if zoo.is_sklearn(base.model_kind):
+        if base.spec.is_sklearn:
             raise ValueError(f"{finetune_from} is a {base.model_kind} model: scikit-learn models are refitted, not "
                              f"fine-tuned")
         train_cfg = replace(train_cfg, model=base.model_kind)
         data_cfg = replace(base.data_config, **{k: getattr(data_cfg, k) for k in ("tickers", "data_dir")})
         init_state = base.model.state_dict()
         train_cfg = replace(train_cfg, lr=train_cfg.lr * finetune_lr_factor, max_lr=train_cfg.max_lr * finetune_lr_factor)
-    data_cfg = replace(data_cfg, label_kind=zoo.label_for(train_cfg.model, data_cfg.label_kind))
+    data_cfg = replace(data_cfg, label_kind=train_cfg.spec.label_for(data_cfg.label_kind))
     data = data or build_dataset(data_cfg)
     if finetune_from:
         mcfg = base.config
@@ -70,7 +70,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
                  len(base.transforms.selected))
         data = data.with_transforms(base.transforms)
     else:
-        mcfg = model_config_for(data, train_cfg.preset, train_cfg.model, **(model_overrides or {}))
+        mcfg = model_config_for(data, train_cfg.preset, train_cfg.spec, **(model_overrides or {}))
     params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},
               **{f"train.{k}": v for k, v in train_config_dict(train_cfg).items()},
               **{f"model.{k}": v for k, v in mcfg.to_dict().items()},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import lightning.pytorch as pl
 import torch
 
 from stocktrend.models import zoo
+from stocktrend.models.spec import ModelSpec
 from stocktrend.models.module import TrendModule
 from stocktrend.platform.data.datamodule import StockDataModule
 from stocktrend.platform.data.dataset import PreparedData
+from stocktrend.platform.training.results import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "small"  # model preset (each model file's PRESETS: seed, small, tiny)
-    model: str = "hybrid"  # model kind (stocktrend.models.zoo.KINDS)
+    model: str = "hybrid"  # model kind (stocktrend.models.zoo.KINDS); ``spec`` is its ModelSpec
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     batch_size: int = 64
     lr: float = 2e-4  # AdamW base learning rate (OneCycle starts here)
@@ -47,6 +49,10 @@ class TrainConfig:
     # epoch; Lightning's limit_train_batches), so a search on a large panel costs per epoch what a one-ticker one does.
     # Validation always sees the whole segment. 0: every window, every epoch.
     epoch_windows: int = 0
+
+    @property
+    def spec(self):
+        return zoo.get(self.model)
 
     def train_batch_limit(self, world_size: int = 1) -> int | None:
         """Batches per epoch (per worker) for ``epoch_windows``; None = no limit."""
@@ -85,30 +91,17 @@ def pick_precision(accelerator: str, requested: str = "auto") -> str:
     return "32-true"
 
 
-# Slow per-ticker characteristics that lstm_transformer's static branch reads from the last day (with the ticker's
-# identity, when the data set has it).
-STATIC_FEATURES = ("vol_60", "vol_120", "ret_120", "ret_250", "dist_max_250", "dist_min_250")
-
-
-def model_config_for(data: PreparedData, name: str, kind: str = "hybrid", input_names: list[str] | None = None,
-                     **overrides: Any):
-    """A model preset sized for a data set: its input width, window, classes, and (for the models that split their
+def model_config_for(data: PreparedData, name: str, spec: ModelSpec | str = "hybrid",
+                     input_names: list[str] | None = None, **overrides: Any):
+    """A model preset sized for a data set: its input width, window, classes, and (for the models that route their
     inputs) which columns go where, chosen by feature name (``input_names``: the columns of windows built some other
     way than ``data``'s transforms)."""
     from stocktrend.platform.data.features import FeatureConfig, all_ticker_features
+    spec = zoo.get(spec)
     names = list(input_names) if input_names is not None else data.transforms.input_names
-    sized: dict[str, Any] = {"n_features": data.n_features, "seq_len": data.seq_len}
-    if zoo.task(kind, data.config.label_kind) != "regression":
-        sized["n_classes"] = data.kind.n_classes
-    elif kind == "hybrid":
-        sized["n_classes"] = 0
-    if kind == "dual_tower":
-        own = set(all_ticker_features(FeatureConfig()))  # the ticker's own features (the rest is context)
-        sized["stock_idx"] = tuple(i for i, n in enumerate(names) if n in own or n.startswith("ticker="))
-        sized["context_idx"] = tuple(i for i, n in enumerate(names) if n not in own and not n.startswith("ticker="))
-    if kind == "lstm_transformer":
-        sized["static_idx"] = tuple(i for i, n in enumerate(names) if n in STATIC_FEATURES or n.startswith("ticker="))
-    return zoo.preset(kind, name, **{**sized, **overrides})
+    own = frozenset(all_ticker_features(FeatureConfig()))  # the ticker's own features (the rest is context)
+    return spec.sized(name, data.n_features, data.seq_len, data.kind.n_classes, data.config.label_kind, names, own,
+                      **overrides)
 
 
 class EpochHistory(pl.Callback):
@@ -126,18 +119,6 @@ class EpochHistory(pl.Callback):
         self.rows.append(row)
         if self.sink is not None:
             self.sink(row, trainer.current_epoch)
-
-
-@dataclass
-class FitResult:
-    module: Any  # TrendModule with the best weights loaded (or a fitted scikit-learn model, see sklearn_fit)
-    model_config: Any  # the model's frozen config
-    train_config: TrainConfig
-    best_score: float | None
-    best_epoch: int | None
-    epochs_run: int
-    history: list[dict[str, float]] = field(default_factory=list)
-    test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def build_trainer(tcfg: TrainConfig, callbacks: list[pl.Callback], workdir: Path, **extra: Any) -> pl.Trainer:
@@ -160,13 +141,14 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     ``datamodule`` replaces the lazy windows of ``data`` (the leakage audit passes the seeds' random split); class
     weights still come from ``data``'s unbalanced training segment."""
     tcfg = tcfg or TrainConfig()
+    spec = tcfg.spec
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
-    mcfg = model_config or model_config_for(data, tcfg.preset, tcfg.model)
-    n_classes = data.kind.n_classes if zoo.task(tcfg.model, data.config.label_kind) != "regression" else 0
+    mcfg = model_config or model_config_for(data, tcfg.preset, spec)
+    n_classes = data.kind.n_classes if spec.task(data.config.label_kind) != "regression" else 0
     if mcfg.n_features != data.n_features or mcfg.n_classes != n_classes:
         raise ValueError(f"model expects {mcfg.n_features} features / {mcfg.n_classes} classes, data has "
                          f"{data.n_features} / {n_classes}")
-    if zoo.is_sklearn(tcfg.model):
+    if spec.is_sklearn:
         from stocktrend.platform.training.sklearn_fit import fit_sklearn
         return fit_sklearn(data, tcfg, mcfg, run_test=run_test)
     module = make_module(data, tcfg, mcfg)
@@ -205,7 +187,7 @@ def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:
 def data_module(data: PreparedData, tcfg: TrainConfig) -> StockDataModule:
     """Batches for the model's task (multi-task models also get each window's forward return)."""
     return StockDataModule(data, batch_size=tcfg.batch_size,
-                           with_return=zoo.task(tcfg.model, data.config.label_kind) == "multitask")
+                           with_return=tcfg.spec.task(data.config.label_kind) == "multitask")
 
 
 def test_metrics_of(module: TrendModule, data: PreparedData, tcfg: TrainConfig) -> dict[str, float]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from stocktrend.models.sklearn_base import SklearnNet, flatten
 from stocktrend.platform.data.dataset import PreparedData
+from stocktrend.platform.training.results import FitResult
 
 
 class SklearnModule:
@@ -43,14 +44,13 @@ def segment_metrics(estimator, data: PreparedData, segment: str) -> dict[str, fl
     return out
 
 
-def fit_sklearn(data: PreparedData, tcfg, mcfg, run_test: bool = True):
-    from stocktrend.platform.training.local import FitResult
+def fit_sklearn(data: PreparedData, tcfg, mcfg, run_test: bool = True) -> FitResult:
     t0 = time.perf_counter()
     estimator = mcfg.build()
     rows = data.samples["train"]
     x, y = flatten(data.windows(rows)), data.targets(rows)
     kw: dict[str, Any] = {}
-    if tcfg.model == "gbm":
+    if tcfg.spec.fit_uses_validation:
         val = data.samples["val"]
         kw = {"X_val": flatten(data.windows(val)), "y_val": data.targets(val)}
     estimator.fit(x, y, **kw)
