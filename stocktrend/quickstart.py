@@ -140,10 +140,13 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     from stocktrend.platform.evaluation.report import EvalOptions, evaluate
     from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.search import SearchOptions, run_search
-    from stocktrend.tune.space import SPACES, model_config
+    from stocktrend.models import hybrid
+    from stocktrend.platform.data.universes import data_defaults
+    from stocktrend.platform.training.local import model_config_for
+    from stocktrend.tune.space import COMMON
 
-    if opts.preset not in SPACES:
-        raise ValueError(f"unknown preset {opts.preset!r}; available: {', '.join(SPACES)}")
+    if opts.preset not in COMMON:
+        raise ValueError(f"unknown preset {opts.preset!r}; available: {', '.join(COMMON)}")
     if opts.serve and not port_free(opts.host, opts.port):
         raise ValueError(f"port {opts.port} on {opts.host} is in use: pick another with --port, or --no-serve")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -155,14 +158,17 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     out: dict[str, Any] = {"home": str(home), "search": name}
     from stocktrend.platform.data.universes import spec
     uspec = spec(opts.universe)
-    say(f"stocktrend quickstart: universe {opts.universe} ({', '.join(uspec.tickers)} + "
+    shown = ', '.join(uspec.tickers) if 0 < len(uspec.tickers) <= 6 else f"{len(uspec.tickers) or 'every'} tickers"
+    say(f"stocktrend quickstart: universe {opts.universe} ({shown} + "
         f"{' + '.join(uspec.market)}), preset {opts.preset}, budget {opts.budget:g} "
         f"({p.trials} trials x <= {p.max_epochs} epochs of {p.epoch_windows} windows, ASHA grace {p.grace_period}; "
         f"retrain <= {p.retrain_epochs} "
         f"epochs, patience {p.patience}, on {opts.workers} Ray Train workers); runs and registry under {home}")
 
     with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
-        data = build_dataset(DataConfig(universe=opts.universe))
+        d = data_defaults(opts.universe)
+        data = build_dataset(DataConfig(universe=opts.universe, features=d["features"],
+                                        sequence_length=d["sequence_length"], fractions=tuple(d["fractions"])))
         s = data.summary()
         out["cache"] = str(s["cache_path"])
         say(f"  features {s['features_total']} engineered, {s['features_kept']} kept; rows {s['rows']}; "
@@ -191,9 +197,9 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
 
     with st.stage(f"retrain the best config with Ray Train ({opts.workers} workers), register in MLflow"):
         dcfg = DataConfig(universe=opts.universe, sequence_length=int(best["sequence_length"]),
-                          top_k=int(best["top_k"]))
+                          top_k=int(best["top_k"]), features=d["features"], fractions=tuple(d["fractions"]))
         tdata = build_dataset(dcfg)
-        mc = model_config(opts.preset, best, tdata.n_features, tdata.seq_len, tdata.kind.n_classes)
+        mc = hybrid.SPEC.from_params(model_config_for(tdata, opts.preset, hybrid.SPEC), best)
         overrides = {k: getattr(mc, k) for k in ("conv_filters", "kernel_size", "conv_dropout", "lstm_dropout",
                                                   "dense_dropout", "lstm_hidden")}
         tcfg = TrainConfig(preset=opts.preset, epochs=p.retrain_epochs, batch_size=int(best["batch_size"]),

@@ -39,3 +39,11 @@ def ray_local(_ray_session):
     if not ray.is_initialized():
         ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=True, log_to_driver=False)
     return ray
+
+
+@pytest.fixture(scope="session")
+def planted_dir(tmp_path_factory):
+    """A user data directory of 3 tickers that copy the market 5 days later (900 days): the tiny preset default
+    learns it within 2 epochs, a learning rate of 1e-6 never does (tests/ray/test_no_hang.py, POOR)."""
+    from stocktrend.platform.data.synthetic import planted_signal_universe, write_directory
+    return write_directory(planted_signal_universe(900, seed=5, n_tickers=3), tmp_path_factory.mktemp("planted"))

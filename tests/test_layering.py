@@ -1,4 +1,5 @@
-"""Imports flow one way: models <- platform rooms (data <- registry <- training <- evaluation) <- tune / serve <- CLI.
+"""Imports flow one way: models <- platform rooms (data <- registry <- training <- evaluation) <- tune / serve <- loop
+<- quickstart <- CLI.
 
 Parses every module's imports (including imports inside functions) with ast; no module is executed.
 """
@@ -21,9 +22,11 @@ LAYERS = {
     "platform.evaluation": 4,
     "tune": 5,
     "serve": 5,
-    "quickstart": 6,
-    "cli": 7,
-    "__main__": 7,
+    "loop": 6,
+    "quickstart": 7,
+    "cli": 8,
+    "__main__": 8,
+    "loop.__main__": 8,  # python -m stocktrend.loop: the CLI's entry point for Ray Jobs
 }
 
 

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from stocktrend.cli import run, models, data  # noqa: F401,I001  (registers the commands; run first in --help)
+from stocktrend.cli import run, loop, models, data  # noqa: F401,I001  (registers the commands; run first in --help)
 from stocktrend.cli.common import STATE, app
 
 

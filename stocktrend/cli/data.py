@@ -9,7 +9,7 @@ import typer
 
 from stocktrend.cli.common import _fractions, _split_list, data_app
 
-LABELS = ("binary", "ternary", "regression")
+LABELS = ("binary", "ternary", "regression", "excess", "excess_regression", "rank")
 
 
 def universe_option(default: str = "msft"):
@@ -21,9 +21,16 @@ def ticker_id_option():
     return typer.Option(False, "--ticker-id", help="Give the model the ticker's identity (one-hot input per ticker).")
 
 
+def features_option():
+    return typer.Option(None, "--features", help="Feature set: standard (look-backs up to 250 days) or short (up to 60 "
+                        "days, for short histories); default: the universe's own (stocktrend data universes).")
+
+
 def format_summary(s: dict) -> str:
-    lines = [f"tickers      : {', '.join(s['tickers'])}  ({s['rows']} rows after warm-up)"]
-    for t, info in s.get("per_ticker", {}).items():
+    many = len(s["tickers"]) > 12
+    shown = ", ".join(s["tickers"][:10]) + (f", ... ({len(s['tickers'])} tickers; --json lists each)" if many else "")
+    lines = [f"tickers      : {shown}  ({s['rows']} rows after warm-up)"]
+    for t, info in ({} if many else s.get("per_ticker", {})).items():
         samples = ", ".join(f"{k} {v}" for k, v in info["samples"].items())
         lines.append(f"  {t:<11}: {info['dates'][0]} .. {info['dates'][1]}  {info['rows']} rows; samples {samples}; "
                      f"purged {info['purged']}, embargoed {info['embargoed']}")
@@ -52,11 +59,15 @@ def data_build(
     data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
     market: Optional[str] = typer.Option(None, help="Embedded market series, comma-separated (default SP500,NASDAQ)."),
     indicators: Optional[str] = typer.Option(None, help="Embedded indicators, comma-separated (e.g. VIX)."),
-    sequence_length: int = typer.Option(30, min=1, help="Days per input window."),
+    sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per input window (default 30, or the "
+                                                  "universe's own: stocktrend data universes)."),
     horizon: int = typer.Option(5, min=1, help="Forward-return horizon of the label (days)."),
-    label: str = typer.Option("binary", help="binary | ternary | regression."),
+    label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
+                              "excess_regression | rank."),
     top_k: int = typer.Option(50, min=0, help="Features kept (0 = all)."),
-    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the timeline."),
+    split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, or "
+                                        "the universe's own)."),
+    features: Optional[str] = features_option(),
     embargo: int = typer.Option(5, min=0, help="Days of embargo after each purged boundary."),
     ticker_id: bool = ticker_id_option(),
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache directory (default $STOCKTREND_HOME/cache)."),
@@ -67,7 +78,7 @@ def data_build(
     embargo counts, cache)."""
     from stocktrend.platform.data.dataset import build_dataset
     cfg = data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
-                      universe, ticker_id)
+                      universe, ticker_id, features)
     prepared = build_dataset(cfg, cache_dir=cache_dir, use_cache=not no_cache)
     summary = prepared.summary()
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
@@ -84,18 +95,27 @@ def data_universes(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         typer.echo(f"{r['name']}\n  tickers : {r['tickers']}\n  columns : {r['columns']}\n  dates   : {r['dates']}\n"
                    f"  market  : {r['market']}\n  source  : {r['source']}\n  licence : {r['licence']}\n"
-                   f"  install : {r['install']}")
+                   f"  install : {r['install']}\n  features: {r['features']}"
+                   + (f"\n  caveats : {r['caveats']}" if r.get("caveats") else "")
+                   + (f"\n  sectors : {r['sectors']}" if r.get("sectors") else ""))
 
 
 def data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
-                universe="msft", ticker_id=False):
+                universe="msft", ticker_id=False, features=None):
+    """Flags -> DataConfig; settings left unset take the universe's own defaults (``data_defaults``)."""
     from stocktrend.platform.data.dataset import DataConfig
-    from stocktrend.platform.data.universes import spec
+    from stocktrend.platform.data.features import FEATURE_SETS
+    from stocktrend.platform.data.universes import data_defaults, spec
     if label not in LABELS:
-        raise typer.BadParameter(f"unknown label kind {label!r}; use binary, ternary or regression")
+        raise typer.BadParameter(f"unknown label kind {label!r}; use {', '.join(LABELS)}")
     if data is None:
         spec(universe)  # an unknown name fails here, before any work
+    d = data_defaults(None if data is not None else universe)
+    features = features or d["features"]
+    if features not in FEATURE_SETS:
+        raise typer.BadParameter(f"unknown feature set {features!r}; use {', '.join(FEATURE_SETS)}")
     return DataConfig(tickers=_split_list(ticker) or (), data_dir=data, universe=universe, market=_split_list(market),
                       indicators=_split_list(indicators) or (), horizon=horizon, label_kind=label,
-                      sequence_length=sequence_length, top_k=top_k, fractions=_fractions(split), embargo=embargo,
-                      ticker_id=ticker_id)
+                      sequence_length=sequence_length or d["sequence_length"], top_k=top_k,
+                      fractions=_fractions(split) if split else tuple(d["fractions"]), embargo=embargo,
+                      ticker_id=ticker_id, features=features)

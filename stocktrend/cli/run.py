@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from stocktrend.cli.common import STATE, _finish, _interruptible, app
-from stocktrend.cli.data import data_config, ticker_id_option, universe_option
+from stocktrend.cli.data import data_config, features_option, ticker_id_option, universe_option
 from stocktrend.quickstart import DEFAULT_UNIVERSE
 
 @app.command("train")
@@ -22,11 +22,15 @@ def train_cmd(
     ticker_id: bool = ticker_id_option(),
     model: str = typer.Option("hybrid", "--model", "-m", help="hybrid | lstm | dual_tower | lstm_transformer "
                               "(regresses the return) | mtl_lstm (classes + return) | rf | gbm (scikit-learn)."),
-    sequence_length: int = typer.Option(30, min=1),
+    sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default 30, or the universe's "
+                                                  "own)."),
     horizon: int = typer.Option(5, min=1),
-    label: str = typer.Option("binary", help="binary | ternary | regression."),
+    label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
+                              "excess_regression | rank."),
     top_k: int = typer.Option(50, min=0),
-    split: str = typer.Option("0.8,0.1,0.1", help="Train,val,test fractions of the timeline."),
+    split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, "
+                                        "or the universe's own)."),
+    features: Optional[str] = features_option(),
     embargo: int = typer.Option(5, min=0),
     lr: float = typer.Option(2e-4, help="AdamW learning rate (OneCycle start)."),
     max_lr: float = typer.Option(1e-3, help="OneCycle peak learning rate."),
@@ -65,7 +69,7 @@ def train_cmd(
     from stocktrend.platform.training.jobs import train_job
     from stocktrend.platform.training.local import TrainConfig
     cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
-                      ticker_id)
+                      ticker_id, features)
     from stocktrend.models import zoo
     spec = zoo.get(model)  # the name is resolved once; downstream gets the spec (TrainConfig keeps the plain name)
     if preset not in spec.presets:
@@ -103,8 +107,16 @@ def train_cmd(
                        f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
     typer.echo(f"checkpoint   : {out.checkpoint_path}")
     if out.version is not None:
-        typer.echo(f"registered   : {out.model_name} version {out.version} (run {out.run_id}); promote with "
-                   f"'stocktrend models promote {out.model_name} {out.version}'")
+        from stocktrend.platform.registry import mlflow_registry as registry
+        typer.echo(f"registered   : {out.model_name} version {out.version} (run {out.run_id})")
+        served = registry.aliases(out.model_name).get(registry.ALIAS)
+        if served == out.version:
+            typer.echo(f"served       : {out.model_name}@production = version {out.version} (the first version takes "
+                       f"production): stocktrend serve serves it")
+        else:
+            typer.echo(f"served       : {out.model_name}@production stays version {served}; this version is not served "
+                       f"until it passes the gate (stocktrend retrain) or is promoted (stocktrend models promote "
+                       f"{out.model_name} {out.version})")
     ref = f"{out.model_name}@{out.version}" if out.version else out.checkpoint_path
     typer.echo(f"next         : stocktrend evaluate {ref}")
 

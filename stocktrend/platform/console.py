@@ -17,8 +17,15 @@ from pathlib import Path
 STATE: dict[str, object] = {"log_path": None, "verbose": True}
 
 
+# Per-ticker notes of the data layer (warm-up rows dropped, rows outside the market dates, features a close-only
+# series lacks): one line per ticker is noise on a 500-ticker console; they stay in the log file.
+FILE_ONLY = ("stocktrend.platform.data.features",)
+
+
 class _PlatformOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(FILE_ONLY) and record.levelno < logging.WARNING:
+            return False
         if record.name.startswith(("stocktrend", "__main__")):
             return True
         # Ray and Tune log a trial's traceback at ERROR: it is in the log file and in the trial's error.txt,

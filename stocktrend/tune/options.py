@@ -28,6 +28,7 @@ class SearchOptions:
     data_dir: str | None = None
     universe: str = "msft"  # named embedded universe (ignored with data_dir)
     label_kind: str = "binary"  # binary | ternary (regression is not searched)
+    features: str | None = None  # feature set; None = the universe's own (standard, or short for sp500_2010)
     ticker_id: bool = False  # the ticker's identity as a one-hot input
     storage: str | None = None  # Tune + Train storage (local dir or URI); default $STOCKTREND_HOME/tune
     optuna_storage: str | None = None  # default sqlite:///$STOCKTREND_HOME/optuna.db

@@ -65,7 +65,7 @@ def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
 
 
 def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOptions, panel, data_config, out_dir,
-                  best_config: dict[str, Any]) -> tuple[int, Any]:
+                  best_config: dict[str, Any], bounds=None) -> tuple[int, Any]:
     """Every trial as a nested MLflow run under the search's run, and the best trial's weights re-expressed as a
     self-contained stocktrend checkpoint, registered as an MLflow Model. Returns (version, checkpoint path)."""
     from dataclasses import replace
@@ -96,7 +96,7 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
         spec, _ = trial_model(best.config, opts.specs)
         data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
                                       top_k=int(best.config["top_k"]),
-                                      label_kind=spec.label_for(data_config.label_kind)))
+                                      label_kind=spec.label_for(data_config.label_kind)), bounds)
         spec, mcfg = trial_model_config(data, opts.preset, best.config, opts.specs)
         with best_ckpt.as_directory() as d:
             if spec.is_sklearn:

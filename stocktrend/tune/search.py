@@ -123,8 +123,12 @@ def _check_capacity(opts: SearchOptions) -> SearchOptions:
     return opts
 
 
-def run_search(opts: SearchOptions) -> dict[str, Any]:
-    """Run (or resume) a search; returns the trial table, the best config and the registered version."""
+def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -> dict[str, Any]:
+    """Run (or resume) a search; returns the trial table, the best config and the registered version.
+
+    ``panel`` / ``data_config`` / ``bounds``: a feature panel already built and the split every trial must use (the
+    daily loop's retrain searches with the gate window held out); by default the options' universe and the usual
+    chronological fractions."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -132,7 +136,8 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
     from stocktrend.platform.data.cache import load_or_build_panel
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.training.distributed import init_ray
-    from stocktrend.platform.data.universes import load_universe
+    from stocktrend.platform.data.features import feature_set
+    from stocktrend.platform.data.universes import data_defaults, load_universe
     from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import search_defaults, search_space
 
@@ -156,16 +161,21 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
              opts.max_concurrent, f"{opts.cpus_per_trial():g} CPU",
              "training in the trial's process" if opts.in_process else
              f"Ray Train with {opts.workers_per_trial} worker(s)")
-    data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir, universe=opts.universe,
-                             label_kind=opts.label_kind, ticker_id=opts.ticker_id)
-    universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
-    panel = load_or_build_panel(universe)
-    log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
+    if data_config is None:
+        d = data_defaults(None if opts.data_dir else opts.universe)
+        data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir, universe=opts.universe,
+                                 label_kind=opts.label_kind, ticker_id=opts.ticker_id,
+                                 features=opts.features or d["features"], fractions=tuple(d["fractions"]))
+    if panel is None:
+        universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
+        panel = load_or_build_panel(universe, feature_set(data_config.features))
+        log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
     storage = opts.storage or _storage_root("tune")
     exp_path = os.path.join(storage, opts.name)
     trainable = tune.with_resources(
         tune.with_parameters(trial_mod.trial_fn, panel=panel,
-                             base={"opts": opts, "data_config": data_config, "storage": storage}),
+                             base={"opts": opts, "data_config": data_config, "storage": storage,
+                                   "bounds": bounds}),
         opts.trial_resources())
     events = trial_mod.TrialEvents(opts.metric, opts.mode, opts.max_epochs, opts.num_samples,
                                    cleanup_groups=not opts.in_process, say=_say)
@@ -251,7 +261,7 @@ def run_search(opts: SearchOptions) -> dict[str, Any]:
         return result
 
     version, path = register_best(grid, best, best_ckpt, table, opts, panel, data_config, out_dir,
-                                  result["best_config"])
+                                  result["best_config"], bounds)
     result.update(version=version, checkpoint=str(path))
     if opts.promote:
         registry.promote(opts.model_name, version)
@@ -287,9 +297,12 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--universe", default=d.universe, help="embedded universe: msft, tech, sp20 (stocktrend data "
                     "universes)")
     ap.add_argument("--data", default=None, help="directory of CSV/Parquet files (default: embedded universe)")
-    ap.add_argument("--label", default=d.label_kind, choices=["binary", "ternary"],
-                    help="binary (Bajista/Alcista) or ternary (with Neutral)")
+    ap.add_argument("--label", default=d.label_kind, choices=["binary", "ternary", "excess"],
+                    help="binary (Bajista/Alcista), ternary (with Neutral) or excess (the direction against the day's "
+                         "universe mean; panels)")
     ap.add_argument("--ticker-id", action="store_true", help="the ticker's identity as a one-hot model input")
+    ap.add_argument("--features", default=None, choices=["standard", "short"],
+                    help="feature set (default: the universe's own; short = look-backs up to 60 days)")
     ap.add_argument("--storage", default=None, help="Tune/Train storage: local dir or URI shared by all nodes")
     ap.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default sqlite in $STOCKTREND_HOME)")
     ap.add_argument("--model-name", default=d.model_name)
@@ -318,7 +331,7 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
                          cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,
                          tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, universe=a.universe,
-                         label_kind=a.label, ticker_id=a.ticker_id, storage=a.storage,
+                         label_kind=a.label, ticker_id=a.ticker_id, features=a.features, storage=a.storage,
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
                          register=not a.no_register, address=a.address, searcher=a.searcher,
                          scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,

@@ -44,7 +44,7 @@ def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     spec, _ = trial_model(config, specs)
     dcfg = base["data_config"]
     data = prepare(panel, replace(dcfg, sequence_length=int(config["sequence_length"]), top_k=int(config["top_k"]),
-                                  label_kind=spec.label_for(dcfg.label_kind)))
+                                  label_kind=spec.label_for(dcfg.label_kind)), base.get("bounds"))
     spec, mcfg = trial_model_config(data, opts.preset, config, specs)
     lr = float(config.get("lr", 2e-4))
     tcfg = TrainConfig(preset=opts.preset, model=spec.kind, epochs=opts.max_epochs,

@@ -82,7 +82,9 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
     a = train_job(planted.config, quick, model_name="t", data=planted)
     b = train_job(planted.config, quick, model_name="t", data=planted)
     assert (a.version, b.version) == (1, 2)
-    assert registry.promote("t", 1)["changed"]
+    # The first version of a name takes production by itself; later ones only through the gate or a promotion.
+    assert registry.aliases("t") == {"production": 1}
+    assert not registry.promote("t", 1)["changed"]
     assert registry.promote("t", 2)["previous"] == 1
     assert registry.get_version("t", "production")["version"] == 2
     assert registry.rollback("t")["version"] == 1

@@ -76,6 +76,15 @@ class FeaturePanel:
     def tickers(self) -> list[str]:
         return [str(t) for t in dict.fromkeys(self.meta["ticker"].tolist())]
 
+    def without(self, tickers: list[str]) -> FeaturePanel:
+        """The panel minus some tickers (a copy of the kept rows)."""
+        keep = ~self.meta["ticker"].astype(str).isin(tickers).to_numpy()
+        meta = self.meta[keep].reset_index(drop=True)
+        meta["ticker"] = meta["ticker"].cat.remove_unused_categories() if isinstance(
+            meta["ticker"].dtype, pd.CategoricalDtype) else meta["ticker"]
+        return FeaturePanel(meta, np.asfortranarray(self.values[keep]), self.feature_names, self.data_hash,
+                            self.cache_key, self.path, self.cache_hit, self.seconds)
+
     def frame(self) -> pd.DataFrame:
         """The panel as one DataFrame (a copy; for inspection, not for the hot path)."""
         return pd.concat([self.meta.reset_index(drop=True),
@@ -98,9 +107,14 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tu
         parts = [_one(j) for j in jobs]
     COMPUTE_COUNT["tickers"] += len(jobs)
     empty = [name for name, part in parts if len(part) == 0]
-    if empty:
+    if empty and universe.drop_short and len(empty) < len(parts):
+        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
+                    ", ".join(map(str, empty)))
+        parts = [(name, part) for name, part in parts if len(part)]
+    elif empty:
         raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
-                                  f"{', '.join(map(str, empty))}")
+                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}"
+                                  f"{' (a short history needs --features short)' if cfg.warmup > 100 else ''}")
     # Features every ticker has (a close-only ticker in a panel of OHLCV ones takes the range and volume features out
     # of the whole panel: one model sees one feature list).
     common = set.intersection(*(set(part.columns) for _, part in parts))
@@ -109,6 +123,7 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tu
     if dropped:
         log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
     n = sum(len(p) for _, p in parts)
+    order = [name for name, _ in parts]
     values = np.empty((n, len(names)), dtype=np.float32, order="F")
     tickers, dates, closes = [], [], []
     row = 0
@@ -120,7 +135,7 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tu
         dates.append(part.index.to_numpy(dtype="datetime64[ns]"))
         closes.append(part["close"].to_numpy(dtype=np.float64))
         row += len(part)
-    meta = pd.DataFrame({"ticker": pd.Categorical(np.concatenate(tickers), categories=list(universe.tickers)),
+    meta = pd.DataFrame({"ticker": pd.Categorical(np.concatenate(tickers), categories=order),
                          "date": np.concatenate(dates), "close": np.concatenate(closes)})
     return meta, values, names
 

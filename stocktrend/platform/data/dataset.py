@@ -19,8 +19,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stocktrend.platform.data.cache import FeaturePanel, load_or_build_panel, ticker_offsets
-from stocktrend.platform.data.features import FeatureConfig
-from stocktrend.platform.data.labels import LabelKind, forward_returns, make_labels
+from stocktrend.platform.data.features import FeatureConfig, feature_set
+from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
 from stocktrend.platform.data.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
 from stocktrend.platform.data.sources import DataValidationError, Universe
 from stocktrend.platform.data.universes import load_universe
@@ -40,7 +40,9 @@ class DataConfig:
     market: tuple[str, ...] | None = None  # embedded market context (None = SP500 + NASDAQ); ignored with data_dir
     indicators: tuple[str, ...] = ()  # embedded indicators (e.g. VIX); ignored with data_dir
     horizon: int = 5  # label = direction of the forward return over this many days
-    label_kind: str = "binary"  # binary (Bajista < 0 <= Alcista), ternary (neutral band), regression
+    # binary (Bajista < 0 <= Alcista), ternary (neutral band), regression (the return); market-neutral (panels):
+    # excess (direction vs the day's mean), excess_regression (the excess return), rank (the day's rank in [-1, 1])
+    label_kind: str = "binary"
     neutral_band: float = 0.005  # |forward return| <= band is Neutral (ternary only)
     sequence_length: int = 30  # days per input window
     top_k: int = 50  # features kept by the inter-class mean-difference ranking (0 = keep all)
@@ -49,6 +51,8 @@ class DataConfig:
     oversample: bool = True  # RandomOverSampler on training samples (classification only)
     seed: int = 42  # oversampling seed
     ticker_id: bool = False  # append the ticker's identity (one-hot, one column per training ticker) to every day
+    as_of: str | None = None  # the data as it was on this day (YYYY-MM-DD): nothing dated later is read; None = all
+    features: str = "standard"  # feature set (stocktrend.platform.data.features.FEATURE_SETS): standard | short
 
 
 @dataclass
@@ -151,14 +155,14 @@ def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[in
     """Scaler on the training rows ``fit_rows`` (row ranges), selection on the training samples only."""
     mean, std, _ = _moments([values[a:b] for a, b in fit_rows])
     std = np.where(std > 1e-12, std, 1.0)
-    n_groups = 1 if kind is LabelKind.regression else kind.n_classes
+    n_groups = 1 if kind.is_value else kind.n_classes
     sums, counts = np.zeros((n_groups, len(names))), np.zeros(n_groups)
     sq, cross = np.zeros(len(names)), np.zeros(len(names))
     t = sample_targets.astype(np.float64)
     for a in range(0, len(sample_rows), CHUNK_ROWS):  # chunked: a big panel's samples never sit in float64 at once
         x = (np.asarray(values[sample_rows[a:a + CHUNK_ROWS]], dtype=np.float64) - mean) / std
         tb = t[a:a + CHUNK_ROWS]
-        if kind is LabelKind.regression:
+        if kind.is_value:
             sums[0] += x.sum(0)
             sq += (x ** 2).sum(0)
             cross += x.T @ tb
@@ -168,7 +172,7 @@ def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[in
                 sel = tb == c
                 sums[c] += x[sel].sum(0)
                 counts[c] += sel.sum()
-    if kind is LabelKind.regression:
+    if kind.is_value:
         n = counts[0]
         cov = cross / n - (sums[0] / n) * t.mean()
         denom = np.sqrt(np.maximum(sq / n - (sums[0] / n) ** 2, 0) * t.var())
@@ -200,6 +204,13 @@ class PreparedData:
     purged: dict[str, int] = field(default_factory=dict)
     embargoed: dict[str, int] = field(default_factory=dict)
     per_ticker: dict[str, dict[str, Any]] = field(default_factory=dict)  # dates, samples, purge/embargo per ticker
+    value: np.ndarray | None = None  # per row, the number the label derives from when it is not the forward return
+
+    @property
+    def target_value(self) -> np.ndarray:
+        """Per row, the number behind the label: the forward return, or for the market-neutral labels the excess
+        return / the day's rank (what regressors and a multi-task model's return head learn)."""
+        return self.forward_return if self.value is None else self.value
 
     @property
     def kind(self) -> LabelKind:
@@ -239,7 +250,7 @@ class PreparedData:
         return self.y[np.asarray(rows)]
 
     def class_counts(self, segment: str) -> dict[str, int]:
-        if self.kind is LabelKind.regression:
+        if self.kind.is_value:
             return {}
         y = self.y[self.samples[segment]]
         return {name: int((y == c).sum()) for c, name in enumerate(self.kind.class_names)}
@@ -262,7 +273,7 @@ class PreparedData:
                          "embargoed": self.embargoed.get(seg, 0)}
         segs["train"]["before_oversampling"] = int(len(self.train_unbalanced))
         segs["train"]["class_counts_before_oversampling"] = (
-            {} if self.kind is LabelKind.regression else
+            {} if self.kind.is_value else
             {n: int((self.y[self.train_unbalanced] == c).sum()) for c, n in enumerate(self.kind.class_names)})
         return {"tickers": self.tickers, "per_ticker": self.per_ticker, "rows": int(len(self.x)), "features_total": len(self.transforms.feature_names),
                 "features_kept": len(self.transforms.selected), "selected": self.transforms.selected,
@@ -283,13 +294,27 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
     need = cfg.sequence_length + cfg.horizon + 1
     short = [f"{t} ({offsets[i + 1] - offsets[i]} rows)" for i, t in enumerate(names)
              if offsets[i + 1] - offsets[i] < need]
+    if short and drop_short(cfg) and len(short) < len(names):
+        panel = panel.without([s.split(" ")[0] for s in short])
+        log.warning("%d ticker(s) with too little history after the feature warm-up left out (need %d rows): %s",
+                    len(short), need, ", ".join(short))
+        return prepare(panel, cfg, bounds)
     if short:
         raise DataValidationError(
-            f"too little history after the feature warm-up: {', '.join(short)}; each ticker needs at least "
-            f"sequence_length + horizon + 1 = {need} rows after the first {FeatureConfig().warmup} days")
+            f"too little history after the feature warm-up: {', '.join(short[:10])}{' ...' if len(short) > 10 else ''}"
+            f"; each ticker needs at least sequence_length + horizon + 1 = {need} rows after the first "
+            f"{feature_set(cfg.features).warmup} days{_hint(cfg)}")
 
     fwd = np.concatenate([forward_returns(close[a:b], cfg.horizon) for a, b in zip(offsets[:-1], offsets[1:])])
-    y = make_labels(fwd, kind, cfg.neutral_band)
+    value = None
+    if kind.cross_sectional:
+        if len(names) < 2:
+            raise DataValidationError(f"--label {kind.value} ranks tickers against each other on the same day: it "
+                                      f"needs a panel of 2 or more tickers, got {', '.join(names)}")
+        value = cross_sectional_targets(fwd, dates, kind)
+        y = make_labels(value, kind, cfg.neutral_band)
+    else:
+        y = make_labels(fwd, kind, cfg.neutral_band)
     seg_rows: dict[str, list[np.ndarray]] = {s: [] for s in SEGMENTS}
     purged = dict.fromkeys(SEGMENTS, 0)
     embargoed = dict.fromkeys(SEGMENTS, 0)
@@ -312,7 +337,8 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
         if len(rows) == 0:
             raise DataValidationError(
                 f"the {seg} segment has no samples: too little history for sequence_length {cfg.sequence_length}, "
-                f"horizon {cfg.horizon}, embargo {cfg.embargo} and split {cfg.fractions}")
+                f"horizon {cfg.horizon}, embargo {cfg.embargo} and split {cfg.fractions} (purge and embargo drop "
+                f"sequence_length + horizon + embargo days before each boundary){_hint(cfg)}")
 
     train = samples["train"]
     transforms = fit_transforms(values, panel.feature_names, fit_rows, train, y[train], kind, cfg.top_k)
@@ -323,26 +349,48 @@ def prepare(panel: FeaturePanel, cfg: DataConfig, bounds: Boundaries | None = No
     x = transforms.transform(values, row_tickers)
 
     train_unbalanced = train
-    if cfg.oversample and kind is not LabelKind.regression:
+    if cfg.oversample and not kind.is_value:
         from imblearn.over_sampling import RandomOverSampler
         ros = RandomOverSampler(random_state=cfg.seed)
         resampled, _ = ros.fit_resample(train.reshape(-1, 1), y[train])
         samples["train"] = np.sort(resampled.ravel())
     return PreparedData(cfg, x, y, fwd, dates, names, offsets, samples, train_unbalanced, transforms, panel,
-                        purged, embargoed, per_ticker)
+                        purged, embargoed, per_ticker, value)
+
+
+def drop_short(cfg: DataConfig) -> bool:
+    """Whether the named universe leaves short tickers out (breadth universes) instead of refusing them."""
+    if cfg.data_dir is not None:
+        return False
+    from stocktrend.platform.data.universes import UNIVERSES
+    s = UNIVERSES.get(cfg.universe)
+    return bool(s and s.drop_short)
+
+
+def _hint(cfg: DataConfig) -> str:
+    if cfg.data_dir is not None:
+        return ""
+    from stocktrend.platform.data.universes import UNIVERSES
+    s = UNIVERSES.get(cfg.universe)
+    return f" ({s.name}: {s.caveats})" if s and s.caveats else ""
 
 
 def build_dataset(cfg: DataConfig | None = None, universe: Universe | None = None, cache_dir: str | Path | None = None,
-                  use_cache: bool = True, feature_config: FeatureConfig | None = None, n_jobs: int = 1
-                  ) -> PreparedData:
+                  use_cache: bool = True, feature_config: FeatureConfig | None = None, n_jobs: int = 1,
+                  bounds: Boundaries | None = None) -> PreparedData:
     """The whole data path: sources -> validate -> features (cached) -> labels -> split -> transforms -> windows."""
     cfg = cfg or DataConfig()
     if universe is None:
         universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
                                  list(cfg.market) if cfg.market is not None else None, list(cfg.indicators),
-                                 universe=cfg.universe)
-    panel = load_or_build_panel(universe, feature_config, cache_dir, use_cache=use_cache, n_jobs=n_jobs)
-    return prepare(panel, cfg)
+                                 universe=cfg.universe, as_of=cfg.as_of)
+    elif cfg.as_of is not None:
+        universe = universe.cut(cfg.as_of)
+    # A cut universe is one day's snapshot: caching its features would only fill the disk (the next day's data has
+    # another hash), so it is computed in memory.
+    panel = load_or_build_panel(universe, feature_config or feature_set(cfg.features), cache_dir,
+                                use_cache=use_cache and cfg.as_of is None, n_jobs=n_jobs)
+    return prepare(panel, cfg, bounds)
 
 
 def config_dict(cfg: DataConfig) -> dict[str, Any]:
@@ -359,8 +407,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.rows = np.asarray(rows, dtype=np.int64)
         self.L = data.seq_len
         targets = data.y[self.rows]
-        self.y = torch.from_numpy(targets.astype(np.float32 if data.kind is LabelKind.regression else np.int64))
-        self.r = torch.from_numpy(data.forward_return[self.rows].astype(np.float32)) if with_return else None
+        self.y = torch.from_numpy(targets.astype(np.float32 if data.kind.is_value else np.int64))
+        self.r = torch.from_numpy(data.target_value[self.rows].astype(np.float32)) if with_return else None
 
     def __len__(self) -> int:
         return len(self.rows)

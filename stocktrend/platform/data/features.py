@@ -49,6 +49,20 @@ class FeatureConfig:
                    max(self.volatility_windows) + 1, max(self.market_windows) + 1, self.indicator_z_window) + 1
 
 
+SHORT = FeatureConfig(return_horizons=(1, 2, 3, 5, 10, 20, 40, 60), sma_windows=(5, 10, 20, 30, 50),
+                      ema_windows=(5, 10, 12, 20, 26, 50), volatility_windows=(5, 10, 20, 60),
+                      extreme_windows=(20, 60), market_windows=(20, 60))
+# Named feature sets (``--features``): ``standard`` (look-backs up to 250 days: a 251-day warm-up) and ``short``
+# (look-backs up to 60 days, a 62-day warm-up) for short histories such as the one-year ``sp500_2010`` universe.
+FEATURE_SETS: dict[str, FeatureConfig] = {"standard": FeatureConfig(), "short": SHORT}
+
+
+def feature_set(name: str) -> FeatureConfig:
+    if name not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {name!r}; available: {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[name]
+
+
 def _safe_div(num: pd.Series | np.ndarray, den: pd.Series | np.ndarray, fill: float = 0.0) -> np.ndarray:
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
@@ -98,14 +112,16 @@ def ticker_features(df: pd.DataFrame, cfg: FeatureConfig) -> dict[str, np.ndarra
 
     for n in cfg.return_horizons:
         f[f"ret_{n}"] = logc.diff(n).to_numpy()
-    sma = {n: c.rolling(n, min_periods=n).mean() for n in sorted({*cfg.sma_windows, 5, 20, 50, 200})}
+    sma = {n: c.rolling(n, min_periods=n).mean() for n in sorted({*cfg.sma_windows, 5, 20, 50,
+                                                                  *((200,) if max(cfg.sma_windows) >= 200 else ())})}
     for n in cfg.sma_windows:
         f[f"sma_ratio_{n}"] = (c / sma[n] - 1).to_numpy()
     for n in cfg.ema_windows:
         f[f"ema_ratio_{n}"] = (c / c.ewm(span=n, adjust=False, min_periods=n).mean() - 1).to_numpy()
     f["sma_cross_5_20"] = (sma[5] / sma[20] - 1).to_numpy()
     f["sma_cross_20_50"] = (sma[20] / sma[50] - 1).to_numpy()
-    f["sma_cross_50_200"] = (sma[50] / sma[200] - 1).to_numpy()
+    if max(cfg.sma_windows) >= 200:  # a short feature set keeps every look-back within its longest window
+        f["sma_cross_50_200"] = (sma[50] / sma[200] - 1).to_numpy()
     for n in cfg.rsi_windows:
         f[f"rsi_{n}"] = _rsi(c, n)
     for fast, slow, sig in ((12, 26, 9), (5, 35, 5)):
@@ -216,7 +232,7 @@ def market_features(ticker_close: pd.Series, market: pd.DataFrame, name: str,
     f: dict[str, np.ndarray] = {}
     for n in (1, 5, 20, 60):
         f[f"{p}_ret_{n}"] = mlog.diff(n).to_numpy()
-    for n in (20, 50, 200):
+    for n in (m for m in (20, 50, 200) if m <= max(cfg.sma_windows)):
         f[f"{p}_sma_ratio_{n}"] = (mc / mc.rolling(n, min_periods=n).mean() - 1).to_numpy()
     f[f"{p}_rsi_14"] = _rsi(mc, 14)
     f[f"{p}_vol_20"] = (mr1.rolling(20, min_periods=20).std() * np.sqrt(252)).to_numpy()

@@ -67,6 +67,25 @@ class Universe:
     market: dict[str, pd.DataFrame] = field(default_factory=dict)
     indicators: dict[str, pd.DataFrame] = field(default_factory=dict)
     source: str = "custom"
+    drop_short: bool = False  # a ticker too short for the features / windows is left out (logged), not refused
+
+    def cut(self, as_of: str | pd.Timestamp | None) -> Universe:
+        """The universe as it was on ``as_of``: every series ends on or before that day (None: unchanged)."""
+        if as_of is None:
+            return self
+        day = as_of_day(as_of)
+        return Universe({k: v.loc[:day] for k, v in self.tickers.items()},
+                        {k: v.loc[:day] for k, v in self.market.items()},
+                        {k: v.loc[:day] for k, v in self.indicators.items()}, source=self.source,
+                        drop_short=self.drop_short)
+
+    def date_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """First and last day of any ticker."""
+        firsts = [f.index[0] for f in self.tickers.values() if len(f)]
+        lasts = [f.index[-1] for f in self.tickers.values() if len(f)]
+        if not firsts:
+            raise DataValidationError(f"{self.source}: no rows")
+        return min(firsts), max(lasts)
 
     def content_hash(self) -> str:
         """Hash of every value and date: the feature cache key and the data hash stored in checkpoints."""
@@ -78,6 +97,17 @@ class Universe:
                 h.update(frame.index.asi8.tobytes())
                 h.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64)).tobytes())
         return h.hexdigest()[:16]
+
+
+def as_of_day(as_of: str | pd.Timestamp) -> pd.Timestamp:
+    """A cut-off day from a string or timestamp, or a DataValidationError naming the bad value."""
+    try:
+        day = pd.Timestamp(as_of)
+    except (ValueError, TypeError):
+        raise DataValidationError(f"as_of {as_of!r} is not a date (use YYYY-MM-DD)") from None
+    if pd.isna(day):
+        raise DataValidationError(f"as_of {as_of!r} is not a date (use YYYY-MM-DD)")
+    return (day.tz_localize(None) if day.tzinfo else day).normalize()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -128,12 +158,16 @@ def validate_prices(
     aliases: ColumnAliases | None = None,
     required: tuple[str, ...] = OHLCV_COLUMNS,
     repair: bool = True,
+    as_of: str | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Turn a raw export into a validated price frame, or raise DataValidationError naming source, column and row.
 
     With ``repair=True`` two safe repairs are made and logged with counts: rows out of date order are sorted and exact
     duplicate rows are dropped. Anything else (duplicate dates with different values, bad numbers, impossible prices)
     is an error, because guessing which value is right would silently change the data.
+
+    ``as_of``: rows dated after that day are dropped as soon as the dates are parsed, before any value is read or
+    checked (the data as it was on that day; the daily loop's and the replay's cut).
     """
     aliases = aliases or ColumnAliases()
     raw = raw.reset_index() if raw.index.name is not None and _pick([raw.index.name], aliases.date) else raw
@@ -162,7 +196,14 @@ def validate_prices(
     if raw.empty:
         raise DataValidationError(f"{source}: no data rows")
 
-    out = pd.DataFrame(index=pd.DatetimeIndex(_parse_dates(raw, date_col, source), name="date"))
+    dates = _parse_dates(raw, date_col, source)
+    if as_of is not None:
+        keep = (dates <= as_of_day(as_of)).to_numpy()
+        if not keep.any():
+            raise DataValidationError(f"{source}: no rows on or before {as_of_day(as_of).date()} (its data start "
+                                      f"{dates.min().date()})")
+        raw, dates = raw[keep].reset_index(drop=True), dates[keep].reset_index(drop=True)
+    out = pd.DataFrame(index=pd.DatetimeIndex(dates, name="date"))
     for canon, col in picked.items():
         values = _parse_numbers(raw, col, source)
         if canon in PRICE_COLUMNS:
@@ -233,12 +274,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def load_price_file(path: Path | str, aliases: ColumnAliases | None = None,
-                    required: tuple[str, ...] = OHLCV_COLUMNS, repair: bool = True) -> pd.DataFrame:
+                    required: tuple[str, ...] = OHLCV_COLUMNS, repair: bool = True,
+                    as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
     path = Path(path)
-    return validate_prices(read_table(path), str(path), aliases, required=required, repair=repair)
+    return validate_prices(read_table(path), str(path), aliases, required=required, repair=repair, as_of=as_of)
 
 
-def load_indicator_file(path: Path | str, aliases: ColumnAliases | None = None) -> pd.DataFrame:
+def load_indicator_file(path: Path | str, aliases: ColumnAliases | None = None,
+                        as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
     """An indicator file: a date column plus any numeric columns (e.g. VIX, rates); all must be finite."""
     path = Path(path)
     aliases = aliases or ColumnAliases()
@@ -251,8 +294,12 @@ def load_indicator_file(path: Path | str, aliases: ColumnAliases | None = None) 
         raise DataValidationError(f"{path}: no indicator columns besides {date_col!r}")
     raw.columns = [str(c) for c in raw.columns]
     # Indicators may be zero or negative (rates, spreads): only dates and finiteness are checked.
+    dates = _parse_dates(raw, date_col, str(path))
+    if as_of is not None:
+        keep = (dates <= as_of_day(as_of)).to_numpy()
+        raw, dates = raw[keep].reset_index(drop=True), dates[keep].reset_index(drop=True)
     out = pd.DataFrame({c: _parse_numbers(raw, c, str(path)) for c in value_cols},
-                       index=pd.DatetimeIndex(_parse_dates(raw, date_col, str(path)), name="date"))
+                       index=pd.DatetimeIndex(dates, name="date"))
     return _order_and_dedupe(out, str(path), repair=True)
 
 
@@ -261,7 +308,7 @@ def _files(directory: Path) -> list[Path]:
 
 
 def load_directory(directory: Path | str, tickers: list[str] | None = None, aliases: ColumnAliases | None = None,
-                   repair: bool = True) -> Universe:
+                   repair: bool = True, as_of: str | pd.Timestamp | None = None) -> Universe:
     """A user's data directory.
 
     Layout: one OHLCV file per ticker at the top level (``MSFT.csv``, ``AAPL.parquet``; the file stem is the
@@ -281,13 +328,14 @@ def load_directory(directory: Path | str, tickers: list[str] | None = None, alia
                                       f"available: {', '.join(sorted(files))}")
         files = {t: files[t] for t in tickers}
     # Tickers need a close; open/high/low (together) and volume are optional: features that need them are left out.
-    universe = Universe(tickers={t: load_price_file(p, aliases, required=("close",), repair=repair)
+    universe = Universe(tickers={t: load_price_file(p, aliases, required=("close",), repair=repair, as_of=as_of)
                                  for t, p in files.items()}, source=str(directory))
     if (directory / "market").is_dir():
-        universe.market = {p.stem: load_price_file(p, aliases, required=("close",), repair=repair)
+        universe.market = {p.stem: load_price_file(p, aliases, required=("close",), repair=repair, as_of=as_of)
                            for p in _files(directory / "market")}
     if (directory / "indicators").is_dir():
-        universe.indicators = {p.stem: load_indicator_file(p, aliases) for p in _files(directory / "indicators")}
+        universe.indicators = {p.stem: load_indicator_file(p, aliases, as_of=as_of)
+                               for p in _files(directory / "indicators")}
     return universe
 
 

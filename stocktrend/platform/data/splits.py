@@ -117,3 +117,54 @@ def walk_forward_boundaries(dates: pd.DatetimeIndex, n_folds: int = 5, test_frac
         stop_pos = test_pos + test_len
         folds.append(Boundaries(dates[test_pos - val_len], dates[test_pos], dates[stop_pos] if stop_pos < n else None))
     return folds
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The gate window of the daily loop
+# ---------------------------------------------------------------------------------------------------------------------
+
+def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_fraction: float = 0.1) -> Boundaries:
+    """Boundaries of a retrain whose test segment is the gate window.
+
+    The gate window is the last ``gate_days`` labelled days of the data: a sample dated t is labelled once day t +
+    ``horizon`` is in the data, so the window ends ``horizon`` days before the data end. The retrained model
+    validates (early-stops) on the ``val_fraction`` of the timeline right before the window and trains on everything
+    before that, with the usual purge and embargo at both boundaries, so no day of its training or validation labels
+    is an input or label day of the window. The champion it is compared with must also have trained and validated
+    before the window: ``check_before_window``.
+    """
+    dates = pd.DatetimeIndex(dates).unique().sort_values()
+    n = len(dates)
+    if gate_days < 1:
+        raise ValueError(f"the gate window needs at least 1 day, got {gate_days}")
+    test_pos = n - horizon - gate_days
+    val_days = max(1, int(round(n * val_fraction)))
+    if test_pos - val_days < 1:
+        raise ValueError(f"{n} days of data cannot hold a {gate_days}-day gate window, a {horizon}-day label horizon "
+                         f"and a {val_days}-day validation block before it")
+    return Boundaries(dates[test_pos - val_days], dates[test_pos])
+
+
+def gate_window(dates: pd.DatetimeIndex, horizon: int, gate_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last sample day of the gate window (the last ``gate_days`` labelled days)."""
+    dates = pd.DatetimeIndex(dates).unique().sort_values()
+    n = len(dates)
+    return dates[n - horizon - gate_days], dates[n - horizon - 1]
+
+
+def check_before_window(seen: dict[str, tuple[str, str] | list[str]], window_start: pd.Timestamp,
+                        dates: pd.DatetimeIndex, horizon: int) -> list[str]:
+    """What violates the gate rule: for every (model segment -> its first and last sample day) in ``seen`` (e.g.
+    ``{"champion train": (...), "challenger val": (...)}``), the segment's last label day (its last sample day +
+    ``horizon`` trading days) must fall before the window's first day. Returns one line per violation (empty = the
+    window holds no day either model saw)."""
+    dates = pd.DatetimeIndex(dates).unique().sort_values()
+    problems = []
+    for what, (_, last) in seen.items():
+        last = pd.Timestamp(last)
+        pos = int(dates.searchsorted(last, side="right")) - 1 + horizon
+        label_end = dates[pos] if 0 <= pos < len(dates) else last + pd.tseries.offsets.BDay(horizon)
+        if label_end >= window_start:
+            problems.append(f"{what} runs to {last.date()} (labels to {label_end.date()}), into the gate window "
+                            f"starting {window_start.date()}")
+    return problems

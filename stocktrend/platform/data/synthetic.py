@@ -70,3 +70,33 @@ def planted_cross_section_universe(n_days: int = 2000, n_tickers: int = 8, horiz
         tickers[f"CS{i}"] = ohlcv_from_log_returns(r, dates, rng)
     market = {"MKT": ohlcv_from_log_returns(rng.normal(0, 0.008, n_days), dates, rng, 1000.0)}
     return Universe(tickers, market, source="synthetic-cross-section")
+
+
+def switching_signal_universe(n_days: int = 1500, switch_day: int = 750, lag: int = 5, noise: float = 0.002,
+                              seed: int = 0, n_tickers: int = 3, names: str = "SIG") -> Universe:
+    """Random walks until ``switch_day``, then the planted signal of ``planted_signal_universe`` (each ticker's daily
+    return copies the market's return ``lag`` days earlier, plus noise): a signal that switches on. Tickers are named
+    ``<names>0..``, the market ``MKT`` (the same names as the planted and random-walk panels, so a model trained on
+    one can be scored on another)."""
+    rng = np.random.default_rng(seed)
+    dates = business_days(n_days)
+    m_ret = rng.normal(0, 0.012, n_days)
+    tickers = {}
+    for i in range(n_tickers):
+        planted = np.concatenate([rng.normal(0, 0.012, lag), m_ret[:-lag]]) + rng.normal(0, noise, n_days)
+        walk = rng.normal(0, 0.012, n_days)
+        t_ret = np.where(np.arange(n_days) < switch_day, walk, planted)
+        tickers[f"{names}{i}"] = ohlcv_from_log_returns(t_ret, dates, rng)
+    return Universe(tickers, {"MKT": ohlcv_from_log_returns(m_ret, dates, rng, 1000.0)}, source="synthetic-switch")
+
+
+def write_directory(universe: Universe, directory) -> str:
+    """A universe as a user data directory (one CSV per ticker, ``market/``), for the CLI and tests."""
+    from pathlib import Path
+    d = Path(directory)
+    (d / "market").mkdir(parents=True, exist_ok=True)
+    for name, frame in universe.tickers.items():
+        frame.rename_axis("Date").reset_index().to_csv(d / f"{name}.csv", index=False)
+    for name, frame in universe.market.items():
+        frame.rename_axis("Date").reset_index().to_csv(d / "market" / f"{name}.csv", index=False)
+    return str(d)

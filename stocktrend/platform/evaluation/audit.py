@@ -22,7 +22,7 @@ def seeds_protocol(data: PreparedData, fractions: tuple[float, float, float] = (
     the honest data set's)."""
     from imblearn.over_sampling import RandomOverSampler
     kind = data.kind
-    if kind is LabelKind.regression:
+    if kind.is_value:
         raise ValueError("the seeds' protocol is defined for classification labels")
     panel = data.panel
     values = panel.values

@@ -29,7 +29,7 @@ MIN_NAMES = 3
 def score_of(out: np.ndarray, kind: LabelKind) -> np.ndarray:
     """Model output -> one ranking score per sample (see the module docstring)."""
     out = np.asarray(out, dtype=np.float64)
-    if kind is LabelKind.regression:
+    if kind.is_value:
         return out.reshape(len(out), -1)[:, 0]
     if out.shape[1] == 2:
         return out[:, 1]
@@ -123,7 +123,7 @@ def evaluate_panel(data: PreparedData, outputs: dict[str, np.ndarray], cost_bps:
         result["ic"][name] = ic_summary(ic, data.config.horizon)
         strat, hold = long_short(frame, cost_bps, name=name)
         result["long_short"][name] = strat
-        if kind is not LabelKind.regression:
+        if not kind.is_value:
             result["per_ticker"][name] = {
                 t: classification_scores(y[tickers == t], np.asarray(out)[tickers == t], list(kind.class_names), 0)
                 for t in data.tickers if (tickers == t).any()}

@@ -18,25 +18,45 @@ from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.data.labels import LabelKind
 
 
+def _resample_aucs(positive: np.ndarray, score: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """AUC of ``score`` for the 0/1 ``positive`` in every resample (rows of ``idx``); NaN where a resample holds one
+    class only. The Mann-Whitney statistic of average ranks: exactly sklearn's roc_auc_score, ties included."""
+    from scipy.stats import rankdata
+    yy = positive[idx].astype(float)
+    pos = yy.sum(1)
+    neg = idx.shape[1] - pos
+    out = np.full(len(idx), np.nan)
+    ok = (pos > 0) & (neg > 0)
+    if ok.any():
+        ranks = rankdata(np.asarray(score)[idx[ok]], axis=1)
+        out[ok] = ((ranks * yy[ok]).sum(1) - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    return out
+
+
 def bootstrap_auc(y: np.ndarray, score: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """Percentile 95% interval of the AUC over bootstrap resamples of the test samples.
 
-    All resamples at once: the AUC of a resample is the Mann-Whitney statistic of its average ranks, which is exactly
-    what sklearn's roc_auc_score returns (ties included), at a fraction of the cost (8 s -> 0.1 s for 5 scorers)."""
-    from scipy.stats import rankdata
+    ``score``: one column (binary: the positive class is the larger label) or a probability matrix (several classes:
+    the one-vs-rest macro AUC, the mean over classes of each class's AUC against the rest, as sklearn's
+    ``roc_auc_score(multi_class="ovr")``, computed on the same resamples). All resamples at once (8 s -> 0.1 s for
+    5 scorers); a resample missing a class is left out."""
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
+    score = np.asarray(score)
     idx = rng.integers(0, len(y), (n, len(y)))
-    yy = (y[idx] == y.max()).astype(float) if len(np.unique(y)) == 2 else None
-    if yy is None:
+    if score.ndim == 1 or (score.ndim == 2 and score.shape[1] == 1):
+        if len(np.unique(y)) != 2:
+            return float("nan"), float("nan")
+        values = _resample_aucs(y == y.max(), score.reshape(len(y)), idx)
+    else:
+        k = score.shape[1]
+        if len(np.unique(y)) < 2:
+            return float("nan"), float("nan")
+        per_class = np.stack([_resample_aucs(y == c, score[:, c], idx) for c in range(k)])
+        values = per_class.mean(0)  # NaN when a resample lacks any class: left out below
+    values = values[np.isfinite(values)]
+    if not len(values):
         return float("nan"), float("nan")
-    pos = yy.sum(1)
-    neg = len(y) - pos
-    ok = (pos > 0) & (neg > 0)  # a resample with one class has no AUC
-    if not ok.any():
-        return float("nan"), float("nan")
-    ranks = rankdata(np.asarray(score)[idx[ok]], axis=1)
-    values = ((ranks * yy[ok]).sum(1) - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 
@@ -61,8 +81,8 @@ def classification_scores(y: np.ndarray, probs: np.ndarray, class_names: list[st
             out["auc"] = float(skm.roc_auc_score(y, probs[:, 1]))
             out["auc_ci"] = bootstrap_auc(y, probs[:, 1], bootstrap) if bootstrap else (float("nan"),) * 2
         else:
-            out["auc"] = float(skm.roc_auc_score(y, probs, multi_class="ovr"))
-            out["auc_ci"] = (float("nan"), float("nan"))
+            out["auc"] = float(skm.roc_auc_score(y, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
+            out["auc_ci"] = bootstrap_auc(y, probs, bootstrap) if bootstrap else (float("nan"),) * 2
     else:
         out["auc"], out["auc_ci"] = float("nan"), (float("nan"), float("nan"))
     return out
@@ -78,7 +98,7 @@ def baseline_probabilities(data: PreparedData, test_rows: np.ndarray | None = No
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     kind = data.kind
-    if kind is LabelKind.regression:
+    if kind.is_value:
         raise ValueError("baselines are defined for classification labels")
     k = kind.n_classes
     test_rows = data.samples["test"] if test_rows is None else test_rows

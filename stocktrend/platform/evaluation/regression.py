@@ -33,7 +33,7 @@ def regression_baselines(data: PreparedData, seed: int = 0) -> dict[str, np.ndar
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
     test, train, val = data.samples["test"], data.train_unbalanced, data.samples["val"]
-    fwd = data.forward_return
+    fwd = data.target_value  # the forward return, or the excess return / rank of a market-neutral label
     out: dict[str, np.ndarray] = {"zero": np.zeros(len(test)), "train_mean": np.full(len(test), fwd[train].mean())}
     h = data.config.horizon
     close = data.panel.meta["close"].to_numpy()
@@ -53,7 +53,7 @@ def regression_baselines(data: PreparedData, seed: int = 0) -> dict[str, np.ndar
 
 def score_returns(data: PreparedData, model_ret: np.ndarray) -> dict[str, Any]:
     """Scores of the model's forecasts and every baseline's on the same test samples."""
-    y = data.forward_return[data.samples["test"]]
+    y = data.target_value[data.samples["test"]]
     preds = {"model": np.asarray(model_ret, dtype=np.float64), **regression_baselines(data)}
     return {"scores": {k: regression_scores(y, p) for k, p in preds.items()}, "predictions": preds}
 

@@ -24,8 +24,20 @@ SCORE_COLS = ("accuracy", "balanced_accuracy", "f1", "auc", "mcc")
 
 
 def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
-    tc = dict(pred.ckpt.get("extra", {}).get("train_config", {}))
-    tcfg = TrainConfig(**tc) if tc else TrainConfig()
+    """The recipe a model was trained with (its checkpoint's train config); a search trial's best configuration
+    (learning rate, weight decay, batch size) when a search registered it, with the quickstart's retrain length."""
+    extra = pred.ckpt.get("extra", {})
+    tc = dict(extra.get("train_config", {}))
+    if tc:
+        tcfg = TrainConfig(**tc)
+    elif "trial_config" in extra:
+        trial = extra["trial_config"]
+        lr = float(trial.get("lr", 2e-4))
+        tcfg = TrainConfig(epochs=10, patience=3, accumulate=1, lr=lr, max_lr=lr * 5,
+                           batch_size=int(trial.get("batch_size", 64)),
+                           weight_decay=float(trial.get("weight_decay", 5e-3)))
+    else:
+        tcfg = TrainConfig()
     return replace(tcfg, model=pred.model_kind, epochs=epochs or tcfg.epochs, progress=False)
 
 

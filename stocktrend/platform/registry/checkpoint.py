@@ -21,7 +21,7 @@ import torch
 from stocktrend.models import zoo
 from stocktrend.models.spec import ModelSpec
 from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, PreparedData, config_dict
-from stocktrend.platform.data.features import FeatureConfig, build_features
+from stocktrend.platform.data.features import FeatureConfig, build_features, feature_set
 from stocktrend.platform.data.labels import LabelKind
 from stocktrend.platform.data.sources import DataValidationError
 
@@ -62,7 +62,7 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "model_config": model_config.to_dict(),
         "data_config": config_dict(data.config),
-        "feature_config": _plain(asdict(FeatureConfig())),
+        "feature_config": _plain(asdict(feature_set(data.config.features))),
         "transforms": data.transforms.to_dict(),
         "label_kind": data.config.label_kind,
         "class_names": list(data.kind.class_names),
@@ -91,7 +91,7 @@ def calibrate(pred: "Predictor", data: PreparedData) -> dict[str, float]:
     rows = data.samples["val"]
     raw = pred.raw_outputs(data.windows(rows))
     z = _z(raw)
-    hit = (np.sign(raw["ret"]) == np.sign(data.forward_return[rows])).astype(int)
+    hit = (np.sign(raw["ret"]) == np.sign(data.target_value[rows])).astype(int)
     if len(np.unique(hit)) < 2:
         return {"a": 0.0, "b": float(np.log(max(hit.mean(), 1e-3) / max(1 - hit.mean(), 1e-3)))}
     lr = LogisticRegression(C=1.0).fit(z[:, None], hit)
@@ -309,7 +309,8 @@ class Predictor:
         if getattr(self, "_universe", None) is None:
             from stocktrend.platform.data.universes import load_universe
             cfg = self.data_config
-            # The tickers the model was trained on (a --ticker subset loads only those; () = every ticker).
+            # The tickers the model was trained on (a --ticker subset loads only those; () = every ticker), with every
+            # bar the source has today: a model trained on the data as of some day answers for the days after it.
             self._universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
                                            list(cfg.market) if cfg.market is not None else None,
                                            list(cfg.indicators), universe=cfg.universe)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "stocktrend"
 DEFAULT_MODEL = "stocktrend"
 ALIAS = "production"
+PREVIOUS_ALIAS = "previous_production"  # the holder production had before the last move
+CHALLENGER_ALIAS = "challenger"  # the last retrain's candidate (gated or not)
+LOCK_TIMEOUT_S = 60.0
 HISTORY_TAG = "stocktrend.production_history"
 CHECKPOINT_DIR = "checkpoint"  # where versions registered before the MLflow Model flavor keep their model.pt
 CHECKPOINT_FILE = "model.pt"
@@ -135,10 +138,11 @@ def _platform_version() -> str:
 
 def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_MODEL,
                         metrics: dict[str, float] | None = None, description: str = "",
-                        ckpt: dict[str, Any] | None = None) -> int:
+                        ckpt: dict[str, Any] | None = None, first_takes_production: bool = True) -> int:
     """Log the checkpoint as an MLflow Model of the run, then create the registered version in one call; returns the
     version. Every version loads with ``mlflow.pyfunc.load_model`` and holds the weights-only checkpoint that the
-    platform itself loads."""
+    platform itself loads. When the name has no ``production`` holder yet, the new version takes it (logged): a first
+    model is served without a manual promotion; every later one goes through the gate or ``models promote``."""
     from mlflow.exceptions import MlflowException
 
     from stocktrend.platform.registry.checkpoint import read_checkpoint
@@ -154,6 +158,13 @@ def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_
     tags.update({"model_kind": ckpt.get("model_kind", "hybrid"), "label_kind": ckpt["label_kind"]})
     mv = c.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, description=description)
     c.set_tag(run_id, "stocktrend.registered_version", f"{name}/{mv.version}")
+    if first_takes_production:
+        with alias_lock(name):
+            if ALIAS not in (c.get_registered_model(name).aliases or {}):
+                c.set_registered_model_alias(name, ALIAS, str(mv.version))
+                log.info("%s had no %s version: version %s, the first registered, takes it (stocktrend serve serves "
+                         "it; later versions go through the gate of stocktrend retrain, or stocktrend models promote)",
+                         name, ALIAS, mv.version)
     return int(mv.version)
 
 
@@ -241,30 +252,90 @@ def _history(rm) -> list[int]:
     return [int(v) for v in json.loads((rm.tags or {}).get(HISTORY_TAG, "[]"))]
 
 
-def promote(name: str, version: int, alias: str = ALIAS) -> dict[str, Any]:
+@contextmanager
+def alias_lock(name: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """An exclusive lock per registered model name among the processes of one $STOCKTREND_HOME (``flock`` on
+    ``locks/<name>.lock``; the kernel releases it when a holder dies, SIGKILL included). Alias moves read, check and
+    set under it, so two retrains finishing at once cannot both move ``production``. A wait longer than ``timeout_s``
+    is a RegistryError naming the lock file."""
+    import fcntl
+    import time
+    path = default_home() / "locks" / f"{name.replace('/', '_')}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    end = time.monotonic() + timeout_s
+    with open(path, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    raise RegistryError(f"model {name!r}: another process has held {path} for more than "
+                                        f"{timeout_s:g} s (a retrain or promotion in progress)") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def aliases(name: str) -> dict[str, int]:
+    """Alias -> version of a registered model."""
+    return {a: int(v) for a, v in (_registered(client(), name).aliases or {}).items()}
+
+
+def set_alias(name: str, alias: str, version: int) -> None:
+    """Point any alias (challenger, ...) at a version; ``production`` goes through ``promote``."""
+    if alias == ALIAS:
+        raise RegistryError(f"use promote() to move {ALIAS!r}")
     c = client()
-    rm = _registered(c, name)
     info = get_version(name, str(version))
-    current = (rm.aliases or {}).get(alias)
-    if current is not None and int(current) == int(version):
-        return {"name": name, "alias": alias, "version": int(version), "previous": int(current), "changed": False}
-    if alias == ALIAS and current is not None:
-        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(rm) + [int(current)]))
     c.set_registered_model_alias(name, alias, str(info["version"]))
-    return {"name": name, "alias": alias, "version": int(version),
-            "previous": int(current) if current is not None else None, "changed": True}
+
+
+def promote(name: str, version: int, alias: str = ALIAS, expected: int | None | str = "any",
+            also: dict[str, int] | None = None) -> dict[str, Any]:
+    """Point an alias (default ``production``) at a version. For ``production`` the old holder is kept in the history
+    (for ``rollback``) and gets ``previous_production``. ``expected``: a compare-and-set, the version the caller saw
+    holding the alias (None = no holder); when it moved meanwhile nothing changes and ``changed`` is False with the
+    ``reason``. ``also``: other aliases set in the same step (the loop's ``challenger``). The read, the check and the
+    moves happen under ``alias_lock``."""
+    with alias_lock(name):
+        c = client()
+        rm = _registered(c, name)
+        info = get_version(name, str(version))
+        current = (rm.aliases or {}).get(alias)
+        current = int(current) if current is not None else None
+        for other, v in (also or {}).items():
+            c.set_registered_model_alias(name, other, str(get_version(name, str(v))["version"]))
+        if expected != "any" and current != expected:
+            return {"name": name, "alias": alias, "version": current, "previous": current, "changed": False,
+                    "reason": f"{alias} moved to version {current} while this ran (it was "
+                              f"{expected if expected is not None else 'unset'})"}
+        if current is not None and current == int(version):
+            return {"name": name, "alias": alias, "version": int(version), "previous": current, "changed": False}
+        if alias == ALIAS and current is not None:
+            c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(_history(rm) + [current]))
+            c.set_registered_model_alias(name, PREVIOUS_ALIAS, str(current))
+        c.set_registered_model_alias(name, alias, str(info["version"]))
+        return {"name": name, "alias": alias, "version": int(version), "previous": current, "changed": True}
 
 
 def rollback(name: str) -> dict[str, Any]:
     """Give ``production`` back to the version that held it before the last promote."""
-    c = client()
-    rm = _registered(c, name)
-    history = _history(rm)
-    if not history:
-        raise RegistryError(f"model {name!r}: no earlier production version to roll back to")
-    previous = history.pop()
-    current = (rm.aliases or {}).get(ALIAS)
-    c.set_registered_model_alias(name, ALIAS, str(previous))
-    c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    with alias_lock(name):
+        c = client()
+        rm = _registered(c, name)
+        history = _history(rm)
+        if not history:
+            raise RegistryError(f"model {name!r}: no earlier production version to roll back to")
+        previous = history.pop()
+        current = (rm.aliases or {}).get(ALIAS)
+        c.set_registered_model_alias(name, ALIAS, str(previous))
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        if history:
+            c.set_registered_model_alias(name, PREVIOUS_ALIAS, str(history[-1]))
+        elif PREVIOUS_ALIAS in (rm.aliases or {}):
+            c.delete_registered_model_alias(name, PREVIOUS_ALIAS)
     return {"name": name, "alias": ALIAS, "version": previous,
             "previous": int(current) if current is not None else None, "changed": True}

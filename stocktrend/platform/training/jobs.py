@@ -41,9 +41,13 @@ def resolve_model(spec: str, dst: str | Path | None = None) -> tuple[Path, dict[
 def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | None = registry.DEFAULT_MODEL,
               register: bool = True, finetune_from: str | None = None, finetune_lr_factor: float = 0.1,
               model_overrides: dict[str, Any] | None = None, data: PreparedData | None = None,
-              ray_config: Any = None) -> TrainOutcome:
+              ray_config: Any = None, model_config: Any = None, first_takes_production: bool = True,
+              run_name: str | None = None, tags: dict[str, str] | None = None) -> TrainOutcome:
     """Train locally, or on Ray workers when ``ray_config`` (a raytrain.RayConfig) is given, then (by default) log the
-    run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code."""
+    run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code.
+
+    ``model_config``: train this architecture (a retrain of a registered model) instead of the preset sized for the
+    data; ``first_takes_production=False`` registers without giving a first version the production alias."""
     t0 = time.perf_counter()
     init_state = None
     base_info = None
@@ -69,14 +73,16 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         log.info("fine-tuning keeps the base model's %d selected features and its scaler",
                  len(base.transforms.selected))
         data = data.with_transforms(base.transforms)
+    elif model_config is not None:
+        mcfg = model_config
     else:
         mcfg = model_config_for(data, train_cfg.preset, train_cfg.spec, **(model_overrides or {}))
     params = {**{f"data.{k}": v for k, v in config_dict(data.config).items()},
               **{f"train.{k}": v for k, v in train_config_dict(train_cfg).items()},
               **{f"model.{k}": v for k, v in mcfg.to_dict().items()},
               "data.hash": data.panel.data_hash, "finetune_from": finetune_from or ""}
-    run_name = (f"{'finetune' if finetune_from else 'train'}-{train_cfg.model}-{train_cfg.preset}-"
-                f"{'-'.join(data.tickers)}")
+    run_name = run_name or (f"{'finetune' if finetune_from else 'train'}-{train_cfg.model}-{train_cfg.preset}-"
+                            f"{'-'.join(data.tickers[:8])}{'-...' if len(data.tickers) > 8 else ''}")
     if ray_config is not None:
         params.update({f"ray.{k}": v for k, v in vars(ray_config).items()})
         run_name = f"ray{ray_config.workers}-{run_name}"
@@ -96,7 +102,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         result = run_fit()
         path = save_checkpoint(_ckpt(result, data, finetune_from), default_home() / "models" / "last" / "model.pt")
         return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0)
-    with registry.tracked_run(run_name, params) as run:
+    with registry.tracked_run(run_name, params, tags=tags) as run:
         result = run_fit(registry.log_epoch_metrics)
         import mlflow
         mlflow.log_metrics({k: v for k, v in result.test_metrics.items()})
@@ -105,7 +111,8 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         ckpt = _ckpt(result, data, finetune_from)
         path = save_checkpoint(ckpt, default_home() / "models" / run.info.run_id / registry.CHECKPOINT_FILE)
         version = registry.register_checkpoint(path, run.info.run_id, model_name or registry.DEFAULT_MODEL,
-                                               ckpt["metrics"], description=run_name, ckpt=ckpt)
+                                               ckpt["metrics"], description=run_name, ckpt=ckpt,
+                                               first_takes_production=first_takes_production)
     return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0)
 
 

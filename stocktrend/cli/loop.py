@@ -1,0 +1,117 @@
+"""``stocktrend score`` and ``stocktrend retrain``: the daily loop's commands (also ``python -m stocktrend.loop``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from stocktrend.cli.common import _finish, _interruptible, app
+
+
+@app.command("score")
+def score_cmd(
+    model: str = typer.Option("stocktrend@production", "--model", help="NAME[@ALIAS|@VERSION] or a checkpoint file."),
+    challenger: Optional[str] = typer.Option(None, "--challenger", help="A second model scored in the same pass "
+                                             "(same label, horizon and tickers), e.g. stocktrend@challenger."),
+    universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the model's own universe."),
+    data: Optional[str] = typer.Option(None, "--data", help="A directory of CSV/Parquet files with the model's "
+                                       "tickers (new bars)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Score this day (YYYY-MM-DD)."),
+    start: Optional[str] = typer.Option(None, "--start", help="First day of a range (with --end)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Last day of a range (with --start)."),
+    engine: str = typer.Option("auto", help="ray (Ray Data) | local (this process) | auto (local below "
+                               "2,000 ticker-days)."),
+    actors: int = typer.Option(0, min=0, help="Ray Data inference actors (0 = one per CPU)."),
+    backend: str = typer.Option("onnx", help="Inference backend: onnx | torch | torch-bf16 | onnx-int8."),
+    out: Optional[str] = typer.Option(None, "--out", help="Scores root (default $STOCKTREND_HOME/scores)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
+                                          "local instance)."),
+) -> None:
+    """Score every ticker of the universe on every trading day of the range; one Parquet partition per model and day
+    under $STOCKTREND_HOME/scores/<name>/v<version>/as_of=<day>/ (a rerun replaces a day's partition atomically)."""
+    from stocktrend.loop.score import ScoreOptions, score
+    from stocktrend.serve.config import BACKENDS
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    opts = ScoreOptions(model=model, challenger=challenger, universe=universe, data_dir=data, as_of=as_of,
+                        start=start, end=end, engine=engine, actors=actors, backend=backend, out_dir=out,
+                        address=address)
+    if opts.address or engine == "ray":
+        from stocktrend.platform.training.ray_address import check_address
+        check_address(address)
+    with _interruptible("score"):
+        res = score(opts, typer.echo)
+    _finish()
+    for m in res["models"]:
+        f = m["frame"]
+        counts = f["label"].value_counts().to_dict()
+        typer.echo(f"scored       : {m['name']} v{m['version']}: {f['ticker'].nunique()} ticker(s) x {m['days']} "
+                   f"day(s) = {m['rows']:,} rows ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+        typer.echo(f"written      : {m['folder']}/as_of=<day>/scores.parquet")
+    typer.echo(f"took         : {res['seconds']:.1f} s on the {res['engine']} engine "
+               f"({res['rows'] / max(res['seconds'], 1e-9):,.0f} rows/s)")
+
+
+@app.command("retrain")
+def retrain_cmd(
+    model: str = typer.Option("stocktrend", "--model", help="Registered model name; its production version is the "
+                              "champion."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Retrain on the data as of this day (default: the "
+                                        "last day of the data; nothing later is read)."),
+    universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the champion's universe."),
+    data: Optional[str] = typer.Option(None, "--data", help="A directory of CSV/Parquet files with the champion's "
+                                       "tickers (new bars)."),
+    search: bool = typer.Option(False, "--search", help="A small Tune search over the champion's kind instead of a "
+                                "plain retrain (its trials hold the gate window out too)."),
+    search_trials: int = typer.Option(6, min=2, help="Trials of --search."),
+    search_epochs: int = typer.Option(6, min=1, help="Epochs per trial of --search."),
+    gate: str = typer.Option("enabled", help="enabled (promote on pass) | dry-run (report, move nothing) | off "
+                             "(promote without the gate's verdict)."),
+    gate_days: int = typer.Option(63, min=5, help="The gate window: the last N labelled days (neither model trained "
+                                  "or early-stopped on them)."),
+    auc_margin: float = typer.Option(0.02, help="Classifiers: the challenger's AUC on the window must reach 0.5 + "
+                                     "this."),
+    min_change: float = typer.Option(0.0, min=0.0, help="The challenger must beat the champion on --change-metric by "
+                                     "at least this (absolute; 0 = at least as good)."),
+    change_metric: Optional[str] = typer.Option(None, help="auc | accuracy (classifiers), corr | hit_rate | mae "
+                                                "(regressors), rank_ic | long_short_sharpe (panels). Default auc / "
+                                                "corr."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap (default: the champion's recipe)."),
+    workers: int = typer.Option(0, min=0, help="Ray Train workers (0 = train in this process)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
+                                          "local instance)."),
+) -> None:
+    """Retrain the production model on the newest data, gate the challenger against the champion on days neither
+    saw, promote or keep. Exit codes: 0 promoted, 3 champion kept, 2 user error, 1 failure."""
+    from stocktrend.loop.gate import GateOptions
+    from stocktrend.loop.retrain import RetrainOptions, retrain
+    gopts = GateOptions(mode=gate, gate_days=gate_days, auc_margin=auc_margin, min_change=min_change,
+                        change_metric=change_metric)
+    gopts.check()
+    if workers or search or address:
+        from stocktrend.platform.training.ray_address import check_address
+        check_address(address)
+    opts = RetrainOptions(model=model, as_of=as_of, universe=universe, data_dir=data, gate=gopts, search=search,
+                          search_trials=search_trials, search_epochs=search_epochs, epochs=epochs, workers=workers,
+                          address=address)
+    with _interruptible("retrain"):
+        try:
+            res = retrain(opts, typer.echo)
+        except (ValueError, FileNotFoundError, KeyboardInterrupt):
+            raise  # user errors: one line, exit 2 (stocktrend.cli.main); Ctrl-C: 130
+        except Exception as exc:  # anything else is a failure of the run: exit 1, aliases untouched
+            from stocktrend.platform import console
+            typer.echo(f"error: retrain failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                       f"{console.where()}", err=True)
+            _finish()
+            raise typer.Exit(1)
+    _finish()
+    from stocktrend.platform.registry import mlflow_registry as registry
+    now = registry.aliases(model).get(registry.ALIAS)
+    typer.echo(f"decision     : {res.decision}" + (f" ({res.reason})" if res.reason else ""))
+    typer.echo(f"production   : {model}@production = version {now} (champion was {res.champion}, challenger "
+               f"{res.challenger}; rollback: stocktrend models rollback {model})")
+    typer.echo(f"report       : {res.report_path}")
+    typer.echo(f"took         : {res.seconds:.0f} s (data as of {res.as_of})")
+    raise typer.Exit(res.exit_code)

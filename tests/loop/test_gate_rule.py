@@ -1,0 +1,59 @@
+"""The gate window is a property of the split code: a challenger split with gate_boundaries never trains or
+early-stops on a window day (its labels end before the window's first input day), check_before_window catches any
+model segment that reaches into it, and promotion is a compare-and-set under a lock."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.data.splits import check_before_window, gate_boundaries, gate_window
+from stocktrend.platform.data.synthetic import random_walk_universe
+
+
+@pytest.mark.parametrize("gate_days,horizon,seq", [(63, 5, 20), (20, 10, 5), (5, 1, 30)])
+def test_a_gate_split_keeps_every_training_and_validation_label_before_the_window(gate_days, horizon, seq):
+    u = random_walk_universe(1200, n_tickers=3, seed=gate_days)
+    cfg = DataConfig(horizon=horizon, sequence_length=seq, top_k=8)
+    probe = build_dataset(cfg, universe=u, use_cache=False)
+    dates = pd.DatetimeIndex(np.unique(probe.dates))
+    bounds = gate_boundaries(dates, horizon, gate_days, 0.1)
+    data = build_dataset(cfg, universe=u, use_cache=False, bounds=bounds)
+    w0, w1 = gate_window(dates, horizon, gate_days)
+    test_days = pd.DatetimeIndex(np.unique(data.dates[data.samples["test"]]))
+    assert test_days.min() == w0 and test_days.max() == w1 and len(test_days) == gate_days
+    first_input = dates[dates.searchsorted(w0) - seq + 1]  # the window's first window starts here
+    for seg in ("train", "val"):
+        rows = data.samples[seg]
+        label_end = dates[dates.searchsorted(pd.DatetimeIndex(data.dates[rows]).max()) + horizon]
+        assert label_end < first_input, (seg, label_end, first_input)
+        assert check_before_window({seg: data.date_range(seg)}, w0, dates, horizon) == []
+    # The window itself, or a segment one day too long, is caught.
+    late = (str(dates[0].date()), str(dates[dates.searchsorted(w0) - horizon].date()))
+    assert check_before_window({"a champion's val": late}, w0, dates, horizon)
+    assert check_before_window({"the window": (str(w0.date()), str(w1.date()))}, w0, dates, horizon)
+
+
+def test_too_little_data_for_a_window_is_a_clear_error():
+    dates = pd.bdate_range("2020-01-01", periods=60)
+    with pytest.raises(ValueError, match="cannot hold a 63-day gate window"):
+        gate_boundaries(dates, 5, 63, 0.1)
+
+
+def test_promotion_is_a_compare_and_set(tmp_path, monkeypatch):
+    """Two retrains that compared against the same champion: the first moves production, the second sees it moved
+    and changes nothing."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    c = registry.client()
+    c.create_registered_model("m")
+    for _ in range(3):
+        c.create_model_version("m", source=str(tmp_path), run_id=None)
+    registry.promote("m", 1)
+    first = registry.promote("m", 2, expected=1, also={"challenger": 2})
+    second = registry.promote("m", 3, expected=1, also={"challenger": 3})
+    assert first["changed"] and not second["changed"] and "moved to version 2" in second["reason"]
+    al = registry.aliases("m")
+    assert al["production"] == 2 and al["previous_production"] == 1 and al["challenger"] == 3
+    assert registry.rollback("m")["version"] == 1 and "previous_production" not in registry.aliases("m")
