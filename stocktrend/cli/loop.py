@@ -115,3 +115,59 @@ def retrain_cmd(
     typer.echo(f"report       : {res.report_path}")
     typer.echo(f"took         : {res.seconds:.0f} s (data as of {res.as_of})")
     raise typer.Exit(res.exit_code)
+
+
+@app.command("replay")
+def replay_cmd(
+    start: str = typer.Option(..., "--start", help="First step day (YYYY-MM-DD): enough history must precede it."),
+    end: str = typer.Option(..., "--end", help="Last day served."),
+    every: int = typer.Option(21, min=1, help="Trading days between steps (retrains); at least the label horizon."),
+    universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Embedded universe (default msft)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files instead."),
+    model: str = typer.Option("hybrid", "--model", "-m", help="Model kind retrained at every step."),
+    preset: str = typer.Option("small", help="Model preset."),
+    label: str = typer.Option("binary", help="Label kind (excess / rank for market-neutral replays of a panel)."),
+    sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default: the universe's)."),
+    top_k: int = typer.Option(50, min=0, help="Features kept."),
+    search: bool = typer.Option(False, "--search", help="Each step runs a small Tune search instead of a plain "
+                                "retrain (one step at a time)."),
+    policy: str = typer.Option("gated", help="Which policy moves the replay registry's aliases: gated | always | "
+                               "never (the report covers all three)."),
+    gate_days: int = typer.Option(63, min=5, help="Gate window: the last N labelled days before each step."),
+    auc_margin: float = typer.Option(0.02, help="Gate floor: challenger AUC >= 0.5 + margin (classifiers)."),
+    min_change: float = typer.Option(0.0, min=0.0, help="Gate change threshold against the champion."),
+    change_metric: Optional[str] = typer.Option(None, help="Gate change metric (default auc / corr)."),
+    epochs: int = typer.Option(5, min=1, help="Epochs per step's training."),
+    epoch_windows: int = typer.Option(8192, min=0, help="Training windows per epoch (a fresh draw each epoch; 0 = "
+                                      "all)."),
+    parallel: int = typer.Option(0, min=0, help="Step trainings at once on Ray (0 = one per CPU)."),
+    name: str = typer.Option("replay", help="Replay name: its registry is replay-<name>, its state and report are "
+                             "kept under it; rerun the same command to resume."),
+    cost_bps: float = typer.Option(5.0, help="Costs per unit traded, in basis points."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
+                                          "local instance)."),
+) -> None:
+    """Replay the daily loop over history: every N trading days retrain on the data as of that day, gate, promote or
+    keep; the production version answers the days until the next step. Reports realised IC, hit rate and portfolios
+    for the gated, always and never policies (Ctrl-C stops; the same command resumes)."""
+    from stocktrend.loop.gate import GateOptions
+    from stocktrend.loop.replay import ReplayOptions, replay
+    from stocktrend.models import zoo
+    spec = zoo.get(model)
+    if preset not in spec.presets:
+        raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(spec.presets)}")
+    if address:
+        from stocktrend.platform.training.ray_address import check_address
+        check_address(address)
+    gopts = GateOptions(gate_days=gate_days, auc_margin=auc_margin, min_change=min_change,
+                        change_metric=change_metric)
+    gopts.check()
+    opts = ReplayOptions(start=start, end=end, every=every, name=name, universe=None if data else (universe or "msft"),
+                         data_dir=data, model=spec.kind, preset=preset, label=spec.label_for(label),
+                         sequence_length=sequence_length, top_k=top_k, search=search,
+                         policy=policy, gate=gopts, epochs=epochs, epoch_windows=epoch_windows, parallel=parallel,
+                         cost_bps=cost_bps, address=address)
+    with _interruptible("replay"):
+        res = replay(opts, typer.echo)
+    _finish()
+    typer.echo(f"took         : {res['seconds']:.0f} s for {res['steps']} steps")

@@ -172,11 +172,8 @@ def search_challenger(champion, panel, data_cfg, bounds, opts: RetrainOptions, n
 
 def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> RetrainOutcome:
     """Retrain, gate, promote or keep. Raises user errors (DataValidationError, RegistryError, ValueError)."""
-    import mlflow
-
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.data.dataset import prepare
-    from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.loop.score import comparable
     opts.gate.check()
     t0 = time.perf_counter()
@@ -201,8 +198,6 @@ def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> Retrain
     if opts.search:
         version, run_id, challenger = search_challenger(champion, panel, data_cfg, bounds, opts, opts.model, as_of,
                                                         say)
-        data = prepare(panel, replace(data_cfg, sequence_length=challenger.seq_len,
-                                      top_k=challenger.data_config.top_k), bounds)
     else:
         version, run_id, challenger = train_challenger(champion, data, opts, opts.model, as_of, say)
     say(f"challenger   : version {version} (run {run_id})")
@@ -212,46 +207,63 @@ def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> Retrain
     if problems:  # the split code guarantees this; a failure here is a bug, never a promotion
         raise RuntimeError(f"gate rule broken: {'; '.join(problems)}")
 
+    folder = Path(opts.report_dir) if opts.report_dir else default_home() / "reports" / f"gate-{opts.model}-v{version}"
+    report, md = gate_challenger(champion, champ_version, challenger, version, run_id, panel, data_cfg, bounds,
+                                 opts.gate, opts.model, folder, as_of)
+    for line in report.table():
+        say(line)
+    decision, code, reason = decide(opts.model, report, opts.gate.mode, champ_version, version)
+    return RetrainOutcome(decision, code, champ_version, version, report, md, time.perf_counter() - t0, as_of,
+                          reason)
+
+
+def gate_challenger(champion, champ_version: int, challenger, version: int, run_id: str | None, panel, data_cfg,
+                    bounds, gopts: GateOptions, name: str, folder: Path, as_of: str) -> tuple[GateReport, Path]:
+    """Score champion, challenger and the baselines on the gate window of ``panel`` and judge the challenger with
+    MLflow (a ``gate-...`` run with the evaluations nested); the report also lands on the challenger's run."""
+    import mlflow
+
+    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.registry import mlflow_registry as registry
     regression = _regression(challenger)
+    data = prepare(panel, replace(data_cfg, sequence_length=challenger.seq_len, top_k=challenger.data_config.top_k),
+                   bounds)
     chall_data = data.with_transforms(challenger.transforms)
     champ_data = prepare(panel, replace(champion.data_config, as_of=data_cfg.as_of, data_dir=data_cfg.data_dir,
                                         universe=data_cfg.universe), bounds).with_transforms(champion.transforms)
     frames = {"champion": window_frame(champ_data, _outputs(champion, champ_data), regression),
               "challenger": window_frame(chall_data, _outputs(challenger, chall_data), regression)}
     baselines = {k: window_frame(data, v, regression) for k, v in _baselines(data, regression).items()}
-    folder = Path(opts.report_dir) if opts.report_dir else default_home() / "reports" / f"gate-{opts.model}-v{version}"
-    with registry.tracked_run(f"gate-{opts.model}-v{version}", {"champion": champ_version, "challenger": version,
-                                                                 "as_of": as_of, **{f"gate.{k}": v for k, v in
-                                                                                    vars(opts.gate).items()}},
+    with registry.tracked_run(f"gate-{name}-v{version}", {"champion": champ_version, "challenger": version,
+                                                          "as_of": as_of, **{f"gate.{k}": v for k, v in
+                                                                             vars(gopts).items()}},
                               tags={"stocktrend.loop": "gate"}):
-        report = run_gate(opts.gate, frames["champion"], frames["challenger"], baselines, regression,
+        report = run_gate(gopts, frames["champion"], frames["challenger"], baselines, regression,
                           len(challenger.class_names), f"v{champ_version}", f"v{version}")
         md, js = write_report(report, folder)
         mlflow.log_artifact(str(md))
         mlflow.log_artifact(str(js))
-    with mlflow.start_run(run_id=run_id):  # the report also lands on the challenger's own run
-        mlflow.log_artifact(str(md), "gate")
-        mlflow.log_artifact(str(js), "gate")
-        mlflow.log_metrics({f"gate_{k}": v for k, v in report.metrics["challenger"].items() if np.isfinite(v)})
-        mlflow.set_tag("stocktrend.gate", "pass" if report.passed else "fail")
-    for line in report.table():
-        say(line)
+    if run_id:
+        with mlflow.start_run(run_id=run_id):  # the report also lands on the challenger's own run
+            mlflow.log_artifact(str(md), "gate")
+            mlflow.log_artifact(str(js), "gate")
+            mlflow.log_metrics({f"gate_{k}": v for k, v in report.metrics["challenger"].items() if np.isfinite(v)})
+            mlflow.set_tag("stocktrend.gate", "pass" if report.passed else "fail")
+    return report, md
 
-    reason = ""
-    if opts.gate.mode == "dry-run":
-        decision, code = ("dry-run: would promote", PROMOTED) if report.passed else ("dry-run: would keep", KEPT)
-    else:
-        passed = report.passed or opts.gate.mode == "off"
-        if passed:
-            moved = registry.promote(opts.model, version, expected=champ_version,
-                                     also={registry.CHALLENGER_ALIAS: version})
-            if moved["changed"]:
-                decision, code = ("promoted" if opts.gate.mode == "enabled" else "promoted (gate off)"), PROMOTED
-            else:
-                decision, code, reason = "kept", KEPT, moved.get("reason", "")
-        else:
-            with registry.alias_lock(opts.model):
-                registry.set_alias(opts.model, registry.CHALLENGER_ALIAS, version)
-            decision, code = "kept", KEPT
-    return RetrainOutcome(decision, code, champ_version, version, report, md, time.perf_counter() - t0, as_of,
-                          reason)
+
+def decide(name: str, report: GateReport, mode: str, champ_version: int, version: int) -> tuple[str, int, str]:
+    """The alias step, at the very end and under the registry lock: ``challenger`` points at the new version and, on a
+    pass (or with the gate off), ``production`` moves as a compare-and-set against the champion. Returns (decision,
+    exit code, reason)."""
+    from stocktrend.platform.registry import mlflow_registry as registry
+    if mode == "dry-run":
+        return ("dry-run: would promote", PROMOTED, "") if report.passed else ("dry-run: would keep", KEPT, "")
+    if report.passed or mode == "off":
+        moved = registry.promote(name, version, expected=champ_version, also={registry.CHALLENGER_ALIAS: version})
+        if moved["changed"]:
+            return ("promoted" if mode == "enabled" else "promoted (gate off)"), PROMOTED, ""
+        return "kept", KEPT, moved.get("reason", "")
+    with registry.alias_lock(name):
+        registry.set_alias(name, registry.CHALLENGER_ALIAS, version)
+    return "kept", KEPT, ""

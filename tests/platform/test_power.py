@@ -18,10 +18,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def panel():
-    return random_walk_universe(1800, n_tickers=50, seed=11)
+    """100 tickers x 2,200 days: about 250 test days, so that a chance alignment of some feature with the test
+    period's ranks stays well inside the bounds (with 50 x 1,800 one seed gave a rank IC of 0.050)."""
+    return random_walk_universe(2200, n_tickers=100, seed=11)
 
 
 def test_scores(data, model: str, preset: str, epochs: int = 1):
+    import torch
+    torch.set_num_threads(1)  # one thread: the same weights whatever ran before in the session (bf16 sums)
     tcfg = TrainConfig(preset=preset, model=model, epochs=epochs, accumulate=1, patience=epochs, progress=False)
     res = fit(data, tcfg, model_config_for(data, preset, model), run_test=False)
     pred = Predictor(make_checkpoint(res.module.model, res.model_config, data, kind=model))
@@ -40,7 +44,7 @@ test_scores.__test__ = False  # a helper, not a test
 def test_a_random_walk_panel_has_nothing_to_find(panel, label, model, preset, epochs):
     data = build_dataset(DataConfig(label_kind=label, sequence_length=10, top_k=16), universe=panel, use_cache=False)
     ric, t, auc, days = test_scores(data, model, preset, epochs)
-    assert days >= 150
+    assert days >= 180
     assert abs(ric) < 0.05 and abs(auc - 0.5) < 0.05, (ric, t, auc)
 
 

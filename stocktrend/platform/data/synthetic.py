@@ -100,3 +100,21 @@ def write_directory(universe: Universe, directory) -> str:
     for name, frame in universe.market.items():
         frame.rename_axis("Date").reset_index().to_csv(d / "market" / f"{name}.csv", index=False)
     return str(d)
+
+
+def switching_cross_section_universe(n_days: int = 1500, switch_day: int = 750, n_tickers: int = 8,
+                                     horizon: int = 5, phi: float = 0.5, seed: int = 0) -> Universe:
+    """Independent random walks until ``switch_day``, then ``planted_cross_section_universe``'s signal: each
+    ticker's daily return repeats ``phi`` x its own return ``horizon`` days earlier, so its forward return ranks the
+    tickers against each other (a cross-sectional signal that switches on)."""
+    rng = np.random.default_rng(seed)
+    dates = business_days(n_days)
+    tickers = {}
+    for i in range(n_tickers):
+        eps = rng.normal(0, 0.012, n_days)
+        r = np.zeros(n_days)
+        for t in range(n_days):
+            r[t] = eps[t] + (phi * r[t - horizon] if t >= horizon and t >= switch_day else 0.0)
+        tickers[f"CS{i}"] = ohlcv_from_log_returns(r, dates, rng)
+    market = {"MKT": ohlcv_from_log_returns(rng.normal(0, 0.008, n_days), dates, rng, 1000.0)}
+    return Universe(tickers, market, source="synthetic-cross-section-switch")

@@ -216,5 +216,28 @@ def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None 
     ``msft``). ``as_of``: the data as it was on that day; every series ends on or before it, for every caller (a
     directory's rows after it are dropped as their dates are parsed, before any value is read)."""
     if data_dir is not None:
-        return load_directory(data_dir, tickers=tickers, aliases=aliases, as_of=as_of)
-    return load_named(universe or "msft", tickers, market, indicators, as_of=as_of)
+        u = load_directory(data_dir, tickers=tickers, aliases=aliases, as_of=as_of)
+    else:
+        u = load_named(universe or "msft", tickers, market, indicators, as_of=as_of)
+    _audit(u, as_of)
+    return u
+
+
+AUDIT_ENV = "STOCKTREND_READ_AUDIT"
+
+
+def _audit(u: Universe, as_of) -> None:
+    """With $STOCKTREND_READ_AUDIT set to a file, every load appends one JSON line: the cut asked for and the last
+    day of every series it returned (how a replay's "nothing after the step day is read" is checked, in any
+    process: Ray workers inherit the variable)."""
+    import json
+    import os
+    path = os.environ.get(AUDIT_ENV)
+    if not path:
+        return
+    last = max([f.index.max() for f in (*u.tickers.values(), *u.market.values(), *u.indicators.values())
+                if len(f)], default=None)
+    rec = {"as_of": None if as_of is None else str(pd.Timestamp(as_of).date()), "pid": os.getpid(),
+           "last_day": None if last is None else str(last.date()), "source": u.source}
+    with open(path, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")

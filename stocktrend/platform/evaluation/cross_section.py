@@ -82,9 +82,10 @@ def ic_summary(ic: pd.DataFrame, horizon: int) -> dict[str, float]:
     return out
 
 
-def long_short(frame: pd.DataFrame, cost_bps: float = 5.0, fraction: float = 1 / 3, name: str = "model"
-               ) -> tuple[Backtest, Backtest]:
-    """Top-minus-bottom portfolio after costs, and the equal-weight buy-and-hold of the same tickers and days."""
+def long_short(frame: pd.DataFrame, cost_bps: float = 5.0, fraction: float = 1 / 3, name: str = "model",
+               long_only: bool = False) -> tuple[Backtest, Backtest]:
+    """Top-minus-bottom portfolio after costs (``long_only``: the top ``fraction`` alone, fully invested, equal
+    weights), and the equal-weight buy-and-hold of the same tickers and days."""
     f = frame.dropna(subset=["ret1"])
     scores = f.pivot(index="date", columns="ticker", values="score").sort_index()
     rets = f.pivot(index="date", columns="ticker", values="ret1").reindex_like(scores)
@@ -96,14 +97,15 @@ def long_short(frame: pd.DataFrame, cost_bps: float = 5.0, fraction: float = 1 /
         k = max(1, int(len(ok) * fraction))
         order = ok[np.argsort(row[ok], kind="stable")]
         w[i, order[-k:]] += 1.0 / k
-        w[i, order[:k]] -= 1.0 / k
+        if not long_only:
+            w[i, order[:k]] -= 1.0 / k
     r = np.nan_to_num(rets.to_numpy())
     cost = np.abs(np.diff(np.vstack([np.zeros(w.shape[1]), w]), axis=0)).sum(1) * cost_bps / 1e4
     daily = (w * r).sum(1) - cost
     held = ~np.isnan(rets.to_numpy())
     ew = np.where(held.any(1), np.nansum(np.where(held, r, 0), 1) / np.maximum(held.sum(1), 1), 0.0)
     ew[0] -= cost_bps / 1e4
-    return (backtest_stats(name, daily, np.abs(w).sum(1) / 2),
+    return (backtest_stats(name, daily, np.abs(w).sum(1) / (1 if long_only else 2)),
             backtest_stats("equal_weight_hold", ew, np.ones(len(ew))))
 
 

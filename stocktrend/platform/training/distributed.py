@@ -179,6 +179,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         RAY_STATE["verbose"] = bool(console.STATE["verbose"])
     if ray.is_initialized():
         return False
+    console.reroute()  # Ray's import-time handlers: its start-up warnings go through ours (the log file) too
     target, source = resolve_address(address)
     # Under a CLI command Ray's worker output always reaches the driver, where the console module sends it to the
     # command's log file (or, with --verbose, to the terminal as Ray prints it).

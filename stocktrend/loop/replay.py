@@ -1,0 +1,319 @@
+"""``stocktrend replay``: the daily loop replayed over history, to see how it would have done live and what retraining
+is worth.
+
+From ``--start``, every ``--every`` trading days (a step day s_k): cut the data at s_k (nothing dated later is read:
+``load_universe(as_of=...)``, the data layer's own cut), retrain with the gate exactly as ``stocktrend retrain`` does
+(the challenger's test segment is the gate window, ``gate_boundaries``; the gate is ``gate_challenger`` and the alias
+step ``decide``), then the version holding ``production`` answers every day until the next step. Step 0 trains the
+first model the same way; it holds ``production`` at the start.
+
+Every retrain is independent of the gate's outcome (it retrains the same kind, architecture and recipe on the data as
+of its day), so the trainings run as Ray tasks, several at a time (``--parallel``; a cluster replays faster than a
+laptop with no code change), while the driver walks the steps in order: register, gate against the current champion,
+move the aliases. Three policies share the same trained versions and the same days: ``gated`` (the gate decides),
+``always`` (every retrain is promoted) and ``never`` (the first model serves throughout); ``--policy`` says which one
+moves the replay's registry aliases, the report covers all three. Models and aliases go to a replay-scoped registry
+name, ``replay-<name>``, never to the user's ``production``.
+
+Resumable: each step is recorded in ``$STOCKTREND_HOME/replays/<name>/state.json`` (written atomically) when it is done;
+Ctrl-C stops the replay (exit 130) and the same command resumes after the last finished step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.loop.gate import GateOptions
+from stocktrend.platform.data.sources import DataValidationError, as_of_day
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("gated", "always", "never")
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    start: str
+    end: str
+    every: int = 21  # trading days between steps
+    name: str = "replay"
+    universe: str | None = "msft"
+    data_dir: str | None = None
+    model: str = "hybrid"
+    preset: str = "small"
+    label: str = "binary"
+    sequence_length: int | None = None  # default: the universe's own (30; 10 for sp500_2010)
+    top_k: int = 50
+    search: bool = False  # each step runs a small Tune search (in the driver, one step at a time) instead
+    policy: str = "gated"
+    gate: GateOptions = field(default_factory=GateOptions)
+    epochs: int = 5  # the recipe of every step's training
+    epoch_windows: int = 8192  # training windows per epoch (a fresh draw each epoch); 0 = all
+    patience: int = 2
+    parallel: int = 0  # step trainings at once (0 = one per CPU of the cluster)
+    cost_bps: float = 5.0
+    address: str | None = None
+
+    def key(self) -> dict[str, Any]:
+        """What must match for a rerun to resume (everything but how fast it runs)."""
+        d = asdict(self)
+        for k in ("parallel", "address"):
+            d.pop(k)
+        return d
+
+
+def replay_dir(name: str) -> Path:
+    from stocktrend.platform.data.cache import default_home
+    return default_home() / "replays" / name
+
+
+def registry_name(name: str) -> str:
+    return f"replay-{name}"
+
+
+def data_config(opts: ReplayOptions):
+    from stocktrend.platform.data.dataset import DataConfig
+    from stocktrend.platform.data.universes import data_defaults
+    d = data_defaults(None if opts.data_dir else opts.universe)
+    return DataConfig(data_dir=opts.data_dir, universe=opts.universe or "msft", label_kind=opts.label,
+                      features=d["features"], sequence_length=opts.sequence_length or d["sequence_length"],
+                      fractions=tuple(d["fractions"]), top_k=opts.top_k)
+
+
+def plan_steps(opts: ReplayOptions, cfg) -> tuple[list[pd.Timestamp], pd.DatetimeIndex]:
+    """The step days, and the trading days of the replay (the data's days between start and end). Every check of
+    the arguments is here, before any work: one clear error each."""
+    from stocktrend.platform.data.features import feature_set
+    from stocktrend.platform.data.universes import load_universe
+    if opts.policy not in POLICIES:
+        raise DataValidationError(f"unknown --policy {opts.policy!r}; use {', '.join(POLICIES)}")
+    lo, hi = as_of_day(opts.start), as_of_day(opts.end)
+    if hi <= lo:
+        raise DataValidationError(f"--end {hi.date()} is not after --start {lo.date()}")
+    if opts.every < cfg.horizon:
+        raise DataValidationError(f"--every {opts.every} is below the label horizon ({cfg.horizon} days): a step "
+                                  f"would retrain before the previous step's first outcome is known")
+    u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe, as_of=hi)
+    days = pd.DatetimeIndex(sorted(set().union(*(f.index for f in u.tickers.values()))))
+    for m in u.market.values():
+        days = days.intersection(m.index)
+    first, last = days[0], days[-1]
+    if lo > last or hi < first:
+        raise DataValidationError(f"the replay {lo.date()} .. {hi.date()} is outside the data ({first.date()} .. "
+                                  f"{last.date()})")
+    before = days[days <= lo]
+    warmup = feature_set(cfg.features).warmup
+    val_days = int(round(len(before) * cfg.fractions[1]))
+    need = warmup + opts.gate.gate_days + cfg.horizon + val_days + 3 * (cfg.sequence_length + cfg.horizon +
+                                                                       cfg.embargo) + 100
+    if len(before) < need:
+        raise DataValidationError(
+            f"--start {lo.date()} leaves {len(before)} trading days before it; the first step needs at least "
+            f"{need}: the {warmup}-day feature warm-up, a {opts.gate.gate_days}-day gate window, the {val_days}-day "
+            f"validation block, purges and 100 training days (the data start {first.date()}; start later)")
+    span = days[(days >= lo) & (days <= hi)]
+    steps = list(span[::opts.every])
+    return steps, span
+
+
+def recipe(opts: ReplayOptions):
+    from stocktrend.platform.training.local import TrainConfig
+    return TrainConfig(preset=opts.preset, model=opts.model, epochs=opts.epochs, epoch_windows=opts.epoch_windows,
+                       patience=opts.patience, accumulate=1, progress=False)
+
+
+def train_step(cfg, day: str, gate_days: int, tcfg, address_marker: str | None = None) -> dict[str, Any]:
+    """One step's training, anywhere (a Ray task): the data as of ``day`` (nothing later read), the gate split, the
+    recipe. Returns the checkpoint (plain data), the feature panel (for the driver's gate) and timings."""
+    import torch
+
+    from stocktrend.loop.retrain import load_panel
+    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.data.splits import gate_boundaries
+    from stocktrend.platform.registry.checkpoint import make_checkpoint
+    from stocktrend.platform.training.local import fit, model_config_for, train_config_dict
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    cut = replace(cfg, as_of=day)
+    _, panel = load_panel(cut, day)
+    dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
+    bounds = gate_boundaries(dates, cut.horizon, gate_days, cut.fractions[1])
+    label = tcfg.spec.label_for(cut.label_kind)
+    data = prepare(panel, replace(cut, label_kind=label), bounds)
+    t_data = time.perf_counter() - t0
+    res = fit(data, tcfg, model_config_for(data, tcfg.preset, tcfg.spec), run_test=False)
+    metrics = {"best_epoch": res.best_epoch or -1, "epochs_run": res.epochs_run}
+    if res.best_score is not None:
+        metrics[f"best_{tcfg.monitor}"] = res.best_score
+    ckpt = make_checkpoint(res.module.model, res.model_config, data, metrics,
+                           extra={"train_config": train_config_dict(tcfg), "history": res.history,
+                                  "replay_day": day}, kind=tcfg.spec)
+    return {"ckpt": ckpt, "panel": panel, "bounds": bounds, "data_config": replace(cut, label_kind=label),
+            "seconds_data": t_data, "seconds": time.perf_counter() - t0}
+
+
+def search_step(opts: ReplayOptions, cfg, day: str, name: str, k: int) -> dict[str, Any]:
+    """One step as a Tune run: the data as of ``day``, the gate split, a small search over the model; its best trial
+    is registered in the replay's registry."""
+    from stocktrend.loop.retrain import load_panel
+    from stocktrend.platform.data.splits import gate_boundaries
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.tune.options import SearchOptions
+    from stocktrend.tune.search import run_search
+    t0 = time.perf_counter()
+    cut = replace(cfg, as_of=day)
+    _, panel = load_panel(cut, day)
+    dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
+    bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, cut.fractions[1])
+    sopts = SearchOptions(name=f"{name}-step{k}", preset=opts.preset, model=opts.model, num_samples=4,
+                          max_epochs=opts.epochs, grace_period=min(2, opts.epochs), epoch_windows=opts.epoch_windows,
+                          data_dir=cut.data_dir, universe=cut.universe, label_kind=cut.label_kind, model_name=name,
+                          address=opts.address)
+    res = run_search(sopts, panel=panel, data_config=cut, bounds=bounds)
+    info = registry.get_version(name, str(res["version"]))
+    return {"version": int(res["version"]), "run_id": info["run_id"], "checkpoint": res["checkpoint"],
+            "panel": panel, "bounds": bounds, "data_config": cut, "seconds": time.perf_counter() - t0,
+            "seconds_data": 0.0}
+
+
+@dataclass
+class ReplayState:
+    path: Path
+    options: dict[str, Any]
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # step index -> record
+
+    @classmethod
+    def load_or_new(cls, opts: ReplayOptions) -> ReplayState:
+        path = replay_dir(opts.name) / "state.json"
+        if path.is_file():
+            d = json.loads(path.read_text())
+            if d["options"] != json.loads(json.dumps(opts.key(), default=str)):
+                diff = [k for k in d["options"] if d["options"][k] != json.loads(json.dumps(
+                    opts.key(), default=str)).get(k)]
+                raise DataValidationError(f"replay {opts.name!r} exists with other settings ({', '.join(diff)}): rerun "
+                                          f"it with the same options to resume, or give another --name")
+            return cls(path, d["options"], d["steps"])
+        return cls(path, json.loads(json.dumps(opts.key(), default=str)))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"options": self.options, "steps": self.steps}, indent=1, default=str))
+        os.replace(tmp, self.path)
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    if not done:
+        return "?"
+    left = elapsed / done * (total - done)
+    return f"{int(left // 60)}m{int(left % 60):02d}s"
+
+
+def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) a replay; returns the step records and the report's headline figures."""
+    import ray
+
+    from stocktrend.loop.replay_report import report
+    from stocktrend.loop.retrain import decide, gate_challenger
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import Predictor, save_checkpoint
+    from stocktrend.platform.training.distributed import init_ray
+    opts.gate.check()
+    cfg = data_config(opts)
+    steps, span = plan_steps(opts, cfg)
+    tcfg = recipe(opts)
+    state = ReplayState.load_or_new(opts)
+    name = registry_name(opts.name)
+    folder = replay_dir(opts.name)
+    done = [k for k in range(len(steps)) if str(k) in state.steps and "decision" in state.steps[str(k)]]
+    say(f"replay {opts.name}: {len(steps)} steps every {opts.every} trading days, {steps[0].date()} .. "
+        f"{span[-1].date()}, {opts.model} ({opts.preset}, <= {opts.epochs} epochs of "
+        f"{opts.epoch_windows or 'all'} windows), policy {opts.policy}, registry {name!r}"
+        + (f"; resuming after step {max(done) + 1} ({len(done)} done)" if done else ""))
+    t0 = time.perf_counter()
+    todo = [k for k in range(len(steps)) if k not in done]
+    if todo:
+        init_ray(opts.address)
+        parallel = opts.parallel or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(num_cpus=1, max_retries=1)(train_step)
+        pending: dict[int, Any] = {}
+        queue = list(todo)
+        models: dict[int, Any] = {}
+        for k in range(len(steps)):
+            rec = state.steps.get(str(k))
+            if rec and rec.get("version"):
+                models[int(rec["version"])] = Predictor.load(rec["checkpoint"])
+        for k in todo:
+            while not opts.search and queue and len(pending) < parallel + 1:  # one ahead keeps every CPU busy
+                j = queue.pop(0)
+                pending[j] = task.remote(cfg, str(steps[j].date()), opts.gate.gate_days, tcfg)
+            day = str(steps[k].date())
+            if opts.search:
+                out = search_step(opts, cfg, day, name, k)
+                version, run_id, path = out["version"], out["run_id"], out["checkpoint"]
+            else:
+                out = ray.get(pending.pop(k))
+                run_name = f"{name}-step{k}-{day}"
+                with registry.tracked_run(run_name, {"replay": opts.name, "step": k, "as_of": day},
+                                          tags={"stocktrend.loop": "replay"}) as run:
+                    path = save_checkpoint(out["ckpt"], folder / f"step-{k:03d}" / registry.CHECKPOINT_FILE)
+                    version = registry.register_checkpoint(path, run.info.run_id, name, out["ckpt"]["metrics"],
+                                                           description=run_name, ckpt=out["ckpt"],
+                                                           first_takes_production=(k == 0))
+                run_id = run.info.run_id
+            challenger = Predictor.load(path)
+            models[version] = challenger
+            rec = {"day": day, "version": version, "run_id": run_id, "checkpoint": str(path),
+                   "train_seconds": out["seconds"], "data_seconds": out["seconds_data"]}
+            if k == 0:
+                rec.update(decision="first model", gated=version, always=version, never=version)
+            else:
+                prev = state.steps[str(k - 1)]
+                champ = int(prev["gated"])
+                gate_report, md = gate_challenger(models[champ], champ, challenger, version, run_id,
+                                                  out["panel"], out["data_config"], out["bounds"], opts.gate, name,
+                                                  folder / f"step-{k:03d}", day)
+                rec["gate"] = {"passed": gate_report.passed, "champion": champ,
+                               "metrics": {w: gate_report.metrics[w] for w in ("champion", "challenger")},
+                               "failures": gate_report.failures, "window": gate_report.window}
+                rec.update(gated=version if gate_report.passed else champ, always=version,
+                           never=int(state.steps["0"]["never"]))
+                # The replay registry's aliases follow the chosen policy, through the loop's own alias step.
+                current = registry.aliases(name).get(registry.ALIAS)
+                mode = {"gated": "enabled", "always": "off"}.get(opts.policy)
+                if mode:
+                    decision, _, _ = decide(name, gate_report, mode, current, version)
+                else:
+                    with registry.alias_lock(name):
+                        registry.set_alias(name, registry.CHALLENGER_ALIAS, version)
+                    decision = "kept (policy never)"
+                rec["decision"] = decision
+            state.steps[str(k)] = rec
+            state.save()
+            out = None  # the panel can go
+            elapsed = time.perf_counter() - t0
+            n_done = len([x for x in todo if str(x) in state.steps and "decision" in state.steps[str(x)]])
+            gate_txt = ""
+            if "gate" in rec:
+                g = rec["gate"]
+                key = next(iter(g["metrics"]["challenger"]))
+                gate_txt = (f"; gate vs v{g['champion']}: {'PASS' if g['passed'] else 'FAIL'} ({key} "
+                            f"{g['metrics']['challenger'][key]:.3f} vs {g['metrics']['champion'][key]:.3f})")
+            say(f"  step {k + 1}/{len(steps)} {day}: v{version} trained ({rec['train_seconds']:.0f} s){gate_txt} -> "
+                f"{rec['decision']}; production: gated v{rec['gated']}, always v{rec['always']}, never "
+                f"v{rec['never']}; elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s, left ~"
+                f"{_eta(n_done, len(todo), elapsed)}")
+    say(f"steps done in {time.perf_counter() - t0:.0f} s; scoring the served days and writing the report")
+    init_ray(opts.address)
+    result = report(opts, cfg, steps, span, state, say)
+    result["seconds"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,274 @@
+"""The replay's report: what each policy's served predictions were worth once their outcomes became known.
+
+Every trading day of the replay is answered by the version each policy had in ``production`` at the last step
+(gated, always, never). Those versions score the days they served (a Ray task per ticker: features once, each serving
+version's windows), and each prediction is joined with the outcome that became known later, read from the full data
+(the report is the only part of the replay that looks past the step days, and only at outcomes). Per policy and for
+the momentum baseline (the trailing ``horizon``-day return as the score), on the same days: the daily IC and rank IC
+of the score against the realised ``horizon``-day return with Newey-West t (``horizon - 1`` lags: consecutive days'
+outcomes overlap), the hit rate (the predicted direction against the realised one: of the return, or of the excess
+return for market-neutral labels), the long-short (top third minus bottom third, daily, after costs) and long-only
+(top third) portfolios next to the equal-weight hold. The verdict compares gated with never on realised rank IC: the
+mean daily difference with a Newey-West 95% interval (on a one-ticker universe, where a cross-section does not exist,
+on the daily hit rate instead).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.platform.evaluation.cross_section import MIN_NAMES, daily_ic, ic_summary, long_short, score_of
+
+POLICY_NAMES = ("gated", "always", "never")
+
+
+def serving_plan(steps: list[pd.Timestamp], span: pd.DatetimeIndex, state) -> pd.DataFrame:
+    """One row per (day, policy): the version in production that day."""
+    rows = []
+    for k, day in enumerate(steps):
+        hi = steps[k + 1] if k + 1 < len(steps) else span[-1] + pd.Timedelta(days=1)
+        rec = state.steps[str(k)]
+        for d in span[(span >= day) & (span < hi)]:
+            for p in POLICY_NAMES:
+                rows.append({"date": d, "policy": p, "version": int(rec[p]), "step": k})
+    return pd.DataFrame(rows)
+
+
+def score_served(frame: pd.DataFrame, context: tuple[dict, dict], feature_config: dict,
+                 jobs: list[tuple[str, str, int]], models: dict[int, tuple[str, str]]) -> pd.DataFrame:
+    """One ticker (a Ray task): features once, then every (first day, last day, version) job's windows and scores.
+    ``context``: the market and indicator series."""
+    market, indicators = context
+    import os
+
+    from stocktrend.loop.score import ticker_windows
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.training.jobs import resolve_model
+    loaded: dict[int, Any] = {}
+    out = []
+    for lo, hi, version in jobs:
+        if version not in loaded:
+            path, pinned = models[version]
+            loaded[version] = Predictor.load(path if os.path.isfile(path) else resolve_model(pinned)[0])
+        pred = loaded[version]
+        spec = [{"transforms": pred.transforms.to_dict(), "seq_len": pred.seq_len,
+                 "ticker_id": bool(pred.transforms.tickers)}]
+        block = ticker_windows(frame, market, indicators, feature_config, spec, pd.Timestamp(lo), pd.Timestamp(hi))
+        if not len(block["ticker"]):
+            continue
+        raw, _ = pred.predict_proba(block["x_0"])
+        k = len(pred.class_names)
+        score = score_of(raw[:, :1] if pred.task == "regression" else raw[:, :k], pred.kind)
+        out.append(pd.DataFrame({"ticker": block["ticker"].astype(str), "date": block["as_of"], "version": version,
+                                 "score": score}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["ticker", "date", "version", "score"])
+
+
+def truth(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (ticker, day): the realised ``horizon``-day return, its excess over the day's mean, the next day's return,
+    and the trailing ``horizon``-day return (the momentum baseline), from the whole data."""
+    from stocktrend.platform.data.labels import forward_returns
+    from stocktrend.platform.data.universes import load_universe
+    u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe)
+    parts = []
+    for t, f in u.tickers.items():
+        c = f["close"].to_numpy(dtype=np.float64)
+        h = cfg.horizon
+        trailing = np.full(len(c), np.nan)
+        trailing[h:] = c[h:] / c[:-h] - 1
+        parts.append(pd.DataFrame({"ticker": t, "date": f.index, "fwd": forward_returns(c, h),
+                                   "ret1": forward_returns(c, 1), "momentum": trailing}))
+    out = pd.concat(parts, ignore_index=True)
+    out["excess"] = out["fwd"] - out.groupby("date")["fwd"].transform("mean")
+    return out, u
+
+
+def _nw_se(x: np.ndarray, lags: int) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n < 3:
+        return float("nan")
+    d = x - x.mean()
+    s = d @ d / n
+    for lag in range(1, min(lags, n - 1) + 1):
+        s += 2 * (1 - lag / (lags + 1)) * (d[lag:] @ d[:-lag]) / n
+    return float(np.sqrt(s / n)) if s > 0 else float("nan")
+
+
+def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: bool, panel: bool
+                   ) -> dict[str, Any]:
+    """Realised figures of one policy's (or baseline's) served scores."""
+    f = frame.dropna(subset=["fwd"])
+    target = f["excess"] if neutral else f["fwd"]
+    threshold = 0.5 if f["score"].between(0, 1).all() and f["score"].nunique() > 2 else 0.0
+    hits = (f["score"] >= threshold) == (target >= 0)
+    out: dict[str, Any] = {"days": int(f["date"].nunique()), "predictions": int(len(f)),
+                           "hit_rate": float(hits.mean()) if len(f) else float("nan")}
+    out["daily_hit"] = hits.groupby(f["date"]).mean()
+    if panel:
+        ic = daily_ic(f)
+        s = ic_summary(ic, horizon)
+        out.update(ic=s["ic_mean"], ic_t=s["ic_t"], rank_ic=s["rank_ic_mean"], rank_ic_t=s["rank_ic_t"],
+                   daily_rank_ic=ic.set_index("date")["rank_ic"])
+        ls, hold = long_short(frame.dropna(subset=["ret1"]), cost_bps)
+        lo, _ = long_short(frame.dropna(subset=["ret1"]), cost_bps, long_only=True)
+    else:
+        out.update(ic=float("nan"), ic_t=float("nan"), rank_ic=float("nan"), rank_ic_t=float("nan"),
+                   daily_rank_ic=pd.Series(dtype=float))
+        from stocktrend.platform.evaluation.metrics import backtest_stats
+        g = frame.dropna(subset=["ret1"]).sort_values("date")
+        pos = (g["score"] >= threshold).to_numpy(dtype=float)
+        cost = np.abs(np.diff(np.concatenate([[0.0], pos]))) * cost_bps / 1e4
+        lo = backtest_stats("long_only", pos * g["ret1"].to_numpy() - cost, pos)
+        ls = backtest_stats("long_short", np.zeros(len(g)), np.zeros(len(g)))
+        hold = backtest_stats("hold", g["ret1"].to_numpy(), np.ones(len(g)))
+    out.update(long_short=ls, long_only=lo, hold=hold)
+    return out
+
+
+def verdict(gated: dict, never: dict, horizon: int, panel: bool) -> tuple[str, dict[str, float]]:
+    key, what = ("daily_rank_ic", "rank IC") if panel else ("daily_hit", "hit rate")
+    a, b = gated[key].align(never[key], join="inner")
+    diff = (a - b).dropna().to_numpy()
+    if len(diff) < 3:
+        return f"not enough days to compare gated with never on realised {what}", {}
+    mean, se = float(diff.mean()), _nw_se(diff, max(0, horizon - 1))
+    lo, hi = mean - 1.96 * se, mean + 1.96 * se
+    if lo > 0:
+        word = "gated retraining BEAT never retraining"
+    elif hi < 0:
+        word = "never retraining BEAT gated retraining"
+    else:
+        word = "no difference shown between gated and never retraining"
+    return (f"{word} on realised {what}: gated - never = {mean:+.4f} per day (95% CI {lo:+.4f} .. {hi:+.4f}, "
+            f"Newey-West, {len(diff)} days)"), {"diff": mean, "ci_low": lo, "ci_high": hi, "days": len(diff)}
+
+
+def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[str, Any]:
+    import ray
+
+    from stocktrend.loop.replay import registry_name
+    from stocktrend.platform.data.sources import DataValidationError
+    from stocktrend.platform.data.universes import load_universe
+    from stocktrend.platform.registry import mlflow_registry as registry
+    plan = serving_plan(steps, span, state)
+    name = registry_name(opts.name)
+    models = {int(r["version"]): (r["checkpoint"], f"{name}@{r['version']}") for r in state.steps.values()}
+    u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe, as_of=span[-1])
+    jobs = []
+    for (step, version), g in plan.groupby(["step", "version"]):
+        jobs.append((str(g["date"].min().date()), str(g["date"].max().date()), int(version)))
+    from stocktrend.platform.registry.checkpoint import read_checkpoint
+    fc = read_checkpoint(models[min(models)][0])["feature_config"]
+    task = ray.remote(num_cpus=1)(score_served)
+    context = ray.put((u.market, u.indicators))  # once in the object store; each task gets it resolved
+    futures = []
+    for t, f in u.tickers.items():
+        frame = f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
+        futures.append(task.remote(frame, context, fc, jobs, models))
+    scored = pd.concat(ray.get(futures), ignore_index=True)
+    if scored.empty:
+        raise DataValidationError("no served prediction: the replay's days have no full window")
+    scored["date"] = pd.to_datetime(scored["date"])
+    outcomes, _ = truth(cfg)
+    panel = len(u.tickers) >= MIN_NAMES
+    neutral = cfg.label_kind in ("excess", "excess_regression", "rank")
+    results, frames = {}, {}
+    for p in POLICY_NAMES:
+        served = plan[plan["policy"] == p][["date", "version"]]
+        f = scored.merge(served, on=["date", "version"]).merge(outcomes, on=["ticker", "date"], how="left")
+        frames[p] = f
+        results[p] = policy_metrics(f, cfg.horizon, opts.cost_bps, neutral, panel)
+    days = frames["never"][["ticker", "date"]]
+    mom = days.merge(outcomes, on=["ticker", "date"], how="left").assign(score=lambda d: d["momentum"])
+    results["momentum"] = policy_metrics(mom.dropna(subset=["score"]), cfg.horizon, opts.cost_bps, neutral, panel)
+    served = pd.concat([f.assign(policy=p) for p, f in frames.items()], ignore_index=True)
+    line, ci = verdict(results["gated"], results["never"], cfg.horizon, panel)
+    from stocktrend.platform.data.cache import default_home
+    folder = default_home() / "reports" / f"replay-{opts.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    served[["date", "ticker", "policy", "version", "score", "fwd", "excess", "ret1"]].to_parquet(
+        folder / "served.parquet", index=False)  # every served prediction with its outcome
+    md = write_markdown(opts, steps, state, results, line, plan, folder)
+    png = plot(results, plan, folder)
+    headline = {p: {k: (v.sharpe if hasattr(v, "sharpe") else v) for k, v in r.items()
+                    if k in ("rank_ic", "rank_ic_t", "ic", "hit_rate", "long_short", "long_only", "days")}
+                for p, r in results.items()}
+    (folder / "replay.json").write_text(json.dumps({"verdict": line, "verdict_ci": ci, "policies": headline},
+                                                   indent=2, default=float))
+    with registry.tracked_run(f"replay-{opts.name}-report", {"replay": opts.name, "steps": len(steps)},
+                              tags={"stocktrend.loop": "replay"}):
+        import mlflow
+        mlflow.log_artifacts(str(folder))
+        mlflow.log_metrics({f"{p}_{k}": float(v) for p, r in headline.items() for k, v in r.items()
+                            if isinstance(v, (int, float)) and np.isfinite(v)})
+    for p in (*POLICY_NAMES, "momentum"):
+        r = results[p]
+        say(f"realised {p}: rank IC {r['rank_ic']:.3f} (t {r['rank_ic_t']:.1f}), hit rate {r['hit_rate']:.3f}, "
+            f"long-short Sharpe {r['long_short'].sharpe:.2f}, long-only Sharpe {r['long_only'].sharpe:.2f} "
+            f"(equal-weight hold {r['hold'].sharpe:.2f})")
+    say(f"verdict: {line}")
+    say(f"report: {md} (+ {png.name}; logged to MLflow run replay-{opts.name}-report)")
+    return {"report": str(md), "verdict": line, "verdict_ci": ci, "policies": headline, "steps": len(steps)}
+
+
+def write_markdown(opts, steps, state, results, line, plan, folder: Path) -> Path:
+    lines = [f"# Replay {opts.name}", "",
+             f"{len(steps)} steps every {opts.every} trading days from {steps[0].date()}; {opts.model} "
+             f"({opts.preset}); label {opts.label}; the replay's registry follows the {opts.policy} policy.", "",
+             "## Steps (gated policy)", "", "| step | day | trained | gate vs | result | challenger | champion | "
+             "production after |", "|---|---|---|---|---|---|---|---|"]
+    for k in range(len(steps)):
+        r = state.steps[str(k)]
+        g = r.get("gate")
+        if g:
+            key = next(iter(g["metrics"]["challenger"]))
+            lines.append(f"| {k + 1} | {r['day']} | v{r['version']} | v{g['champion']} | "
+                         f"{'pass' if g['passed'] else 'fail'} | {key} {g['metrics']['challenger'][key]:.3f} | "
+                         f"{g['metrics']['champion'][key]:.3f} | v{r['gated']} |")
+        else:
+            lines.append(f"| {k + 1} | {r['day']} | v{r['version']} | | first model | | | v{r['gated']} |")
+    tenure = plan[plan["policy"] == "gated"].groupby("version")["date"].agg(["min", "max", "count"])
+    lines += ["", "Tenure of each production version (gated):", "", "| version | from | to | days |", "|---|---|---|---|"]
+    lines += [f"| v{v} | {t['min'].date()} | {t['max'].date()} | {t['count']} |" for v, t in tenure.iterrows()]
+    lines += ["", "## Realised (each prediction against the outcome known later; the same days for every row)", "",
+              "| | days | rank IC (t) | IC (t) | hit rate | long-short Sharpe | long-short annual | long-only Sharpe | "
+              "equal-weight hold Sharpe |", "|---|---|---|---|---|---|---|---|---|"]
+    for p, r in results.items():
+        lines.append(f"| {p} | {r['days']} | {r['rank_ic']:.4f} ({r['rank_ic_t']:.2f}) | {r['ic']:.4f} "
+                     f"({r['ic_t']:.2f}) | {r['hit_rate']:.3f} | {r['long_short'].sharpe:.2f} | "
+                     f"{r['long_short'].annual_return:+.1%} | {r['long_only'].sharpe:.2f} | {r['hold'].sharpe:.2f} |")
+    lines += ["", f"**Verdict:** {line}", ""]
+    md = folder / "replay.md"
+    md.write_text("\n".join(lines))
+    return md
+
+
+def plot(results, plan, folder: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9))
+    for p, r in results.items():
+        if len(r["daily_rank_ic"]):
+            s = r["daily_rank_ic"].sort_index()
+            axes[0].plot(pd.to_datetime(s.index), s.cumsum(), label=p)
+        axes[1].plot(np.log(r["long_short"].equity), label=p)
+    axes[0].set_ylabel("cumulative daily rank IC")
+    axes[1].set_ylabel("log long-short equity (after costs)")
+    g = plan[plan["policy"] == "gated"].groupby("date")["version"].first()
+    axes[2].step(pd.to_datetime(g.index), g.to_numpy(), where="post")
+    axes[2].set_ylabel("production version (gated)")
+    for ax in axes[:2]:
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = folder / "replay.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
