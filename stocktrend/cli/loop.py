@@ -171,3 +171,20 @@ def replay_cmd(
         res = replay(opts, typer.echo)
     _finish()
     typer.echo(f"took         : {res['seconds']:.0f} s for {res['steps']} steps")
+
+
+@app.command("monitor")
+def monitor_cmd(
+    model: str = typer.Option("stocktrend@production", "--model", help="NAME[@ALIAS|@VERSION] whose scores to read."),
+    start: Optional[str] = typer.Option(None, "--start", help="First scored day (default: the first stored)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Last scored day (default: the last stored)."),
+    universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the model's own universe."),
+    data: Optional[str] = typer.Option(None, "--data", help="The directory the scores were made from, if not the "
+                                       "model's own data."),
+    scores: Optional[str] = typer.Option(None, "--scores", help="Scores root (default $STOCKTREND_HOME/scores)."),
+) -> None:
+    """Drift (input PSI, class-mix shift, confidence) and realised performance (hit rate, rank IC, against the
+    baselines) of a model's batch scores over a range of days; Markdown + JSON report."""
+    from stocktrend.loop.monitor import MonitorOptions, monitor
+    monitor(MonitorOptions(model=model, start=start, end=end, universe=universe, data_dir=data, scores_dir=scores),
+            typer.echo)

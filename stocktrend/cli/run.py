@@ -132,6 +132,16 @@ def serve_cmd(
     backend: str = typer.Option("onnx", help="Inference backend: torch, torch-bf16, onnx, onnx-int8 (falls back to "
                                 "torch, with the reason in /model, when it cannot be built)."),
     num_cpus: float = typer.Option(1.0, help="CPUs per replica (whole CPUs = its inference threads)."),
+    challenger: Optional[str] = typer.Option(None, "--challenger", help="A second model (NAME@ALIAS|@VERSION, e.g. "
+                                             "stocktrend@challenger) that answers --split of the traffic or shadows "
+                                             "all of it; it must answer the same requests."),
+    split: float = typer.Option(0.0, "--split", help="Share of requests the challenger answers (0..1), sticky per "
+                                "ticker / X-Stocktrend-Key header."),
+    shadow: bool = typer.Option(False, "--shadow", help="The champion answers every request; the challenger gets a "
+                                "copy off the request path."),
+    challenger_routes: str = typer.Option("all", "--challenger-routes", help="all, or ticker: a challenger whose "
+                                          "inputs differ (a retrain that selected other features) answers "
+                                          "/predict/ticker only; /predict windows stay with the champion."),
     python_proxy: bool = typer.Option(False, "--python-proxy", help="Use Ray's Python HTTP proxy instead of the "
                                       "HAProxy ingress."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: host:port, ray://host:port, or auto (the "
@@ -153,6 +163,14 @@ def serve_cmd(
         console.setup("serve", True)
     if backend not in BACKENDS:
         raise typer.BadParameter(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not 0 <= split <= 1:
+        raise typer.BadParameter(f"--split {split} is outside [0, 1]")
+    if (split or shadow) and not challenger:
+        raise typer.BadParameter("--split and --shadow need a --challenger")
+    if split and shadow:
+        raise typer.BadParameter("give --split p or --shadow, not both")
+    if challenger_routes not in ("all", "ticker"):
+        raise typer.BadParameter("--challenger-routes is all or ticker")
     from stocktrend.platform.training.ray_address import check_address
     check_address(address)
     if not port_free(host, port):
@@ -170,7 +188,22 @@ def serve_cmd(
         typer.echo(f"model        : {model} = version {info['version']} ({info['model_kind']}, label "
                    f"{info['label_kind'] or '?'})")
         path, _ = registry.download(*registry.parse_spec(model))
-    Predictor.load(path)  # a corrupt or unsafe file is one CheckpointError line here, not a failed deployment
+    champion_pred = Predictor.load(path)  # a corrupt or unsafe file is one CheckpointError line here, not a failed
+    if challenger:                        # deployment; and a challenger that cannot answer the same requests too
+        from stocktrend.serve.routing import incompatibility
+        cinfo = registry.get_version(*registry.parse_spec(challenger))
+        cpath, _ = registry.download(*registry.parse_spec(challenger))
+        cpred = Predictor.load(cpath)
+        why = incompatibility(_inputs_of(champion_pred), _inputs_of(cpred), challenger_routes)
+        if why:
+            hint = ("" if challenger_routes == "ticker" or incompatibility(_inputs_of(champion_pred),
+                                                                          _inputs_of(cpred), "ticker") else
+                    "; with --challenger-routes ticker it answers /predict/ticker, where each model builds its own "
+                    "inputs")
+            raise ValueError(f"challenger {challenger} (version {cinfo['version']}) cannot answer the champion's "
+                             f"requests: {why}{hint}")
+        typer.echo(f"challenger   : {challenger} = version {cinfo['version']} ("
+                   f"{'shadow' if shadow else f'{split:.0%} of requests'})")
     from ray import serve
 
     from stocktrend.platform.training.distributed import init_ray
@@ -185,7 +218,10 @@ def serve_cmd(
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend,
-                               "num_cpus": num_cpus}), name="stocktrend", route_prefix="/", blocking=False)
+                               "num_cpus": num_cpus, **({"challenger": challenger, "challenger_split": split,
+                                                          "shadow": shadow, "challenger_routes": challenger_routes}
+                                                         if challenger else {})}),
+                  name="stocktrend", route_prefix="/", blocking=False)
         started = True
         typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} "
                    f"ingress (docs: http://{host}:{port}/docs; Ctrl-C stops)")
@@ -252,3 +288,10 @@ def tune_cmd(ctx: typer.Context) -> None:
     from stocktrend.tune.search import main as search_main
     raise typer.Exit(search_main(list(ctx.args)))
 
+
+def _inputs_of(pred) -> dict:
+    """A loaded checkpoint's inputs as ``ModelHost.describe_inputs`` gives them (for the start-up check)."""
+    t = pred.transforms
+    return {"names": list(t.input_names), "seq_len": pred.seq_len, "label_kind": pred.kind.value,
+            "class_names": list(pred.class_names), "horizon": int(pred.ckpt["horizon"]), "task": pred.task,
+            "tickers": sorted(pred.ckpt["tickers"])}

@@ -8,6 +8,11 @@
 - Bad input is a 4xx naming the problem (shape, feature count, NaN/inf, empty, too many items, body too large, too
   little history, unsorted/duplicate dates, bad prices, a version that is not served); never a 500.
 - ``STOCKTREND_API_TOKEN`` set in the replica's environment turns on bearer-token auth (401 without it).
+- A challenger (``user_config["challenger"]``, a second deployment reached through a handle,
+  ``stocktrend.serve.challenger``) answers a sticky share of requests (``challenger_split``) or a shadow copy of all of
+  them (``shadow``), set at run time through ``user_config`` (``stocktrend.serve.routing``). Every response names the
+  version and role that answered. A failing challenger never takes the champion down: its errors are counted, the
+  client gets the champion's answer, and after 3 failures in a row its share falls to 0 (logged).
 Build with ``app_builder(args)`` for ``serve run stocktrend.serve.app:app_builder`` and ``serve deploy
 serve_config.yaml``; ``serve build stocktrend.serve.app:app`` uses the module-level ``app`` (default args).
 ``/predict`` also takes a binary .npy body (``Content-Type: application/x-npy``), read without pickles.
@@ -20,18 +25,20 @@ import logging
 import os
 from typing import Any
 
+import time
+
 import numpy as np
-import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 
-from stocktrend.serve.backends import BACKENDS, ServedModel
+from stocktrend.serve.backends import BACKENDS
 from stocktrend.serve.config import BUILDER_ARGS, DEFAULT_USER_CONFIG
+from stocktrend.serve.host import ModelHost
 from stocktrend.serve.http import (NPY_TYPES, PREDICT_BODY, BodyLimit, ClientError, check_token, read_body,
                                    validation_message)
-from stocktrend.serve.metrics import ServeMetrics
+from stocktrend.serve.routing import KEY_HEADER, incompatibility, routes_to_challenger
 from stocktrend.serve.schemas import ModelInfo, PredictRequest, PredictResponse, TickerRequest, TickerResponse
 
 log = logging.getLogger("stocktrend.serve")
@@ -59,35 +66,17 @@ async def _client_error(request: Request, exc: ClientError):
                         "upscale_delay_s": 10, "downscale_delay_s": 60},
     user_config=DEFAULT_USER_CONFIG)
 @serve.ingress(api)
-class StockTrendService:
-    def __init__(self):
-        self.predictor = None
-        self.info: dict[str, Any] = {}
-        self.error: str | None = "no model loaded yet"
-        self.cfg = dict(DEFAULT_USER_CONFIG)
-        self.metrics = ServeMetrics()
-        self._poll_task: asyncio.Task | None = None
-        self._metrics_task: asyncio.Task | None = None
-        self._inflight = 0  # /predict requests in the handler right now
+class StockTrendService(ModelHost):
+    role = "champion"
 
-    # -- model loading and hot swap --------------------------------------------------------------------------------
-    def _load(self, spec: str) -> None:
-        from stocktrend.platform.registry.checkpoint import Predictor
-        from stocktrend.platform.training.jobs import resolve_model
-        import ray
-        import torch
-        path, info = resolve_model(spec)
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-        threads = max(1, int(cpus))  # whole CPUs of this replica = its torch and ONNX Runtime threads
-        torch.set_num_threads(threads)
-        predictor = ServedModel(Predictor.load(path), str(self.cfg["backend"]), threads=threads)
-        name, _, ref = spec.partition("@")
-        new_info = {"name": info and name or os.path.basename(spec), "version": info["version"] if info else None,
-                    "alias": ref if ref and not ref.isdigit() else None}
-        # One assignment each: a request sees either the old model or the new one, never a mix.
-        self.predictor, self.info, self.error = predictor, new_info, None
-        self.metrics.model(new_info["name"], new_info["version"], predictor.backend)
-        log.info("serving %s version %s", new_info["name"], new_info["version"])
+    def __init__(self, challenger=None):
+        self._init_host(DEFAULT_USER_CONFIG)
+        self._inflight = 0  # /predict requests in the handler right now
+        self._challenger = challenger  # a DeploymentHandle of ChallengerModel, or None
+        self._challenger_inputs: dict[str, Any] | None = None
+        self._challenger_failures = 0
+        self._split = 0.0  # effective share (0 after repeated failures or when shadowing)
+        self._shadow_tasks: set[asyncio.Task] = set()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         cfg = {**DEFAULT_USER_CONFIG, **(user_config or {})}
@@ -95,45 +84,84 @@ class StockTrendService:
             self.error = f"unknown backend {cfg['backend']!r}; choose one of {', '.join(BACKENDS)}"
             log.error(self.error)
             cfg["backend"] = self.cfg["backend"]
+        split = float(cfg["challenger_split"])
+        if not 0 <= split <= 1:
+            log.error("challenger_split %s is outside [0, 1]: keeping %s", split, self.cfg["challenger_split"])
+            cfg["challenger_split"] = split = float(self.cfg["challenger_split"])
+        model_changed = (cfg["model"], cfg["backend"]) != (self.cfg.get("model"), self.cfg.get("backend")) or \
+            self.predictor is None
         self.cfg = cfg
+        # Routing changes apply to the next request: no replica restart, no request lost.
+        self._split = 0.0 if (self._challenger is None or cfg["shadow"]) else split
+        self._challenger_failures = 0
+        self.metrics.challenger_share = self._split if self._challenger is not None else None
+        log.info("routing: challenger share %.3f, shadow %s", self._split, bool(cfg["shadow"]))
         self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
         self._batched.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+        if model_changed:
+            await self._load_and_follow(cfg["model"])
+
+    # -- the challenger ------------------------------------------------------------------------------------------------
+    async def _challenger_ready(self) -> bool:
+        """The challenger's inputs (fetched once per challenger version), checked against the champion's."""
+        if self._challenger_inputs is not None:
+            return True
         try:
-            await asyncio.to_thread(self._load, cfg["model"])
-        except Exception as exc:  # keep serving the previous model if there is one; health reports the problem
-            self.error = f"cannot load model {cfg['model']!r}: {exc}"
-            log.error(self.error)
-        if self._poll_task is None and float(cfg["poll_interval_s"]) > 0:
-            self._poll_task = asyncio.get_running_loop().create_task(self._poll())
-        if self._metrics_task is None:
-            self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.run())
+            inputs = await asyncio.wait_for(self._challenger.inputs.remote(), timeout=10)
+        except Exception as exc:
+            self._challenger_failed(f"not ready: {type(exc).__name__}: {exc}")
+            return False
+        why = incompatibility(self.describe_inputs(), inputs, self.cfg["challenger_routes"])
+        if why:
+            log.error("challenger %s v%s cannot answer the champion's requests (%s): its share is 0",
+                      inputs.get("name"), inputs.get("version"), why)
+            self._split = 0.0
+            self.metrics.challenger_share = 0.0
+            return False
+        self._challenger_inputs = inputs
+        return True
 
-    async def _poll(self) -> None:
-        from stocktrend.platform.registry import mlflow_registry as registry
-        while True:
-            await asyncio.sleep(float(self.cfg["poll_interval_s"]))
-            spec = self.cfg["model"]
-            name, _, ref = spec.partition("@")
-            if not ref or ref.isdigit():
-                continue  # pinned version or file: nothing to follow
-            try:
-                current = await asyncio.to_thread(registry.get_version, name, ref)
-                if current["version"] != self.info.get("version"):
-                    await asyncio.to_thread(self._load, spec)
-            except Exception as exc:  # a registry hiccup must not kill the replica; the old model keeps serving
-                log.warning("alias poll failed: %s", exc)
+    def _challenger_failed(self, why: str) -> None:
+        self._challenger_failures += 1
+        self.metrics.error(self._challenger_inputs.get("version") if self._challenger_inputs else "", "challenger")
+        if self._challenger_failures >= 3 and self._split > 0:
+            log.error("challenger failed %d times in a row (%s): its share falls to 0 until the next "
+                      "reconfigure", self._challenger_failures, why)
+            self._split = 0.0
+            self.metrics.challenger_share = 0.0
 
-    def check_health(self) -> None:
-        if self.predictor is None:
-            raise RuntimeError(self.error or "no model loaded")
+    async def _ask_challenger(self, method: str, *args) -> dict[str, Any] | None:
+        """The challenger's answer, or None (counted; the caller answers with the champion)."""
+        if not await self._challenger_ready():
+            return None
+        try:
+            out = await asyncio.wait_for(getattr(self._challenger, method).remote(*args),
+                                         timeout=float(self.cfg["challenger_timeout_s"]))
+        except Exception as exc:  # a broken or slow challenger never costs the client an answer
+            self._challenger_failed(f"{type(exc).__name__}: {str(exc)[:200]}")
+            return None
+        self._challenger_failures = 0
+        if out.get("version") != self._challenger_inputs.get("version"):
+            self._challenger_inputs = None  # it hot-swapped: fetch its inputs again next time
+        return out
 
-    def _require(self, version: int | None):
-        if self.predictor is None:
-            raise ClientError(503, self.error or "no model loaded")
-        if version is not None and version != self.info.get("version"):
-            raise ClientError(404, f"model version {version} is not served; this endpoint serves "
-                                   f"{self.info.get('name')} version {self.info.get('version')}")
-        return self.predictor
+    def _shadow(self, method: str, args: tuple, champion_labels: list[str]) -> None:
+        """A copy of the request for the challenger, off the request path: a bounded set of tasks; when full the copy
+        is dropped (counted), so shadowing never slows the champion."""
+        if len(self._shadow_tasks) >= int(self.cfg["shadow_queue"]):
+            self.metrics.shadow_dropped()
+            return
+        champion_version = self.info.get("version")
+
+        async def call():
+            out = await self._ask_challenger(method, *args)
+            if out is not None:
+                labels = [p["label"] for p in out["predictions"]] if "predictions" in out else [out["label"]]
+                agreed = float(np.mean([a == b for a, b in zip(labels, champion_labels)])) if labels else 0.0
+                self.metrics.shadow(champion_version, out.get("version"), agreed)
+        task = asyncio.get_running_loop().create_task(call())
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     # -- batching ----------------------------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
@@ -150,7 +178,7 @@ class StockTrendService:
             start = 0
             for i in idx:
                 n = len(items[i][1])
-                out[i] = (probs[start:start + n], att[start:start + n])
+                out[i] = (probs[start:start + n], att[start:start + n] if att is not None else None)
                 start += n
         return out
 
@@ -167,17 +195,6 @@ class StockTrendService:
         if int(self.cfg["max_batch_size"]) <= 1 or self._inflight <= 1:
             return await self._run_model(pred, x)
         return await self._batched((pred, x))
-
-    def _items(self, pred, probs: np.ndarray, att: np.ndarray | None, attention: bool) -> list[dict[str, Any]]:
-        d = pred.describe(probs, att if attention else None)
-        self.metrics.predictions(d.labels, d.confidence, d.predicted_return)
-        items = []
-        for i in range(len(probs)):
-            items.append({"probabilities": dict(zip(pred.class_names, d.probabilities[i])), "label": d.labels[i],
-                          "signal": d.signals[i], "confidence": d.confidence[i],
-                          "predicted_return": d.predicted_return[i] if d.predicted_return is not None else None,
-                          "attention": d.attention[i] if d.attention is not None else None})
-        return items
 
     async def _guarded(self, route: str, fn):
         """Client errors pass through as 4xx; anything unexpected is logged and answered as a 500 with its type (Ray
@@ -245,6 +262,7 @@ class StockTrendService:
         return await self._guarded("/predict", run)
 
     async def _predict_body(self, body: bytes, request: Request) -> Response:
+        t0 = time.perf_counter()
         x, attention, version = self._parse_predict(body, request)
         pred = self._require(version)
         if x.ndim != 3 or x.shape[1:] != (pred.seq_len, pred.n_features):
@@ -253,59 +271,39 @@ class StockTrendService:
         if not np.isfinite(x).all():
             bad = np.argwhere(~np.isfinite(x))[0].tolist()
             raise ClientError(422, f"windows contain NaN or infinite values (first at index {bad})")
+        key = request.headers.get(KEY_HEADER)
+        if version is None and self.cfg["challenger_routes"] == "all" and routes_to_challenger(key, self._split):
+            out = await self._ask_challenger("predict_windows", x, attention, self.describe_inputs())
+            if out is not None:
+                self.metrics.request(out["version"], "challenger", "windows", (time.perf_counter() - t0) * 1e3)
+                return JSONResponse(out)
         probs, att = await self._infer(pred, x)
-        return JSONResponse({"model": self.info["name"], "version": self.info["version"],
-                             "predictions": self._items(pred, probs, att, attention)})
-
-    def _ticker_inputs(self, pred, req: TickerRequest):
-        """(prices, market, indicators) for /predict/ticker: the request's own bars, or the ticker's bars from the
-        universe the model was trained on (loaded once per model version)."""
-        from stocktrend.platform.data.sources import validate_prices
-        limit = int(self.cfg["max_history_days"])
-        if req.prices is None:
-            if req.ticker is None:
-                raise ClientError(422, "send 'prices' (raw daily bars, oldest first) or 'ticker' (a name from the "
-                                       "model's universe, optionally with 'as_of')")
-            if req.market is not None:
-                raise ClientError(422, "'market' goes with 'prices'; by ticker name the universe's own market series "
-                                       "are used")
-            return pred.bars_for(req.ticker, req.as_of, limit)
-        if req.as_of is not None:
-            raise ClientError(422, "'as_of' applies to predictions by ticker name; with 'prices', send the bars up to "
-                                   "the day you want")
-        if len(req.prices) > limit:
-            raise ClientError(413, f"{len(req.prices)} bars exceed the limit of {limit}")
-        prices = validate_prices(pd.DataFrame([b.model_dump(exclude_none=True) for b in req.prices]), "prices",
-                                 required=("close",), repair=False)
-        if req.market is not None:
-            market = {name: validate_prices(pd.DataFrame([b.model_dump() for b in bars]), f"market[{name}]",
-                                            required=("close",), repair=False) for name, bars in req.market.items()}
-            return prices, market, {}
-        u = pred.source_universe()
-        return prices, u.market, u.indicators
+        items = self._items(pred, probs, att, attention, last_rows=x[:, -1])
+        self.metrics.request(self.info["version"], self.role, "windows", (time.perf_counter() - t0) * 1e3)
+        if self.cfg["shadow"] and self._challenger is not None and self.cfg["challenger_routes"] == "all":
+            self._shadow("predict_windows", (x, attention, self.describe_inputs()), [i["label"] for i in items])
+        return JSONResponse({"model": self.info["name"], "version": self.info["version"], "role": self.role,
+                             "predictions": items})
 
     @api.post("/predict/ticker", response_model=TickerResponse, dependencies=[Depends(_authorized)])
     async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
         """Raw daily bars (``prices``) or just a ``ticker`` of the model's universe (optionally ``as_of`` a date) ->
         the training feature path -> the prediction for the next ``horizon`` days after the last bar."""
-        from stocktrend.platform.data.sources import DataValidationError
-        from stocktrend.platform.registry.checkpoint import UnknownTickerError
-
         async def run():
+            t0 = time.perf_counter()
             check_token(request)
-            pred = self._require(req.version)
-            try:
-                prices, market, indicators = await asyncio.to_thread(self._ticker_inputs, pred, req)
-                out = await asyncio.to_thread(pred.predict_prices, prices, market, indicators, True, req.ticker)
-            except UnknownTickerError as exc:
-                raise ClientError(404, str(exc)) from None
-            except DataValidationError as exc:
-                raise ClientError(422, str(exc)) from None
-            probs = pred.output_matrix(out)
-            att = np.asarray(out.attention) if out.attention is not None else None
-            item = self._items(pred, probs, att, req.attention)[0]
-            return TickerResponse(**item, model=self.info["name"], version=self.info["version"],
-                                  date=str(prices.index[-1].date()), ticker=req.ticker)
+            self._require(req.version)
+            key = req.ticker or request.headers.get(KEY_HEADER)
+            if req.version is None and routes_to_challenger(key, self._split):
+                out = await self._ask_challenger("predict_ticker", req.model_dump())
+                if out is not None:
+                    self.metrics.request(out["version"], "challenger", "ticker", (time.perf_counter() - t0) * 1e3)
+                    return TickerResponse(**out)
+            out = await self.ticker_answer(req, req.version)
+            self.metrics.request(self.info["version"], self.role, "ticker", (time.perf_counter() - t0) * 1e3)
+            if self.cfg["shadow"] and self._challenger is not None:
+                self._shadow("predict_ticker", (req.model_dump(),), [out["label"]])
+            return TickerResponse(**out)
         return await self._guarded("/predict/ticker", run)
 
     @api.get("/healthz")
@@ -324,7 +322,16 @@ class StockTrendService:
                          n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
                          metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
                          features=pred.transforms.input_names, **pred.describe_backend(),
-                         market=list(pred.data_config.market) if pred.data_config.market is not None else None)
+                         market=list(pred.data_config.market) if pred.data_config.market is not None else None,
+                         challenger=(self.cfg.get("challenger") or None), challenger_split=self._split,
+                         shadow=bool(self.cfg["shadow"]) and self._challenger is not None)
+
+
+def _as(default: Any, value: Any) -> Any:
+    """A builder arg (a YAML value, or a string from ``serve run ... key=value``) as the default's type."""
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+    return type(default)(value)
 
 
 def app_builder(args: dict[str, Any] | None = None):
@@ -333,24 +340,35 @@ def app_builder(args: dict[str, Any] | None = None):
     args: model, backend, poll_interval_s, max_batch_size, batch_wait_timeout_s, max_items, min_replicas,
     max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, max_ongoing_requests,
     max_queued_requests, num_cpus (per replica, default 1; also its torch / ONNX Runtime threads), env_vars (e.g.
-    MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas)."""
+    MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas), challenger (NAME@ALIAS|VERSION: a second deployment),
+    challenger_split, shadow, challenger_timeout_s, shadow_queue, challenger_num_cpus, drift_window."""
     args = dict(args or {})
     unknown = set(args) - BUILDER_ARGS
     if unknown:
         raise ValueError(f"unknown app_builder arg(s): {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(sorted(BUILDER_ARGS))}")
-    user_config = {k: type(DEFAULT_USER_CONFIG[k])(args[k]) for k in DEFAULT_USER_CONFIG if k in args}
+    user_config = {k: _as(DEFAULT_USER_CONFIG[k], args[k]) for k in DEFAULT_USER_CONFIG if k in args}
     autoscaling = {"min_replicas": int(args.get("min_replicas", 1)), "max_replicas": int(args.get("max_replicas", 2)),
                    "target_ongoing_requests": float(args.get("target_ongoing_requests", 8)),
                    "upscale_delay_s": float(args.get("upscale_delay_s", 10)),
                    "downscale_delay_s": float(args.get("downscale_delay_s", 60))}
+    actor = {"num_cpus": float(args.get("num_cpus", 1)),
+             **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
+                if args.get("env_vars") else {})}
+    challenger = None
+    if user_config.get("challenger"):
+        from stocktrend.serve.challenger import CHALLENGER_DEFAULTS, ChallengerModel
+        challenger = ChallengerModel.options(
+            user_config={**CHALLENGER_DEFAULTS, "model": user_config["challenger"],
+                         **{k: user_config[k] for k in ("backend", "poll_interval_s", "max_history_days")
+                            if k in user_config}},
+            autoscaling_config={**autoscaling, "min_replicas": 1},
+            ray_actor_options={**actor, "num_cpus": float(args.get("challenger_num_cpus", actor["num_cpus"]))}).bind()
     return StockTrendService.options(
         user_config={**DEFAULT_USER_CONFIG, **user_config}, autoscaling_config=autoscaling,
         max_ongoing_requests=int(args.get("max_ongoing_requests", 32)),
         max_queued_requests=int(args.get("max_queued_requests", 64)),
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 1)),
-                           **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
-                              if args.get("env_vars") else {})}).bind()
+        ray_actor_options=actor).bind(challenger)
 
 
 # The application with the default args: `serve build stocktrend.serve.app:app -o serve.yaml` writes a config from it

@@ -12,11 +12,19 @@ DEFAULT_USER_CONFIG: dict[str, Any] = {
     "max_items": 256,  # windows per /predict request
     "max_history_days": 5000,  # bars per /predict/ticker request
     "backend": "onnx",  # torch | torch-bf16 | onnx | onnx-int8 (stocktrend.serve.backends; falls back to torch)
+    "challenger": "",  # NAME@ALIAS or NAME@VERSION of a challenger deployment ("" = none; set at build time)
+    "challenger_routes": "all",  # all | ticker (a challenger with other inputs answers /predict/ticker only)
+    "challenger_split": 0.0,  # share of requests the challenger answers, sticky per key (stocktrend.serve.routing)
+    "shadow": False,  # the champion answers everything; the challenger gets a copy off the request path
+    "challenger_timeout_s": 5.0,  # a slower challenger answer is a failure: the client gets the champion's
+    "shadow_queue": 64,  # shadow copies in flight at most; more are dropped (counted)
+    "drift_window": 2000,  # served rows behind the drift gauges
 }
 
 
 BUILDER_ARGS = {*DEFAULT_USER_CONFIG, "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                "downscale_delay_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars"}
+                "downscale_delay_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars",
+                "challenger_num_cpus"}
 
 
 def validate_serve_config(cfg: dict[str, Any]) -> None:

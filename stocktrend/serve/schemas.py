@@ -62,13 +62,15 @@ class ItemPrediction(BaseModel):
 
 class PredictResponse(BaseModel):
     model: str
-    version: int | None
+    version: int | None  # the version that answered
+    role: str = "champion"  # champion | challenger: which deployment answered
     predictions: list[ItemPrediction]
 
 
 class TickerResponse(ItemPrediction):
     model: str
-    version: int | None
+    version: int | None  # the version that answered
+    role: str = "champion"  # champion | challenger
     date: str  # the last day of the history: the prediction is for the next ``horizon`` days
     ticker: str | None = None
 
@@ -93,3 +95,6 @@ class ModelInfo(BaseModel):
     threads: int = 1  # torch / ONNX Runtime intra-op threads of the replica
     max_abs_diff_vs_fp32: float = 0.0  # on the load-time probe windows
     fallback: str | None = None  # why the requested backend is not the one serving
+    challenger: str | None = None  # the challenger's reference, when one is deployed
+    challenger_split: float = 0.0  # share of requests it answers now (0 when shadowing or after failures)
+    shadow: bool = False  # it gets a copy of every request instead

@@ -162,6 +162,12 @@ s.write_partitions(frame, Path({str(home / "scores")!r}), s.resolve("stocktrend@
     assert list(root.glob("as_of=*/.scores.parquet.tmp-*"))  # the dead run's temporary file, invisible to readers
     cli(home, "score", "--start", "2003-10-01", "--end", "2004-03-19", "--engine", "local")  # the next run works
     assert not list(root.glob("as_of=*/.scores.parquet.tmp-*"))  # and clears what the dead run left
+    # Offline monitoring of those scores: drift against the training reference, realised performance.
+    r = cli(home, "monitor", "--start", "2003-10-01", "--end", "2004-03-19")
+    assert "drift        : largest input PSI" in r.stdout and "realised     : hit rate" in r.stdout, r.stdout
+    report = json.loads((home / "reports" / "monitor-stocktrend-v1" / "monitor.json").read_text())
+    assert report["predictions"] == len(frame) and report["realised"]["predictions_known"] > 0
+    assert report["psi"] and all(v >= 0 for v in report["psi"].values())
     bad = cli(home, "score", "--as-of", "2030-01-02", ok=(2,))
     assert "outside the data (" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     bad = cli(home, "score", "--start", "2004-03-13", "--end", "2004-03-14", ok=(2,))  # a weekend

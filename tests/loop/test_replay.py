@@ -41,7 +41,8 @@ def test_replay_promotes_after_the_switch_reads_nothing_ahead_resumes_and_leaves
     home, audit = tmp_path / "home", tmp_path / "audit.jsonl"
     # The user's own production model, which a replay must never touch.
     import mlflow
-    c = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}") if home.mkdir() is None else None
+    home.mkdir()
+    c = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     c.create_registered_model("stocktrend")
     c.create_model_version("stocktrend", source=str(tmp_path), run_id=None)
     c.set_registered_model_alias("stocktrend", "production", "1")
@@ -90,7 +91,7 @@ def test_replay_promotes_after_the_switch_reads_nothing_ahead_resumes_and_leaves
     assert len(step_reads) >= len(steps)
     assert all(x["last_day"] <= x["as_of"] for x in step_reads), [x for x in step_reads if x["last_day"] > x["as_of"]]
     # The user's production model is untouched; the replay has its own name.
-    assert c.get_registered_model("stocktrend").aliases == {"production": "1"}
+    assert {k: int(v) for k, v in c.get_registered_model("stocktrend").aliases.items()} == {"production": 1}
     assert "production" in c.get_registered_model("replay-sw").aliases
 
 
@@ -98,7 +99,7 @@ def test_on_a_random_walk_no_policy_finds_anything(tmp_path):
     import ray
     ray.shutdown()
     n = 1400
-    u = random_walk_universe(n, n_tickers=10, seed=21)
+    u = random_walk_universe(n, n_tickers=30, seed=21)  # 30 names: a daily rank IC sd of ~0.19, not ~0.33
     data = write_directory(u, tmp_path / "rw")
     dates = u.tickers["RW0"].index
     r = subprocess.run([CLI, "replay", "--data", data, "--start", str(dates[650].date()),

@@ -81,7 +81,22 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
         ckpt["sklearn"] = torch.frombuffer(bytearray(dumps(model.estimator)), dtype=torch.uint8).clone()
     if spec.task(data.config.label_kind) == "regression":
         ckpt["calibration"] = calibrate(Predictor(ckpt), data)
+    ckpt["reference"] = drift_reference(Predictor(ckpt), data)
     return ckpt
+
+
+def drift_reference(pred: "Predictor", data: PreparedData, max_windows: int = 20_000) -> dict[str, Any]:
+    """What drift monitors compare served traffic with: each model input's decile bins on the training rows, and the
+    class mix and confidence of the model's own predictions on the validation segment (``platform.data.reference``)."""
+    from stocktrend.platform.data.reference import CONFIDENCE_EDGES, feature_reference, prediction_reference
+    rows = data.samples["val"]
+    if len(rows) > max_windows:
+        rows = np.sort(np.random.default_rng(0).choice(rows, max_windows, replace=False))
+    out, _ = pred.predict_proba(data.windows(rows)) if len(rows) else (np.zeros((0, len(pred.output_names))), None)
+    d = pred.describe(out) if len(out) else None
+    return {"features": feature_reference(data.x, data.train_unbalanced, data.transforms.input_names),
+            "predictions": prediction_reference(out, d.labels if d else [], np.asarray(d.confidence if d else []),
+                                                pred.class_names or ["Bajista", "Alcista"], CONFIDENCE_EDGES)}
 
 
 def calibrate(pred: "Predictor", data: PreparedData) -> dict[str, float]:
