@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from stocktrend.cli import run, loop, models, data  # noqa: F401,I001  (registers the commands; run first in --help)
+# Importing them registers the commands (run first in --help).
+from stocktrend.cli import run, loop, models, data, k8s  # noqa: F401,I001
 from stocktrend.cli.common import STATE, app
 
 

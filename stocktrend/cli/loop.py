@@ -81,6 +81,8 @@ def retrain_cmd(
     workers: int = typer.Option(0, min=0, help="Ray Train workers (0 = train in this process)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
                                           "local instance)."),
+    kept_exit_code: int = typer.Option(3, "--kept-exit-code", help="Exit code when the champion is kept (0 for a Ray "
+                                       "Job or scheduler that treats any other code as a failure)."),
 ) -> None:
     """Retrain the production model on the newest data, gate the challenger against the champion on days neither
     saw, promote or keep. Exit codes: 0 promoted, 3 champion kept, 2 user error, 1 failure."""
@@ -114,7 +116,7 @@ def retrain_cmd(
                f"{res.challenger}; rollback: stocktrend models rollback {model})")
     typer.echo(f"report       : {res.report_path}")
     typer.echo(f"took         : {res.seconds:.0f} s (data as of {res.as_of})")
-    raise typer.Exit(res.exit_code)
+    raise typer.Exit(kept_exit_code if res.exit_code == 3 else res.exit_code)
 
 
 @app.command("replay")

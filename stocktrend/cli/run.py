@@ -128,6 +128,7 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to listen on every interface)."),
     port: int = typer.Option(8000, help="HTTP port."),
     max_replicas: int = typer.Option(2, min=1, help="Autoscaling upper bound."),
+    min_replicas: int = typer.Option(1, min=1, help="Autoscaling lower bound (= --max-replicas for a fixed count)."),
     request_timeout_s: float = typer.Option(30.0, help="Per-request timeout."),
     backend: str = typer.Option("onnx", help="Inference backend: torch, torch-bf16, onnx, onnx-int8 (falls back to "
                                 "torch, with the reason in /model, when it cannot be built)."),
@@ -169,6 +170,8 @@ def serve_cmd(
         raise typer.BadParameter("--split and --shadow need a --challenger")
     if split and shadow:
         raise typer.BadParameter("give --split p or --shadow, not both")
+    if min_replicas > max_replicas:
+        raise typer.BadParameter(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
     if challenger_routes not in ("all", "ticker"):
         raise typer.BadParameter("--challenger-routes is all or ticker")
     from stocktrend.platform.training.ray_address import check_address
@@ -217,7 +220,8 @@ def serve_cmd(
     started = False
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-        serve.run(app_builder({"model": model, "max_replicas": max_replicas, "backend": backend,
+        serve.run(app_builder({"model": model, "min_replicas": min_replicas, "max_replicas": max_replicas,
+                               "backend": backend,
                                "num_cpus": num_cpus, **({"challenger": challenger, "challenger_split": split,
                                                           "shadow": shadow, "challenger_routes": challenger_routes}
                                                          if challenger else {})}),

@@ -76,10 +76,6 @@ def replay_dir(name: str) -> Path:
     return default_home() / "replays" / name
 
 
-def registry_name(name: str) -> str:
-    return f"replay-{name}"
-
-
 def data_config(opts: ReplayOptions):
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.data.universes import data_defaults
@@ -106,6 +102,10 @@ def plan_steps(opts: ReplayOptions, cfg) -> tuple[list[pd.Timestamp], pd.Datetim
     days = pd.DatetimeIndex(sorted(set().union(*(f.index for f in u.tickers.values()))))
     for m in u.market.values():
         days = days.intersection(m.index)
+    if len(days) == 0:
+        starts = ", ".join(f"{k} {m.index[0].date()}" for k, m in u.market.items() if len(m.index))
+        raise DataValidationError(f"the data up to --end {hi.date()} leaves no day with both ticker and market bars "
+                                  f"(market data starts: {starts or 'none'}); move --end later")
     first, last = days[0], days[-1]
     if lo > last or hi < first:
         raise DataValidationError(f"the replay {lo.date()} .. {hi.date()} is outside the data ({first.date()} .. "
@@ -232,6 +232,7 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
     steps, span = plan_steps(opts, cfg)
     tcfg = recipe(opts)
     state = ReplayState.load_or_new(opts)
+    from stocktrend.loop.replay_report import registry_name
     name = registry_name(opts.name)
     folder = replay_dir(opts.name)
     done = [k for k in range(len(steps)) if str(k) in state.steps and "decision" in state.steps[str(k)]]

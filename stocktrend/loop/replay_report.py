@@ -27,6 +27,11 @@ from stocktrend.platform.evaluation.cross_section import MIN_NAMES, daily_ic, ic
 POLICY_NAMES = ("gated", "always", "never")
 
 
+def registry_name(name: str) -> str:
+    """The replay's own registered-model name (its versions never touch the user's names or aliases)."""
+    return f"replay-{name}"
+
+
 def serving_plan(steps: list[pd.Timestamp], span: pd.DatetimeIndex, state) -> pd.DataFrame:
     """One row per (day, policy): the version in production that day."""
     rows = []
@@ -152,7 +157,6 @@ def verdict(gated: dict, never: dict, horizon: int, panel: bool) -> tuple[str, d
 def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[str, Any]:
     import ray
 
-    from stocktrend.loop.replay import registry_name
     from stocktrend.platform.data.sources import DataValidationError
     from stocktrend.platform.data.universes import load_universe
     from stocktrend.platform.registry import mlflow_registry as registry

@@ -23,9 +23,9 @@ import asyncio
 import io
 import logging
 import os
-from typing import Any
-
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -318,7 +318,8 @@ class StockTrendService(ModelHost):
         pred = self._require(None)
         ck = pred.ckpt
         return ModelInfo(name=self.info["name"], version=self.info["version"], alias=self.info["alias"],
-                         model_kind=pred.model_kind, outputs=pred.output_names, label_kind=ck["label_kind"], class_names=pred.class_names, sequence_length=pred.seq_len,
+                         model_kind=pred.model_kind, outputs=pred.output_names, label_kind=ck["label_kind"],
+                         class_names=pred.class_names, sequence_length=pred.seq_len,
                          n_features=pred.n_features, horizon=int(ck["horizon"]), data_hash=ck["data_hash"],
                          metrics={k: float(v) for k, v in ck["metrics"].items() if isinstance(v, (int, float))},
                          features=pred.transforms.input_names, **pred.describe_backend(),
@@ -352,9 +353,15 @@ def app_builder(args: dict[str, Any] | None = None):
                    "target_ongoing_requests": float(args.get("target_ongoing_requests", 8)),
                    "upscale_delay_s": float(args.get("upscale_delay_s", 10)),
                    "downscale_delay_s": float(args.get("downscale_delay_s", 60))}
+    env_vars = {k: str(v) for k, v in (args.get("env_vars") or {}).items()}
+    if "STOCKTREND_HOME" in env_vars and "MLFLOW_TRACKING_URI" not in env_vars:
+        # The replicas' home decides their store too, unless the user exported a tracking URI: an inherited
+        # MLFLOW_TRACKING_URI (MLflow exports the one a process last used) may point at an older home.
+        from stocktrend.platform.registry.mlflow_registry import user_tracking_uri
+        env_vars["MLFLOW_TRACKING_URI"] = (user_tracking_uri()
+                                           or f"sqlite:///{Path(env_vars['STOCKTREND_HOME']) / 'mlflow.db'}")
     actor = {"num_cpus": float(args.get("num_cpus", 1)),
-             **({"runtime_env": {"env_vars": {k: str(v) for k, v in args["env_vars"].items()}}}
-                if args.get("env_vars") else {})}
+             **({"runtime_env": {"env_vars": env_vars}} if env_vars else {})}
     challenger = None
     if user_config.get("challenger"):
         from stocktrend.serve.challenger import CHALLENGER_DEFAULTS, ChallengerModel

@@ -51,6 +51,8 @@ def configure_ingress(python_proxy: bool = False) -> str:
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
         log.info("Ray is already running: its own environment decides the ingress (set %s on `ray start`)",
                  ", ".join(f"{k}={v}" for k, v in env.items()))
+    elif want_fast:
+        _free_haproxy_ports()
     return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "python"
 
 
@@ -64,3 +66,29 @@ def metrics_url() -> str:
         if node.get("Alive") and node.get("NodeManagerAddress") == here and node.get("MetricsExportPort"):
             return f"http://{here}:{node['MetricsExportPort']}/metrics"
     return "unknown (Ray reports no metrics port for this node)"
+
+
+# Ray's HAProxy binds these on 0.0.0.0 whatever the endpoint's own port: a second endpoint on the same host (another
+# `stocktrend serve --port`, a test, a benchmark) would crash HAProxy at start with "Address already in use".
+HAPROXY_SIDE_PORTS = {"RAY_SERVE_HAPROXY_METRICS_PORT": 9101, "RAY_SERVE_HAPROXY_STATS_PORT": 8404}
+
+
+def _free_haproxy_ports() -> None:
+    """For a local Ray instance about to start: when HAProxy's metrics / stats port is taken (and the user did not
+    choose one), use a free port instead and say which."""
+    import socket
+    for var, default in HAPROXY_SIDE_PORTS.items():
+        if os.environ.get(var):
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", default))
+                continue
+            except OSError:
+                pass
+        with socket.socket() as s:
+            s.bind(("0.0.0.0", 0))
+            port = s.getsockname()[1]
+        os.environ[var] = str(port)
+        log.info("port %d (HAProxy's %s) is in use on this host, another endpoint?; using %d", default,
+                 var.removeprefix("RAY_SERVE_HAPROXY_").lower().replace("_", " "), port)

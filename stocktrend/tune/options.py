@@ -41,6 +41,7 @@ class SearchOptions:
     scheduler: str = "asha"  # asha | fifo (every trial runs max_epochs)
     nested_train: bool = False  # force Ray Train inside 1-worker trials too (the pre-issue-11 path; for benchmarks)
     start_timeout_s: float = 30.0  # Ray Train worker-group start bound inside a trial (nested path)
+    max_failures: int = 0  # Tune restarts of a failed trial from its last checkpoint (a lost node, a killed process)
     verbose: bool = False  # Ray's trial table and logs on the console
 
     @property

@@ -11,6 +11,7 @@ from stocktrend.tune.options import SearchOptions
 def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
     from stocktrend.tune.trial import LAST_RUN
     interrupted = LAST_RUN.get("unfinished_dirs")
+    restarts = LAST_RUN.get("restarts", {})
     rows = []
     for order, r in enumerate(grid):
         df = r.metrics_dataframe
@@ -21,9 +22,11 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
         status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
         if interrupted and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
             status = "interrupted"
-        rows.append({"order": order, "trial_id": r.metrics.get("trial_id") if r.metrics else None, **r.config,
+        trial_id = r.metrics.get("trial_id") if r.metrics else None
+        rows.append({"order": order, "trial_id": trial_id, **r.config,
                      f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
-                     "status": status, "error": str(r.error).splitlines()[0][:200] if r.error else ""})
+                     "status": status, "restarts": int(restarts.get(trial_id, 0)),
+                     "error": str(r.error).splitlines()[0][:200] if r.error else ""})
         if status == "interrupted":
             rows[-1]["stopped_early"] = False
     table = pd.DataFrame(rows)

@@ -210,7 +210,8 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
                                         # trial (no new process per trial).
                                         reuse_actors=opts.in_process),
             run_config=tune.RunConfig(
-                name=opts.name, storage_path=storage, failure_config=tune.FailureConfig(max_failures=0),
+                name=opts.name, storage_path=storage,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=opts.metric,
                                                         checkpoint_score_order=opts.mode),
                 verbose=None if opts.verbose else 0, callbacks=[events]))
@@ -270,7 +271,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
 
 def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap = argparse.ArgumentParser(prog="python -m stocktrend.tune.search", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     d = SearchOptions()
     ap.add_argument("--name", default=d.name, help="search name: Tune experiment, Optuna study, rerun to resume")
     ap.add_argument("--preset", default=d.preset, help="search space / model preset: small, seed, tiny")
@@ -294,8 +295,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--ticker", default="", help="comma-separated target tickers (default: every ticker of the "
                     "universe / every file of --data)")
-    ap.add_argument("--universe", default=d.universe, help="embedded universe: msft, tech, sp20 (stocktrend data "
-                    "universes)")
+    ap.add_argument("--universe", default=d.universe, help="embedded universe: msft, tech, sp20, us29, sp500_2010 "
+                    "(stocktrend data universes)")
     ap.add_argument("--data", default=None, help="directory of CSV/Parquet files (default: embedded universe)")
     ap.add_argument("--label", default=d.label_kind, choices=["binary", "ternary", "excess"],
                     help="binary (Bajista/Alcista), ternary (with Neutral) or excess (the direction against the day's "
@@ -316,6 +317,9 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                     help="run Ray Train inside 1-worker trials too (the slower pre-0.2 path, for comparisons)")
     ap.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
                     help="seconds a trial's Ray Train workers may take to start before the trial fails")
+    ap.add_argument("--max-failures", type=int, default=d.max_failures,
+                    help="restarts of a failed trial from its last checkpoint (a lost node, a killed worker); 0 = a "
+                         "failed trial stays failed (a trial that fails for its own config fails again: keep it low)")
     ap.add_argument("--verbose", action="store_true", help="show Ray's trial table and logs on the console")
     ap.add_argument("--smoke-test", action="store_true",
                     help="tiny preset, 2 trials x 2 epochs (ASHA grace 1), registered as <model-name>-smoke-test: "
@@ -335,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
                          register=not a.no_register, address=a.address, searcher=a.searcher,
                          scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,
-                         verbose=a.verbose)
+                         max_failures=max(0, a.max_failures), verbose=a.verbose)
 
 
 def main(argv: list[str] | None = None) -> int:

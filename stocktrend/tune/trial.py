@@ -88,9 +88,19 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     module = make_module(data, tcfg, mcfg)
     report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
+    from ray import tune
     with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
         trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
-        trainer.fit(module, datamodule=data_module(data, tcfg))
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            trainer.fit(module, datamodule=data_module(data, tcfg))
+            return
+        # A trial restarted by FailureConfig(max_failures) (its node was lost, its process killed): resume weights,
+        # optimiser, scheduler and epoch from its last reported checkpoint instead of starting again.
+        with checkpoint.as_directory() as d:
+            log.info("trial resumes from its checkpoint %s", checkpoint.path)
+            trainer.fit(module, datamodule=data_module(data, tcfg), ckpt_path=os.path.join(d, CHECKPOINT_FILE),
+                        weights_only=True)
 
 
 def _train_with_ray_train(data, tcfg, mcfg, opts, storage: str) -> None:
@@ -170,6 +180,7 @@ class TrialEvents(Callback):
         self.order: dict[str, int] = {}
         self.removed_groups = 0
         self.timing: dict[str, dict[str, Any]] = {}  # per trial: start time, epoch durations, wall seconds
+        self.restarts: dict[str, int] = {}  # per trial: restarts from its checkpoint (FailureConfig)
 
     def __getstate__(self):  # the experiment state pickles callbacks; the console function stays behind
         d = dict(self.__dict__)
@@ -177,6 +188,7 @@ class TrialEvents(Callback):
         return d
 
     def __setstate__(self, d):
+        d.setdefault("restarts", {})
         self.__dict__.update(d)
         self.say = self.say or print
 
@@ -219,6 +231,19 @@ class TrialEvents(Callback):
         self._ended(trial, "stopped" if epochs < self.max_epochs else "completed")
         self.say(f"  {self._name(trial)} {what} {self._summary(trial)}")
         self._cleanup()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # FailureConfig(max_failures) restarts the trial from its last checkpoint (a lost node, a killed worker).
+        n = self.restarts[trial.trial_id] = self.restarts.get(trial.trial_id, 0) + 1
+        LAST_RUN.setdefault("restarts", {})[trial.trial_id] = n
+        err = getattr(trial, "error_file", None)
+        first = ""
+        try:
+            first = _last_error_line(Path(err).read_text()) if err else ""
+        except OSError:
+            pass
+        self.say(f"  {self._name(trial)} failed after {self._summary(trial)} ({(first or 'its worker was lost')[:120]}); "
+                 f"restarting from its last checkpoint (restart {n})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended(trial, "error")

@@ -27,3 +27,29 @@ class RecordNode(pl.Callback):
     def on_train_start(self, trainer, module):
         import ray
         Path(self.folder, f"rank{trainer.global_rank}").write_text(ray.get_runtime_context().get_node_id())
+
+
+class RecordStarts(pl.Callback):
+    """Appends one JSON line per (re)start of each rank: its Ray node, the first epoch it trains after starting (a
+    resumed run starts after its checkpoint's epoch; ``current_epoch`` in ``on_train_start`` does not show that yet),
+    the time."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.pending = False
+
+    def on_train_start(self, trainer, module):
+        self.pending = True
+
+    def on_train_epoch_start(self, trainer, module):
+        if not self.pending:
+            return
+        self.pending = False
+        import json
+        import time
+
+        import ray
+        line = json.dumps({"rank": trainer.global_rank, "node": ray.get_runtime_context().get_node_id(),
+                           "epoch": trainer.current_epoch, "t": time.time()})
+        with open(Path(self.folder, f"rank{trainer.global_rank}-{os.getpid()}"), "a") as f:
+            f.write(line + "\n")

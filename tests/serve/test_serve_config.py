@@ -53,3 +53,31 @@ def test_serve_build_writes_a_valid_config(tmp_path):
     dep = built["applications"][0]["deployments"][0]
     assert dep["user_config"]["model"] == "stocktrend@production"
     assert dep["max_queued_requests"] == 64 and dep["autoscaling_config"]["max_replicas"] == 2
+
+
+def test_a_second_endpoint_on_the_host_gets_free_haproxy_side_ports(monkeypatch):
+    """Ray's HAProxy binds its metrics (9101) and stats (8404) ports on 0.0.0.0: with them taken (another endpoint on
+    this host), the platform picks free ones for the Ray instance it is about to start; a user's choice is kept."""
+    import os
+    import socket
+
+    from stocktrend.serve import ingress
+    held = []
+    for port in ingress.HAPROXY_SIDE_PORTS.values():
+        s = socket.socket()
+        try:
+            s.bind(("0.0.0.0", port))
+            s.listen()
+            held.append(s)
+        except OSError:
+            s.close()  # already taken by something else: just as good for this test
+    try:
+        monkeypatch.delenv("RAY_SERVE_HAPROXY_METRICS_PORT", raising=False)
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+        ingress._free_haproxy_ports()
+        metrics = int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])
+        assert metrics != 9101 and metrics > 0
+        assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's choice stays
+    finally:
+        for s in held:
+            s.close()

@@ -39,11 +39,27 @@ class RegistryError(ValueError):
     """Unknown model, version or alias, or a registry operation that cannot be done; the message says which."""
 
 
+_SET_BY_US: str | None = None  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (MLflow 3) ...
+_USER_URI: str | None = None  # ... over the value the user had exported, kept here
+
+
+def user_tracking_uri() -> str | None:
+    """The ``MLFLOW_TRACKING_URI`` the user exported (not one MLflow exported for this process), or None."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _SET_BY_US:
+        return env
+    return _USER_URI if env else None
+
+
 def tracking_uri(uri: str | None = None) -> str:
+    """``uri``; else the user's ``MLFLOW_TRACKING_URI``; else SQLite under ``$STOCKTREND_HOME``. MLflow 3's
+    ``set_tracking_uri`` exports the variable too: a value this process set itself is not taken for the user's (a
+    later ``STOCKTREND_HOME`` in the same process gets its own store)."""
     if uri:
         return uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    user = user_tracking_uri()
+    if user:
+        return user
     home = default_home()
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'mlflow.db'}"
@@ -56,17 +72,46 @@ def client(uri: str | None = None, experiment: str = EXPERIMENT):
 
     from stocktrend.platform import console
     console.reroute()  # mlflow installs its own console handler when first imported
+    global _SET_BY_US, _USER_URI
     uri = tracking_uri(uri)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    if not before:
+        _USER_URI = None
+    elif before != _SET_BY_US:
+        _USER_URI = before
     mlflow.set_tracking_uri(uri)
+    _SET_BY_US = uri
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
+    location = artifact_root(uri)
     if exp is None:
-        location = None
-        if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-            location = (default_home() / "mlartifacts").as_uri()
         c.create_experiment(experiment, artifact_location=location)
+    elif location and exp.artifact_location.rstrip("/") != location.rstrip("/") and location not in _WARNED:
+        _WARNED.add(location)
+        log.warning("MLflow experiment %r keeps its artifacts at %s (set when it was created), not %s; "
+                    "new runs go there too (use another experiment name to start one at the new location)",
+                    experiment, exp.artifact_location, location)
     mlflow.set_experiment(experiment)
     return c
+
+
+_WARNED: set[str] = set()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment's artefacts (checkpoints, model files, reports) go: ``$STOCKTREND_ARTIFACTS`` if set;
+    else, for a local store (SQLite, files), ``$STOCKTREND_STORAGE/mlartifacts`` when that is set (the storage every
+    node reaches, e.g. ``s3://bucket/stocktrend``), else ``$STOCKTREND_HOME/mlartifacts``; else (a tracking server)
+    wherever the server says (its ``--default-artifact-root`` / ``--artifacts-destination``). On S3, MLflow and Ray
+    read the endpoint and credentials from the usual AWS variables (``AWS_ENDPOINT_URL`` for an S3-compatible server,
+    ``AWS_ACCESS_KEY_ID``, ...)."""
+    explicit = os.environ.get("STOCKTREND_ARTIFACTS")
+    local_store = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+    base = os.environ.get("STOCKTREND_STORAGE") if local_store else None
+    if explicit or base:
+        root = explicit or f"{base.rstrip('/')}/mlartifacts"
+        return root if "://" in root else Path(root).expanduser().resolve().as_uri()
+    return (default_home() / "mlartifacts").as_uri() if local_store else None
 
 
 @contextmanager

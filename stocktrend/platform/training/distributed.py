@@ -132,10 +132,13 @@ def _history_collector():
     """A tiny actor that keeps rank 0's metrics of every report (the Train controller's callback feeds it).
 
     Train V2's ``Result.metrics_dataframe`` only holds the reports of the checkpoints it kept, so the full per-epoch
-    history is collected here; a restart after a failure re-reports epochs, and the last report of an epoch wins."""
+    history is collected here; a restart after a failure re-reports epochs, and the last report of an epoch wins.
+    It lives on the driver's node: anywhere else, losing that node would fail a run that survived it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    @ray.remote(num_cpus=0)
+    @ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node_id=ray.get_runtime_context().get_node_id(), soft=True))
     class HistoryCollector:
         def __init__(self):
             self.rows: dict[int, dict[str, float]] = {}

@@ -1,0 +1,189 @@
+"""Issue 28: the KubeRay manifests under deploy/k8s, checked offline.
+
+- the committed files are what ``stocktrend k8s render`` writes (never edited by hand);
+- core objects (ConfigMap, Secret, PVC, CronJob) and every pod template of the Ray custom resources against the
+  Kubernetes schemas (kubernetes-validate, strict: an unknown field fails);
+- RayJob / RayService / RayCluster against the KubeRay CRD schemas in deploy/k8s/schemas (see its README for their
+  source and licence);
+- the RayService's serveConfigV2 against Ray's own ServeDeploySchema;
+- every command line in them parsed by the platform's own parsers (and ``ray job submit``'s).
+Each check is also shown to fail on a typo, so none of them can pass by accident."""
+
+import copy
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+KUBE_VERSION = "1.33.0"
+CRD_SCHEMAS = {"RayJob": "rayjob.json", "RayService": "rayservice.json", "RayCluster": "raycluster.json"}
+
+
+def _docs() -> list[dict]:
+    out = []
+    for path in sorted(K8S.glob("*.yaml")):
+        out += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+def _by_kind(kind: str) -> list[dict]:
+    return [d for d in _docs() if d["kind"] == kind]
+
+
+def _pod_templates(doc: dict) -> list[dict]:
+    spec = doc["spec"]
+    cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
+    return [cluster["headGroupSpec"]["template"], *[g["template"] for g in cluster["workerGroupSpecs"]]]
+
+
+def _k8s_validate(doc: dict) -> None:
+    import kubernetes_validate
+    kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def _as_pod_template(template: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+
+
+def _crd_validate(doc: dict) -> None:
+    import jsonschema
+    schema = json.loads((K8S / "schemas" / CRD_SCHEMAS[doc["kind"]]).read_text())["schema"]
+    jsonschema.validate(doc, schema)
+
+
+def test_committed_manifests_are_the_rendered_ones(tmp_path):
+    r = subprocess.run([str(Path(sys.executable).parent / "stocktrend"), "k8s", "render", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rendered = sorted(p.name for p in tmp_path.glob("*.yaml"))
+    committed = sorted(p.name for p in K8S.glob("*.yaml"))
+    assert rendered == committed
+    for name in rendered:
+        assert (tmp_path / name).read_text() == (K8S / name).read_text(), (
+            f"deploy/k8s/{name} differs from `stocktrend k8s render` (edited by hand, or serve_config.yaml / "
+            f"stocktrend/serve/k8s.py changed without rendering again)")
+
+
+def test_core_objects_and_pod_templates_match_the_kubernetes_schemas():
+    kinds = {d["kind"] for d in _docs()}
+    assert {"ConfigMap", "Secret", "PersistentVolumeClaim", "CronJob", "RayJob", "RayService",
+            "RayCluster"} <= kinds
+    for doc in _docs():
+        if doc["apiVersion"].startswith("ray.io/"):
+            for template in _pod_templates(doc):
+                _k8s_validate(_as_pod_template(template))
+        else:
+            _k8s_validate(doc)
+
+
+def test_kubernetes_validation_fails_on_a_typo():
+    import kubernetes_validate
+    cron = copy.deepcopy(_by_kind("CronJob")[0])
+    cron["spec"]["schedul"] = cron["spec"].pop("schedule")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _k8s_validate(cron)
+    template = copy.deepcopy(_pod_templates(_by_kind("RayService")[0])[0])
+    template["spec"]["containers"][0]["envForm"] = template["spec"]["containers"][0].pop("envFrom")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _k8s_validate(_as_pod_template(template))
+
+
+def test_ray_resources_match_the_kuberay_crd_schemas():
+    import jsonschema
+    for doc in _docs():
+        if doc["kind"] in CRD_SCHEMAS:
+            _crd_validate(doc)
+    job = copy.deepcopy(_by_kind("RayJob")[0])
+    job["spec"]["entrypoit"] = job["spec"].pop("entrypoint")
+    with pytest.raises(jsonschema.ValidationError):
+        _crd_validate(job)
+    service = copy.deepcopy(_by_kind("RayService")[0])
+    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 4
+    with pytest.raises(jsonschema.ValidationError):
+        _crd_validate(service)
+
+
+def test_serve_config_v2_is_a_valid_serve_deploy_config():
+    import pydantic
+    from ray.serve.schema import ServeDeploySchema
+    service = _by_kind("RayService")[0]
+    text = service["spec"]["serveConfigV2"]
+    assert isinstance(text, str)  # KubeRay wants the Serve config as a YAML string
+    cfg = yaml.safe_load(text)
+    ServeDeploySchema(**cfg)
+    assert cfg == yaml.safe_load((ROOT / "serve_config.yaml").read_text())  # generated from it
+    bad = copy.deepcopy(cfg)
+    bad["applications"][0]["improt_path"] = bad["applications"][0].pop("import_path")
+    with pytest.raises((pydantic.ValidationError, ValueError)):
+        ServeDeploySchema(**bad)
+
+
+def _every_node_has_ingress_env(doc: dict) -> bool:
+    from stocktrend.serve.k8s import INGRESS_ENV
+    for template in _pod_templates(doc):
+        for c in template["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if any(env.get(k) != v for k, v in INGRESS_ENV.items()):
+                return False
+    return True
+
+
+def test_every_ray_node_gets_the_haproxy_ingress_variables():
+    for doc in _by_kind("RayService") + _by_kind("RayCluster") + _by_kind("RayJob"):
+        assert _every_node_has_ingress_env(doc), doc["metadata"]["name"]
+
+
+def _parse_platform_command(argv: list[str]) -> None:
+    """Parse (never run) a platform command line with the platform's own parser; raise on any bad flag."""
+    import typer
+
+    from stocktrend.cli import app
+    assert argv[:2] == ["python", "-m"], argv
+    module, args = argv[2], argv[3:]
+    if module == "stocktrend.tune.search":
+        from stocktrend.tune.search import parse_args
+        parse_args(args)  # argparse: SystemExit on an unknown flag or a bad value
+        return
+    assert module == "stocktrend.loop" and args[0] in ("retrain", "score"), argv
+    group = typer.main.get_command(app)
+    with group.context_class(group) as ctx:
+        group.get_command(ctx, args[0]).make_context(args[0], list(args[1:]), parent=ctx)
+
+
+def _ray_job_submits(script: str) -> list[list[str]]:
+    script = script.replace("$(date +%F)", "2026-11-27")
+    out = []
+    for part in script.split(";"):
+        words = shlex.split(part)
+        if words[:3] == ["ray", "job", "submit"]:
+            out.append(words[3:])
+        else:
+            assert words in (["set", "-e"],), words
+    return out
+
+
+def test_every_command_line_parses():
+    from ray.dashboard.modules.job.cli import submit
+    lines = [shlex.split(job["spec"]["entrypoint"]) for job in _by_kind("RayJob")]
+    for cron in _by_kind("CronJob"):
+        container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][:2] == ["bash", "-c"]
+        for args in _ray_job_submits(container["command"][2]):
+            submit.make_context("submit", list(args))  # ray job submit's own click parser
+            lines.append(args[args.index("--") + 1:])
+    assert len(lines) == 3  # the search, the evening retrain, the evening score
+    for argv in lines:
+        _parse_platform_command(argv)
+
+
+def test_a_bad_flag_in_a_command_line_fails_to_parse():
+    with pytest.raises(SystemExit):  # argparse: no abbreviations either (a typo that is a prefix is still a typo)
+        _parse_platform_command(["python", "-m", "stocktrend.tune.search", "--num-sample", "4"])
+    with pytest.raises(Exception, match="No such option: --worker"):
+        _parse_platform_command(["python", "-m", "stocktrend.loop", "retrain", "--gate", "enabled", "--worker", "2"])
