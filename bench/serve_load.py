@@ -38,14 +38,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, body: bytes, ctype: str, n: int, concurrency: int, cap: float
+async def load(url: str, body: bytes, ctype: str, n: int, concurrency: int, cap: float, timeout: float = 60.0
                ) -> tuple[list[float], int, float]:
+    """``n`` POSTs of ``body`` from ``concurrency`` workers, none started after ``cap`` seconds: (latencies s, errors:
+    non-200 answers, connection errors and requests over ``timeout`` s, wall s)."""
     import aiohttp
     lat: list[float] = []
     errors = 0
     sent = 0
     t_end = time.perf_counter() + cap
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         async def worker():
             nonlocal sent, errors
             while sent < n and time.perf_counter() < t_end:
@@ -55,7 +58,7 @@ async def load(url: str, body: bytes, ctype: str, n: int, concurrency: int, cap:
                     async with session.post(url, data=body, headers={"content-type": ctype}) as r:
                         await r.read()
                         errors += r.status != 200
-                except aiohttp.ClientError:
+                except (aiohttp.ClientError, asyncio.TimeoutError):
                     errors += 1
                 lat.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -126,6 +129,26 @@ def in_process(served, x: np.ndarray) -> tuple[float, float, float]:
     return statistics.median(t1) * 1000, pct(t1, 99), len(x) / statistics.median(t32)
 
 
+def register_model(data, preset: str, home: str, name: str | None = None) -> tuple:
+    """A HybridNet of ``preset`` with random weights (seed 0; speed does not depend on them) saved under ``home`` and
+    registered in the registry of $STOCKTREND_HOME as ``name`` (default bench-<preset>): (model, checkpoint path,
+    version). Also used by bench/peers/serving.py."""
+    import torch
+
+    from stocktrend.models.hybrid import HybridNet
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
+    from stocktrend.platform.training.local import model_config_for
+    name = name or f"bench-{preset}"
+    torch.manual_seed(0)
+    mcfg = model_config_for(data, preset)
+    model = HybridNet(mcfg).eval()
+    path = save_checkpoint(make_checkpoint(model, mcfg, data), os.path.join(home, f"{preset}.pt"))
+    with registry.tracked_run(name, {}) as r:
+        version = registry.register_checkpoint(path, r.info.run_id, name)
+    return model, path, version
+
+
 # -- child process: one Ray instance with one ingress ---------------------------------------------------------------
 def child(args) -> None:
     from stocktrend.serve.ingress import FAST_INGRESS_ENV, PYTHON_PROXY_ENV
@@ -141,11 +164,8 @@ def child(args) -> None:
     from fastapi.responses import Response
     from ray import serve
 
-    from stocktrend.models.hybrid import HybridNet
     from stocktrend.platform.data.dataset import build_dataset
-    from stocktrend.platform.registry import mlflow_registry as registry
-    from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
-    from stocktrend.platform.training.local import model_config_for
+    from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.serve.app import app_builder
     from stocktrend.serve.backends import ServedModel
 
@@ -177,12 +197,7 @@ def child(args) -> None:
     if args.child == "haproxy":
         torch.set_num_threads(1)
         for name in args.presets.split(","):
-            torch.manual_seed(0)
-            mcfg = model_config_for(data, name)
-            model = HybridNet(mcfg).eval()
-            path = save_checkpoint(make_checkpoint(model, mcfg, data), os.path.join(home, f"{name}.pt"))
-            with registry.tracked_run(f"bench-{name}", {}) as r:
-                version = registry.register_checkpoint(path, r.info.run_id, f"bench-{name}")
+            model, path, version = register_model(data, name, home)
             pred = Predictor.load(path)
             print(f"\npreset {name} ({sum(p.numel() for p in model.parameters()):,} parameters), {args.replicas} "
                   f"replica(s) x 1 CPU, HAProxy ingress", flush=True)

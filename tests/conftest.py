@@ -37,7 +37,9 @@ def ray_local(_ray_session):
     a module and again in the next module after a job-submit test (always last in its module) ran ``ray stop``."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=True, log_to_driver=False)
+        # address="local": never join a cluster another test left behind (its address file in /tmp/ray).
+        ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=True,
+                 log_to_driver=False)
     return ray
 
 

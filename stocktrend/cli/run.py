@@ -216,7 +216,15 @@ def serve_cmd(
     ingress = configure_ingress(python_proxy)
     if verbose or STATE["verbose"]:  # the fast ingress's mode keeps Serve's logs off stderr; --verbose wants them
         os.environ["RAY_SERVE_LOG_TO_STDERR"] = "1"
-    init_ray(address)
+    owned = init_ray(address)
+    if owned:  # a private instance cannot grow: replicas it cannot place would wait forever in serve.run
+        import ray
+        need = min_replicas * num_cpus + (num_cpus if challenger else 0)
+        have = ray.cluster_resources().get("CPU", 0)
+        if need > have:
+            raise ValueError(f"{min_replicas} replica(s){' and a challenger replica' if challenger else ''} of "
+                             f"{num_cpus:g} CPU need {need:g} CPUs; the local Ray instance has {have:g}: lower "
+                             f"--min-replicas or --num-cpus (fractions work, e.g. --num-cpus 0.5)")
     started = False
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})

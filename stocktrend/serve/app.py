@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
@@ -145,6 +145,18 @@ class StockTrendService(ModelHost):
             self._challenger_inputs = None  # it hot-swapped: fetch its inputs again next time
         return out
 
+    def _shadow_after(self, after: BackgroundTasks | None, method: str, args: tuple,
+                      champion_labels: list[str]) -> None:
+        """Shadow once the champion's answer is sent (Starlette runs a response's background tasks after its last
+        body chunk): the copy's routing and serialisation then never delay the client."""
+        if after is None:
+            self._shadow(method, args, champion_labels)
+            return
+
+        async def start() -> None:  # async: Starlette would run a plain function in a thread, without the loop
+            self._shadow(method, args, champion_labels)
+        after.add_task(start)
+
     def _shadow(self, method: str, args: tuple, champion_labels: list[str]) -> None:
         """A copy of the request for the challenger, off the request path: a bounded set of tasks; when full the copy
         is dropped (counted), so shadowing never slows the champion."""
@@ -248,7 +260,7 @@ class StockTrendService(ModelHost):
         return x, attention, version
 
     @api.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY)
-    async def predict(self, request: Request) -> Response:
+    async def predict(self, request: Request, after: BackgroundTasks) -> Response:
         """Windows already scaled and selected as ``GET /model`` describes, as JSON ``{"windows": [...]}`` or as a
         binary .npy array (``Content-Type: application/x-npy``)."""
         async def run():
@@ -256,12 +268,12 @@ class StockTrendService(ModelHost):
             self._inflight += 1
             try:
                 body = await read_body(request)
-                return await self._predict_body(body, request)
+                return await self._predict_body(body, request, after)
             finally:
                 self._inflight -= 1
         return await self._guarded("/predict", run)
 
-    async def _predict_body(self, body: bytes, request: Request) -> Response:
+    async def _predict_body(self, body: bytes, request: Request, after: BackgroundTasks | None = None) -> Response:
         t0 = time.perf_counter()
         x, attention, version = self._parse_predict(body, request)
         pred = self._require(version)
@@ -281,12 +293,13 @@ class StockTrendService(ModelHost):
         items = self._items(pred, probs, att, attention, last_rows=x[:, -1])
         self.metrics.request(self.info["version"], self.role, "windows", (time.perf_counter() - t0) * 1e3)
         if self.cfg["shadow"] and self._challenger is not None and self.cfg["challenger_routes"] == "all":
-            self._shadow("predict_windows", (x, attention, self.describe_inputs()), [i["label"] for i in items])
+            self._shadow_after(after, "predict_windows", (x, attention, self.describe_inputs()),
+                               [i["label"] for i in items])
         return JSONResponse({"model": self.info["name"], "version": self.info["version"], "role": self.role,
                              "predictions": items})
 
     @api.post("/predict/ticker", response_model=TickerResponse, dependencies=[Depends(_authorized)])
-    async def predict_ticker(self, req: TickerRequest, request: Request) -> TickerResponse:
+    async def predict_ticker(self, req: TickerRequest, request: Request, after: BackgroundTasks) -> TickerResponse:
         """Raw daily bars (``prices``) or just a ``ticker`` of the model's universe (optionally ``as_of`` a date) ->
         the training feature path -> the prediction for the next ``horizon`` days after the last bar."""
         async def run():
@@ -302,7 +315,7 @@ class StockTrendService(ModelHost):
             out = await self.ticker_answer(req, req.version)
             self.metrics.request(self.info["version"], self.role, "ticker", (time.perf_counter() - t0) * 1e3)
             if self.cfg["shadow"] and self._challenger is not None:
-                self._shadow("predict_ticker", (req.model_dump(),), [out["label"]])
+                self._shadow_after(after, "predict_ticker", (req.model_dump(),), [out["label"]])
             return TickerResponse(**out)
         return await self._guarded("/predict/ticker", run)
 

@@ -23,10 +23,11 @@ def panel():
     return random_walk_universe(2200, n_tickers=100, seed=11)
 
 
-def test_scores(data, model: str, preset: str, epochs: int = 1):
+def test_scores(data, model: str, preset: str, epochs: int = 1, epoch_windows: int = 0):
     import torch
     torch.set_num_threads(1)  # one thread: the same weights whatever ran before in the session (bf16 sums)
-    tcfg = TrainConfig(preset=preset, model=model, epochs=epochs, accumulate=1, patience=epochs, progress=False)
+    tcfg = TrainConfig(preset=preset, model=model, epochs=epochs, accumulate=1, patience=epochs, progress=False,
+                       epoch_windows=epoch_windows)
     res = fit(data, tcfg, model_config_for(data, preset, model), run_test=False)
     pred = Predictor(make_checkpoint(res.module.model, res.model_config, data, kind=model))
     rows = data.samples["test"]
@@ -43,7 +44,8 @@ test_scores.__test__ = False  # a helper, not a test
 @pytest.mark.parametrize("label,model,preset,epochs", [("excess", "gbm", "small", 1), ("rank", "hybrid", "tiny", 2)])
 def test_a_random_walk_panel_has_nothing_to_find(panel, label, model, preset, epochs):
     data = build_dataset(DataConfig(label_kind=label, sequence_length=10, top_k=16), universe=panel, use_cache=False)
-    ric, t, auc, days = test_scores(data, model, preset, epochs)
+    # 32,768 random training windows per epoch for the network (of ~170,000): enough to fit noise, a fifth of the time
+    ric, t, auc, days = test_scores(data, model, preset, epochs, epoch_windows=0 if model == "gbm" else 32768)
     assert days >= 180
     assert abs(ric) < 0.05 and abs(auc - 0.5) < 0.05, (ric, t, auc)
 

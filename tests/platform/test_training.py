@@ -1,5 +1,7 @@
 """Local training, checkpoints and the MLflow registry, on tiny configs and synthetic data."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +225,19 @@ def test_by_name_uses_the_tickers_the_model_was_trained_on(trained, planted):
         pred.bars_for("MSFT")
     bars, market, _ = pred.bars_for("AAPL")
     assert bars.index[-1] <= min(m.index[-1] for m in market.values())
+
+
+def test_the_tracking_variable_stays_the_users(monkeypatch, tmp_path):
+    """CI found it: MLflow 3's set_tracking_uri exports MLFLOW_TRACKING_URI; a test that restored the environment
+    afterwards brought back a value this process had exported, which was then taken for the user's, and every later
+    home in the process wrote to that old store (a subprocess with the new home found no registry)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("a", "b"):
+        monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path / name))
+        registry.client()
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert (tmp_path / name / "mlflow.db").is_file()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'user.db'}")
+    registry.client()
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'user.db'}"
+    assert registry.tracking_uri() == f"sqlite:///{tmp_path / 'user.db'}"

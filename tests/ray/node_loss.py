@@ -22,9 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 OBJECT_STORE = 200 * 1024 * 1024
 
 
+_CLUSTERS: list = []  # shut down at exit whatever happened (a failed scenario must not leave a cluster to the next)
+
+
 def _cluster(workers: int):
     from ray.cluster_utils import Cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE})
+    _CLUSTERS.append(cluster)
     nodes = [cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE) for _ in range(workers)]
     cluster.wait_for_nodes()
     return cluster, nodes
@@ -310,7 +314,9 @@ def endpoint(folder: Path, seconds_after: float = 10.0) -> dict:
 def _shutdown(cluster) -> None:
     import ray
     ray.shutdown()
-    cluster.shutdown()
+    if cluster in _CLUSTERS:
+        _CLUSTERS.remove(cluster)
+        cluster.shutdown()
 
 
 SCENARIOS = {"search": search, "train": train, "endpoint": endpoint}
@@ -319,5 +325,12 @@ if __name__ == "__main__":
     folder = Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
     extra = [float(a) for a in sys.argv[3:]]
-    result = SCENARIOS[sys.argv[1]](folder, *extra)
+    try:
+        result = SCENARIOS[sys.argv[1]](folder, *extra)
+    finally:
+        for c in list(_CLUSTERS):
+            try:
+                _shutdown(c)
+            except Exception as exc:  # noqa: BLE001 - the scenario's own error matters more
+                print(f"cluster shutdown failed: {exc}", file=sys.stderr)
     print("RESULT " + json.dumps(result, default=str), flush=True)

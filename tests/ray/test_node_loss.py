@@ -22,7 +22,11 @@ def _scenario(name: str, folder: Path, *extra: str, timeout: int = 600) -> dict:
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "tests.ray.node_loss", name, str(folder), *extra], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0 and "RESULT " in proc.stdout, (proc.stdout[-3000:], proc.stderr[-5000:])
+    if proc.returncode != 0 or "RESULT " not in proc.stdout:
+        err = proc.stderr
+        tb = err.rfind("Traceback (most recent call last)")  # the scenario's own error, not Ray's last log lines
+        pytest.fail(f"scenario {name} exited {proc.returncode}\n--- stdout (tail)\n{proc.stdout[-2000:]}\n"
+                    f"--- stderr (traceback)\n{err[tb:][-6000:] if tb >= 0 else err[-6000:]}", pytrace=False)
     return json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
 
 

@@ -249,3 +249,11 @@ def test_an_incompatible_challenger_is_refused_at_start(endpoint):
     r = subprocess.run([CLI, "serve", "--model", "mon@1", "--split", "1.5"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "outside [0, 1]" in r.stderr
+    # More replica CPUs than the private local instance has: one line, not a serve.run that waits forever.
+    from tests.ray.local_head import free_port
+    r = subprocess.run([CLI, "serve", "--model", "mon@1", "--challenger", "mon@2", "--shadow", "--num-cpus", "8",
+                        "--min-replicas", "2", "--max-replicas", "2", "--port", str(free_port())], env=env,
+                       capture_output=True, text=True, timeout=180)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "need 24 CPUs" in errors[0], r.stdout + r.stderr
+    assert "Traceback" not in r.stderr

@@ -39,22 +39,16 @@ class RegistryError(ValueError):
     """Unknown model, version or alias, or a registry operation that cannot be done; the message says which."""
 
 
-_SET_BY_US: str | None = None  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI (MLflow 3) ...
-_USER_URI: str | None = None  # ... over the value the user had exported, kept here
-
-
 def user_tracking_uri() -> str | None:
-    """The ``MLFLOW_TRACKING_URI`` the user exported (not one MLflow exported for this process), or None."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env and env != _SET_BY_US:
-        return env
-    return _USER_URI if env else None
+    """The ``MLFLOW_TRACKING_URI`` the user exported, or None. MLflow 3's ``set_tracking_uri`` exports the variable for
+    its subprocesses; ``client`` undoes that export, so the variable only ever holds the user's value (a later
+    ``STOCKTREND_HOME`` in the same process gets its own store, and a test that restores the environment restores
+    the user's choice, not one this process made)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """``uri``; else the user's ``MLFLOW_TRACKING_URI``; else SQLite under ``$STOCKTREND_HOME``. MLflow 3's
-    ``set_tracking_uri`` exports the variable too: a value this process set itself is not taken for the user's (a
-    later ``STOCKTREND_HOME`` in the same process gets its own store)."""
+    """``uri``; else the user's ``MLFLOW_TRACKING_URI``; else SQLite under ``$STOCKTREND_HOME``."""
     if uri:
         return uri
     user = user_tracking_uri()
@@ -72,15 +66,13 @@ def client(uri: str | None = None, experiment: str = EXPERIMENT):
 
     from stocktrend.platform import console
     console.reroute()  # mlflow installs its own console handler when first imported
-    global _SET_BY_US, _USER_URI
     uri = tracking_uri(uri)
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    if not before:
-        _USER_URI = None
-    elif before != _SET_BY_US:
-        _USER_URI = before
     mlflow.set_tracking_uri(uri)
-    _SET_BY_US = uri
+    if before is None:  # undo MLflow's export (see user_tracking_uri); Ray workers and replicas get the home instead
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(experiment)
     location = artifact_root(uri)

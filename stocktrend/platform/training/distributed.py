@@ -133,12 +133,14 @@ def _history_collector():
 
     Train V2's ``Result.metrics_dataframe`` only holds the reports of the checkpoints it kept, so the full per-epoch
     history is collected here; a restart after a failure re-reports epochs, and the last report of an epoch wins.
-    It lives on the driver's node: anywhere else, losing that node would fail a run that survived it."""
+    It lives on the driver's node: anywhere else, losing that node would fail a run that survived it. The affinity
+    is hard: with a soft one Ray placed it on a worker node under load (seen: the run survived the node loss, its
+    history collector did not). It needs no CPU, so the driver's node can always hold it."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node_id=ray.get_runtime_context().get_node_id(), soft=True))
+        node_id=ray.get_runtime_context().get_node_id(), soft=False))
     class HistoryCollector:
         def __init__(self):
             self.rows: dict[int, dict[str, float]] = {}
