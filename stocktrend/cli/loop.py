@@ -21,7 +21,7 @@ def score_cmd(
     start: Optional[str] = typer.Option(None, "--start", help="First day of a range (with --end)."),
     end: Optional[str] = typer.Option(None, "--end", help="Last day of a range (with --start)."),
     engine: str = typer.Option("auto", help="ray (Ray Data) | local (this process) | auto (local below "
-                               "2,000 ticker-days)."),
+                               "100,000 ticker-days)."),
     actors: int = typer.Option(0, min=0, help="Ray Data inference actors (0 = one per CPU)."),
     backend: str = typer.Option("onnx", help="Inference backend: onnx | torch | torch-bf16 | onnx-int8."),
     out: Optional[str] = typer.Option(None, "--out", help="Scores root (default $STOCKTREND_HOME/scores)."),

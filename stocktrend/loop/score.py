@@ -3,7 +3,8 @@
 The work is two stages, on Ray Data or, for small jobs, in this process (the same functions either way):
 1. **features, one block per ticker**: the ticker's bars (up to the last scored day, nothing later) go through the
    training feature code once for the whole range, then through each model's fitted scaler and selection, and every
-   scored day's window is cut from that matrix (``ticker_windows``);
+   scored day's window is cut from that matrix (``ticker_windows``; on Ray Data the block carries the rows the
+   windows span, ``ticker_rows``, and the windows are cut in the inference actor: 1/seq_len of the data to ship);
 2. **inference**: ``map_batches`` with a callable class that loads each model once per actor, on ONNX Runtime where
    the model allows it (``stocktrend.serve.backends``), with as many threads as the actor has CPUs (``Scorer``).
 Champion and challenger are scored in one pass: the features are built once, each model gets its own windows.
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 
 SCORES_DIR = "scores"
 PARTITION_FILE = "scores.parquet"
-# Below this many ticker-days the job runs in this process: Ray Data's start-up and scheduling (~3 s here) cost more
-# than they save (bench/score.py measures both engines; README "The daily loop" has the figures).
-LOCAL_MAX_TICKER_DAYS = 2_000
+# Up to this many ticker-days the job runs in this process: Ray Data's start-up and scheduling cost more than they
+# save. Measured on 2 cores (bench/score.py, bench/README.md): us29 over a year (7,250) 2.6 s in process vs ~10 s on
+# Ray Data; 500 tickers over a year (130,000) about even (21.5 s vs 20.6 s with 2 actors). --engine ray overrides.
+LOCAL_MAX_TICKER_DAYS = 100_000
 ENGINES = ("auto", "ray", "local")
 
 
@@ -146,6 +148,40 @@ def ticker_windows(frame: pd.DataFrame, market: dict, indicators: dict, feature_
                    models: list[dict[str, Any]], lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, np.ndarray]:
     """One ticker's block: its features once for the whole history up to ``hi``, then each model's windows ending on
     every scored day in [lo, hi] (days before the feature warm-up or the first full window are skipped)."""
+    ticker, days, pos, inputs = _inputs_of(frame, market, indicators, feature_config, models, lo, hi)
+    out: dict[str, np.ndarray] = {"ticker": np.full(len(pos), ticker, dtype=object), "as_of": days}
+    for i, (m, x) in enumerate(zip(models, inputs)):
+        view = np.lib.stride_tricks.sliding_window_view(x, m["seq_len"], axis=0).transpose(0, 2, 1)
+        out[f"x_{i}"] = np.ascontiguousarray(view[pos - m["seq_len"] + 1])
+    return out
+
+
+def ticker_rows(frame: pd.DataFrame, market: dict, indicators: dict, feature_config: dict,
+                models: list[dict[str, Any]], lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, np.ndarray]:
+    """``ticker_windows`` without cutting the windows: one row per ticker holding, per model, the input rows that its
+    windows ending on the scored days span (scored days + seq_len - 1 rows), and the scored days. The windows overlap
+    seq_len times over, so cutting them where inference runs (``Scorer``) ships 1/seq_len of the data through Ray's
+    object store. No scored day: a block of 0 rows."""
+    ticker, days, pos, inputs = _inputs_of(frame, market, indicators, feature_config, models, lo, hi)
+    if not len(pos):
+        return {"ticker": np.array([], dtype=object), "as_of": np.array([], dtype=object),
+                **{f"rows_{i}": np.array([], dtype=object) for i in range(len(models))}}
+    out = {"ticker": np.array([ticker], dtype=object), "as_of": _one(days.astype("datetime64[ns]").astype(np.int64))}
+    for i, (m, x) in enumerate(zip(models, inputs)):
+        out[f"rows_{i}"] = _one(np.ascontiguousarray(x[pos[0] - m["seq_len"] + 1: pos[-1] + 1], dtype=np.float32))
+    return out
+
+
+def _one(a: np.ndarray) -> np.ndarray:
+    """A 1-element object array holding ``a`` (a variable-shaped cell for Ray Data)."""
+    cell = np.empty(1, dtype=object)
+    cell[0] = a
+    return cell
+
+
+def _inputs_of(frame, market, indicators, feature_config, models, lo, hi):
+    """(ticker, scored days, their positions, each model's scaled and selected input matrix over the whole history):
+    the features are built once for all models."""
     from stocktrend.platform.data.dataset import FittedTransforms
     from stocktrend.platform.data.features import FeatureConfig, build_features
     ticker = str(frame["ticker"].iloc[0])
@@ -155,27 +191,24 @@ def ticker_windows(frame: pd.DataFrame, market: dict, indicators: dict, feature_
     longest = max(m["seq_len"] for m in models)
     pos = np.flatnonzero((feats.index >= lo) & (feats.index <= hi))
     pos = pos[pos >= longest - 1]
-    out: dict[str, np.ndarray] = {"ticker": np.full(len(pos), ticker, dtype=object),
-                                  "as_of": feats.index.to_numpy()[pos]}
-    for i, m in enumerate(models):
-        x = FittedTransforms.from_dict(m["transforms"]).transform(feats, ticker if m["ticker_id"] else None)
-        view = np.lib.stride_tricks.sliding_window_view(x, m["seq_len"], axis=0).transpose(0, 2, 1)
-        out[f"x_{i}"] = np.ascontiguousarray(view[pos - m["seq_len"] + 1])
-    return out
+    inputs = [FittedTransforms.from_dict(m["transforms"]).transform(feats, ticker if m["ticker_id"] else None)
+              for m in models]
+    return ticker, feats.index.to_numpy()[pos], pos, inputs
 
 
 _CONTEXT: dict[str, tuple] = {}
 
 
-def _ticker_windows_from(frame: pd.DataFrame, context: list, **kw: Any) -> dict[str, np.ndarray]:
-    """``ticker_windows`` with the market context fetched from the object store (once per worker process)."""
+def _ticker_rows_from(frame: pd.DataFrame, context: list, **kw: Any) -> dict[str, np.ndarray]:
+    """``ticker_rows`` with the market context fetched from the object store (once per worker process)."""
     import ray
     key = context[0].hex()
     if key not in _CONTEXT:
         _CONTEXT.clear()
         _CONTEXT[key] = ray.get(context[0])
     market, indicators = _CONTEXT[key]
-    return ticker_windows(frame, market, indicators, **kw)
+    parts = [ticker_rows(f, market, indicators, **kw) for _, f in frame.groupby("ticker", sort=False)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class Scorer:
@@ -194,10 +227,29 @@ class Scorer:
                                    backend, threads=threads) for path, pinned in refs]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "rows_0" in batch:  # ticker_rows' blocks: cut each ticker's windows here
+            return self._rows(batch)
         out = {"ticker": batch["ticker"], "as_of": batch["as_of"]}
         for i, m in enumerate(self.models):
             out[f"out_{i}"] = m.predict_proba(batch[f"x_{i}"], 512, False)[0]
         return out
+
+    def _rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tickers, days, outs = [], [], [[] for _ in self.models]
+        for j, ticker in enumerate(batch["ticker"]):
+            d = np.asarray(batch["as_of"][j], dtype=np.int64).astype("datetime64[ns]")
+            tickers.append(np.full(len(d), ticker, dtype=object))
+            days.append(d)
+            for i, m in enumerate(self.models):
+                rows = np.asarray(batch[f"rows_{i}"][j], dtype=np.float32)
+                seq_len = len(rows) - len(d) + 1
+                x = np.lib.stride_tricks.sliding_window_view(rows, seq_len, axis=0).transpose(0, 2, 1)
+                outs[i].append(m.predict_proba(np.ascontiguousarray(x), 512, False)[0])
+        if not tickers:
+            return {"ticker": np.array([], dtype=object), "as_of": np.array([], dtype="datetime64[ns]"),
+                    **{f"out_{i}": np.zeros((0, 1), np.float32) for i in range(len(self.models))}}
+        return {"ticker": np.concatenate(tickers), "as_of": np.concatenate(days),
+                **{f"out_{i}": np.concatenate(o) for i, o in enumerate(outs)}}
 
 
 def _model_specs(models: list[ScoredModel]) -> list[dict[str, Any]]:
@@ -226,7 +278,8 @@ def run_local(u: Universe, models: list[ScoredModel], lo, hi, backend: str, thre
 
 def run_ray(u: Universe, models: list[ScoredModel], lo, hi, backend: str, actors: int = 0
             ) -> dict[str, np.ndarray]:
-    """Ray Data: a block per ticker -> features and windows (tasks) -> inference (an actor pool)."""
+    """Ray Data: blocks of whole tickers -> features and each ticker's input rows (tasks) -> windows and inference
+    (an actor pool)."""
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -240,16 +293,21 @@ def run_ray(u: Universe, models: list[ScoredModel], lo, hi, backend: str, actors
     fc = models[0].pred.ckpt["feature_config"]
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n_actors = actors or max(1, cpus)
-    ds = ray.data.from_pandas(_ticker_frames(u))  # one block per ticker
+    # A block holds whole tickers: one per ticker costs a Ray task per ticker, which on a small machine cost more than
+    # the features (500 tickers: 0.6x the single process); about four blocks per CPU keep every CPU busy.
+    frames = _ticker_frames(u)
+    per_block = max(1, -(-len(frames) // (4 * cpus)))
+    ds = ray.data.from_pandas([pd.concat(frames[i:i + per_block], ignore_index=True)
+                               for i in range(0, len(frames), per_block)])
     # The market context goes through the object store once (a reference in the arguments, fetched per block): the
     # stage's arguments stay small whatever the universe.
     context = ray.put((u.market, u.indicators))
-    ds = ds.map_batches(_ticker_windows_from, batch_size=None, batch_format="pandas", zero_copy_batch=True,
+    ds = ds.map_batches(_ticker_rows_from, batch_size=None, batch_format="pandas", zero_copy_batch=True,
                         fn_kwargs={"context": [context], "feature_config": fc, "models": specs, "lo": lo, "hi": hi},
                         num_cpus=1)
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"refs": [m.pinned for m in models], "backend": backend,
                                                        "threads": 1},
-                        batch_size=256, batch_format="numpy", num_cpus=1,
+                        batch_size=4, batch_format="numpy", num_cpus=1,  # 4 tickers: ~1,000 windows a year
                         compute=ActorPoolStrategy(min_size=1, max_size=n_actors))
     parts = [b for b in ds.iter_batches(batch_size=None, batch_format="numpy") if len(b["ticker"])]
     return _concat(parts, len(models))
