@@ -176,7 +176,7 @@ class StockTrendService(ModelHost):
         task.add_done_callback(self._shadow_tasks.discard)
 
     # -- batching ----------------------------------------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _batched(self, items: list[tuple[Any, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
         # Requests are grouped by the predictor that validated them, so a hot swap mid-batch cannot mix models.
         out: list[Any] = [None] * len(items)
@@ -202,10 +202,16 @@ class StockTrendService(ModelHost):
 
     async def _infer(self, pred, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Batching only helps under concurrency: a request alone on the replica runs at once, with no batch wait. The
-        # count is of /predict requests anywhere in the handler (reading their body included): a small model call
-        # runs inline on the loop, so requests that only reached _infer would never overlap and never batch.
-        if int(self.cfg["max_batch_size"]) <= 1 or self._inflight <= 1:
+        # count is of /predict requests anywhere in the handler (reading their body included). Requests received in
+        # the same turn of the event loop would otherwise never overlap (parsing and a small model call run inline,
+        # without an await), so one yield lets them reach this point first: they then share one model call, whose
+        # cost per window falls with the batch (small preset, ONNX: 0.37 ms for 1 window, 0.24 ms/window for 32).
+        if int(self.cfg["max_batch_size"]) <= 1:
             return await self._run_model(pred, x)
+        if self._inflight <= 1:
+            await asyncio.sleep(0)
+            if self._inflight <= 1:
+                return await self._run_model(pred, x)
         return await self._batched((pred, x))
 
     async def _guarded(self, route: str, fn):

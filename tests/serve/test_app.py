@@ -401,3 +401,45 @@ def test_metrics_reach_rays_endpoint_with_serve_tags(served):
     assert 'model="svc"' in line and 'backend="onnx"' in line and "replica=" in line and 'label="' in line
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert httpx.get(f"{served['url']}/metrics", timeout=10).status_code == 404  # no per-replica page posing as totals
+
+
+def _calls_and_requests(text: str) -> tuple[float, float]:
+    """(model calls, requests answered) of the "three" app (one replica for the module: its counters only grow)."""
+    calls = requests = 0.0
+    for ln in text.splitlines():
+        if 'application="three"' not in ln:
+            continue
+        if ln.startswith("ray_stocktrend_batch_size_count{"):
+            calls += float(ln.rsplit(" ", 1)[1])
+        elif ln.startswith("ray_stocktrend_requests_total{"):
+            requests += float(ln.rsplit(" ", 1)[1])
+    return calls, requests
+
+
+def test_requests_that_arrive_together_share_a_model_call(served):
+    """One-window requests sent 32 at a time: the replica merges those that arrive together into one model call (no
+    batch wait; one yield of the event loop), so the model runs fewer times than there were requests."""
+    import asyncio
+    url = f"{served['url']}/three/predict"
+    body = {"windows": [[[0.1] * 12] * 20]}
+    assert httpx.post(url, json=body, timeout=30).status_code == 200
+    assert _wait(lambda: _calls_and_requests(_ray_metrics())[1] >= 1, 60, step=2)  # the replica's metrics exist
+    time.sleep(5)  # nothing else sends to this app: its counters are settled
+    calls0, requests0 = _calls_and_requests(_ray_metrics())
+
+    async def burst(n: int) -> list[int]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as c:
+            return [r.status_code for r in await asyncio.gather(*(c.post(url, json=body) for _ in range(n)))]
+    sent = 0
+    for _ in range(4):
+        codes = asyncio.run(burst(128))
+        assert codes == [200] * len(codes), sorted(set(codes))
+        sent += len(codes)
+    # Every request shows in Ray's counters once the replica has flushed (every 2 s, then Ray's export).
+    assert _wait(lambda: _calls_and_requests(_ray_metrics())[1] - requests0 >= sent, 60, step=2)
+    text = _ray_metrics()
+    calls, requests = _calls_and_requests(text)
+    lines = [ln for ln in text.splitlines() if 'application="three"' in ln and ("batch_size_count" in ln or
+                                                                               "requests_total" in ln)]
+    assert requests - requests0 == sent, lines
+    assert calls - calls0 < sent, f"{sent} one-window requests took {calls - calls0:.0f} model calls: {lines}"
