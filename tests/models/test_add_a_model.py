@@ -5,40 +5,26 @@ subprocess; the model joins the zoo through STOCKTREND_MODELS, so Ray's trial an
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "stocktrend")
 
 
 def test_a_toy_model_trains_registers_serves_and_is_searchable(tmp_path):
     import ray
     ray.shutdown()  # the commands start their own local instances
-    from stocktrend.platform.data.synthetic import planted_signal_universe
-    data = tmp_path / "data"
-    (data / "market").mkdir(parents=True)
-    u = planted_signal_universe(700, seed=2, n_tickers=2)
-    for name, frame in u.tickers.items():
-        frame.to_csv(data / f"{name}.csv")
-    for name, frame in u.market.items():
-        frame.to_csv(data / "market" / f"{name}.csv")
-    env = {**os.environ, "STOCKTREND_HOME": str(tmp_path / "home"), "STOCKTREND_MODELS": "tests.models.toy_model:SPEC",
-           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
+    data = planted_csv_folder(tmp_path, seed=2)
+    env = cli_env(tmp_path / "home", STOCKTREND_MODELS="tests.models.toy_model:SPEC",
+                  PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
     def run(*args, timeout=300):
-        r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-2000:])
-        return r
+        return cli_ok(env, *args, timeout=timeout)
 
     common = ["--data", str(data), "--top-k", "8", "--sequence-length", "10"]
     r = run("train", "--model", "toy", "--preset", "tiny", "--epochs", "2", "--accumulate", "1", *common)

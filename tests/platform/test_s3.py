@@ -3,21 +3,18 @@ separate process on a free port). Every step is the CLI in a subprocess with the
 a 2-worker Ray Train run and a search write their checkpoints to the bucket, the registry's artefacts go there (no
 local artefact folder is created), and ``serve`` loads the model back from the bucket and answers over HTTP."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "stocktrend")
 BUCKET = "stocktrend-test"
 
 
@@ -67,23 +64,12 @@ def test_checkpoints_registry_and_serving_on_s3(tmp_path, s3_server):
     import ray
     ray.shutdown()  # the commands start their own local instances
     aws, client = s3_server
-    from stocktrend.platform.data.synthetic import planted_signal_universe
-    data = tmp_path / "data"
-    (data / "market").mkdir(parents=True)
-    u = planted_signal_universe(700, seed=3, n_tickers=2)
-    for name, frame in u.tickers.items():
-        frame.to_csv(data / f"{name}.csv")
-    for name, frame in u.market.items():
-        frame.to_csv(data / "market" / f"{name}.csv")
+    data = planted_csv_folder(tmp_path, seed=3)
     home = tmp_path / "home"
-    env = {**os.environ, **aws, "STOCKTREND_HOME": str(home), "STOCKTREND_STORAGE": f"s3://{BUCKET}/runs"}
-    for k in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "STOCKTREND_ARTIFACTS"):
-        env.pop(k, None)
+    env = cli_env(home, **aws, STOCKTREND_STORAGE=f"s3://{BUCKET}/runs")
 
     def run(*args, timeout=400):
-        r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
-        return r
+        return cli_ok(env, *args, timeout=timeout)
 
     common = ["--data", str(data), "--top-k", "8", "--sequence-length", "10"]
     # Ray Train, two workers: the run's checkpoints in the bucket, the registered version's artefacts too.

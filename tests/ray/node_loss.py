@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.cli import planted_csv_folder
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,15 +81,7 @@ def _session_dir() -> Path | None:
 
 
 def _planted_data(folder: Path, tickers: int = 2, days: int = 700) -> Path:
-    from stocktrend.platform.data.synthetic import planted_signal_universe
-    data = folder / "data"
-    (data / "market").mkdir(parents=True, exist_ok=True)
-    u = planted_signal_universe(days, seed=4, n_tickers=tickers)
-    for name, frame in u.tickers.items():
-        frame.to_csv(data / f"{name}.csv")
-    for name, frame in u.market.items():
-        frame.to_csv(data / "market" / f"{name}.csv")
-    return data
+    return planted_csv_folder(folder, seed=4, tickers=tickers, days=days)
 
 
 def search(folder: Path) -> dict:
