@@ -1,6 +1,6 @@
 """Requests that reach a replica together share one model call (issue 29), decided by the deployment's own class and
 its ``@serve.batch`` method on an event loop without Ray; the model is a double that records each call's batch and
-answers from its input, so a mixed-up row would show. Over real HTTP: tests/serve/test_app.py.
+answers from its input, so a mixed-up row would show.
 
 The cases run in a child process (``python -m tests.serve.test_batching``): ``@serve.batch`` keeps one queue per
 decorated method and process, bound to the loop it first ran on, and a class whose queue has run can no longer be
