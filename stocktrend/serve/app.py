@@ -205,7 +205,8 @@ class StockTrendService(ModelHost):
         # count is of /predict requests anywhere in the handler (reading their body included). Requests received in
         # the same turn of the event loop would otherwise never overlap (parsing and a small model call run inline,
         # without an await), so one yield lets them reach this point first: they then share one model call, whose
-        # cost per window falls with the batch (small preset, ONNX: 0.37 ms for 1 window, 0.24 ms/window for 32).
+        # cost per window falls with the batch (small preset, ONNX: 0.37 ms for 1 window, 0.24 ms/window for 32:
+        # bench/serve_load.py).
         if int(self.cfg["max_batch_size"]) <= 1:
             return await self._run_model(pred, x)
         if self._inflight <= 1:

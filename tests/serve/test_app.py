@@ -401,4 +401,3 @@ def test_metrics_reach_rays_endpoint_with_serve_tags(served):
     assert 'model="svc"' in line and 'backend="onnx"' in line and "replica=" in line and 'label="' in line
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert httpx.get(f"{served['url']}/metrics", timeout=10).status_code == 404  # no per-replica page posing as totals
-
