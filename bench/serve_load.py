@@ -20,7 +20,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from stocktrend.platform.ports import free_port  # below the ephemeral range: Ray cannot take it first
+    return free_port()
 
 
 async def load(url: str, body: bytes, ctype: str, n: int, concurrency: int, cap: float, timeout: float = 60.0

@@ -265,18 +265,16 @@ def _save(out: dict[str, Any], home: Path) -> None:
 
 
 def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str, Any]:
-    from ray import serve
-
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.serve.app import app_builder
+    from stocktrend.serve.ingress import start_endpoint
 
     env = {"STOCKTREND_HOME": str(home)}
     if os.environ.get("MLFLOW_TRACKING_URI"):
         env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
-    serve.start(http_options={"host": opts.host, "port": opts.port, "request_timeout_s": 30})
-    serve.run(app_builder({"model": f"{opts.model_name}@production", "max_replicas": 1, "poll_interval_s": 5,
-                           "env_vars": env}), name="stocktrend", route_prefix="/", blocking=False)
+    start_endpoint(app_builder({"model": f"{opts.model_name}@production", "max_replicas": 1, "poll_interval_s": 5,
+                                "env_vars": env}), opts.host, opts.port, 30)
     url = f"http://{opts.host}:{opts.port}"
     _wait_healthy(url)
     path, _ = registry.download(opts.model_name, "production")

@@ -4,6 +4,7 @@ command's log file holds Ray's output; --verbose shows it again."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,31 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     time.sleep(2)
     assert _ray_processes() <= before  # the command's local Ray instance is gone
 
-    v = subprocess.run([CLI, "--verbose", *TRAIN, "--no-register"], env=_env(home), capture_output=True, text=True,
-                       timeout=600)
+    # The port, free when `serve` checked it, is taken by another process before the ingress binds it (here: the
+    # moment the command says its Ray instance is up; Serve's controller and HAProxy start seconds later): one line
+    # naming the port, exit 2, no traceback, no Ray left (before: Ray's remote traceback of HAProxy's crash).
+    port = free_port()
+    p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=_env(home), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    with socket.socket() as taken:
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("INFO stocktrend") and "Ray: a private local Ray instance" in line:
+                taken.bind(("127.0.0.1", port))
+                taken.listen()
+                break
+        out = "".join(lines) + p.communicate(timeout=180)[0]
+    assert p.returncode == 2, out[-3000:]
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"port {port} on 127.0.0.1 was taken by another process" in errors[0], out[-3000:]
+    assert "Traceback" not in out and "HAProxy crashed" not in out, out[-3000:]
+    assert "cannot bind socket" in _log(home, "serve")  # Ray's whole message is in the command's log file
+    time.sleep(2)
+    assert _ray_processes() <= before
+
+    # --verbose brings Ray's output back (one Train worker is enough to show its pid= lines).
+    verbose_train = [*TRAIN[:TRAIN.index("--workers") + 1], "1", "--cpus-per-worker", "1"]
+    v = subprocess.run([CLI, "--verbose", *verbose_train, "--no-register"], env=_env(home), capture_output=True,
+                       text=True, timeout=600)
     assert v.returncode == 0 and "pid=" in v.stdout + v.stderr

@@ -211,7 +211,7 @@ def serve_cmd(
 
     from stocktrend.platform.training.distributed import init_ray
     from stocktrend.serve.app import app_builder
-    from stocktrend.serve.ingress import configure_ingress, metrics_url
+    from stocktrend.serve.ingress import configure_ingress, metrics_url, start_endpoint
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ingress = configure_ingress(python_proxy)
     if verbose or STATE["verbose"]:  # the fast ingress's mode keeps Serve's logs off stderr; --verbose wants them
@@ -227,13 +227,11 @@ def serve_cmd(
                              f"--min-replicas or --num-cpus (fractions work, e.g. --num-cpus 0.5)")
     started = False
     try:
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-        serve.run(app_builder({"model": model, "min_replicas": min_replicas, "max_replicas": max_replicas,
-                               "backend": backend,
-                               "num_cpus": num_cpus, **({"challenger": challenger, "challenger_split": split,
-                                                          "shadow": shadow, "challenger_routes": challenger_routes}
-                                                         if challenger else {})}),
-                  name="stocktrend", route_prefix="/", blocking=False)
+        start_endpoint(app_builder({"model": model, "min_replicas": min_replicas, "max_replicas": max_replicas,
+                                    "backend": backend, "num_cpus": num_cpus,
+                                    **({"challenger": challenger, "challenger_split": split, "shadow": shadow,
+                                        "challenger_routes": challenger_routes} if challenger else {})}),
+                       host, port, request_timeout_s)
         started = True
         typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} "
                    f"ingress (docs: http://{host}:{port}/docs; Ctrl-C stops)")

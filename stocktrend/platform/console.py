@@ -18,8 +18,9 @@ STATE: dict[str, object] = {"log_path": None, "verbose": True}
 
 
 # Per-ticker notes of the data layer (warm-up rows dropped, rows outside the market dates, features a close-only
-# series lacks): one line per ticker is noise on a 500-ticker console; they stay in the log file.
-FILE_ONLY = ("stocktrend.platform.data.features",)
+# series lacks): one line per ticker is noise on a 500-ticker console; they stay in the log file. So does Ray's whole
+# message (a remote traceback) behind a one-line error about an endpoint that could not start.
+FILE_ONLY = ("stocktrend.platform.data.features", "stocktrend.serve.start")
 
 
 class _PlatformOnly(logging.Filter):

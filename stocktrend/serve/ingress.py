@@ -77,6 +77,8 @@ def _free_haproxy_ports() -> None:
     """For a local Ray instance about to start: when HAProxy's metrics / stats port is taken (and the user did not
     choose one), use a free port instead and say which."""
     import socket
+
+    from stocktrend.platform.ports import free_port
     for var, default in HAPROXY_SIDE_PORTS.items():
         if os.environ.get(var):
             continue
@@ -86,9 +88,32 @@ def _free_haproxy_ports() -> None:
                 continue
             except OSError:
                 pass
-        with socket.socket() as s:
-            s.bind(("0.0.0.0", 0))
-            port = s.getsockname()[1]
+        port = free_port("0.0.0.0")  # not port 0's pick: Ray, starting next, could take that one first
         os.environ[var] = str(port)
         log.info("port %d (HAProxy's %s) is in use on this host, another endpoint?; using %d", default,
                  var.removeprefix("RAY_SERVE_HAPROXY_").lower().replace("_", " "), port)
+
+
+def start_endpoint(app, host: str, port: int, request_timeout_s: float) -> None:
+    """``serve.start`` + ``serve.run`` of ``app`` as the application ``stocktrend`` at ``/``. A known way to fail
+    (below) is one ValueError line, Ray's whole message going to the log."""
+    from ray import serve
+    try:
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
+        serve.run(app, name="stocktrend", route_prefix="/", blocking=False)
+    except Exception as exc:
+        why = start_error(exc, host, port)
+        if why is None:
+            raise
+        logging.getLogger("stocktrend.serve.start").info("the endpoint did not start; Ray says: %s", exc)
+        raise ValueError(why) from None
+
+
+def start_error(exc: BaseException, host: str, port: int) -> str | None:
+    """One line for a known way an endpoint fails to start, instead of Ray's remote traceback; None when unknown.
+    The port is checked free before Ray starts, but another process can still bind it in the seconds (the quickstart:
+    minutes) before Serve starts, and HAProxy (or Ray's Python proxy) then cannot."""
+    if "address already in use" in str(exc).lower():
+        return (f"port {port} on {host} was taken by another process while the endpoint was starting (the ingress "
+                f"could not bind it); nothing is served: run the command again, or pick another port with --port")
+    return None

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,9 +13,10 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Below the kernel's ephemeral range: Ray, starting beside the server, cannot take it first
+    (stocktrend.platform.ports)."""
+    from stocktrend.platform.ports import free_port as below_ephemeral
+    return below_ephemeral()
 
 
 @contextmanager
