@@ -66,6 +66,10 @@ def test_quickstart_end_to_end(tmp_path):
     assert s["predict_by_name"]["date"] == "2017-11-03" and s["predict_by_name"]["ticker"] == "MSFT"
     assert s["predict_by_name"]["probabilities"] == pytest.approx(tick["probabilities"], abs=1e-6)
     assert f"http://127.0.0.1:{port}" in out and "endpoint stopped" in out
+    # Ray Serve's own lines ("Started Serve in namespace ...", "Application ... is ready") are in the log file only.
+    assert "Started Serve" not in out + first.stderr and "is ready at" not in out + first.stderr
+    log = next((home / "logs").glob("quickstart-*.log")).read_text()
+    assert "Started Serve" in log
     # A rerun in the same home reuses the feature cache: the Ctrl-C test's rerun checks it.
 
 

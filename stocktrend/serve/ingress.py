@@ -98,6 +98,9 @@ def start_endpoint(app, host: str, port: int, request_timeout_s: float) -> None:
     """``serve.start`` + ``serve.run`` of ``app`` as the application ``stocktrend`` at ``/``. A known way to fail
     (below) is one ValueError line, Ray's whole message going to the log."""
     from ray import serve
+
+    from stocktrend.platform import console
+    console.reroute()  # Serve's console handler, attached when ray.serve is first imported: its lines go to the log
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(app, name="stocktrend", route_prefix="/", blocking=False)
