@@ -16,6 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "stocktrend"
 LAYERS = {
     "models": 0,
     "platform.data": 1,
+    "platform.ports": 1,
     "platform.console": 2,
     "platform.registry": 2,
     "platform.training": 3,

@@ -381,9 +381,9 @@ def report(servers: list[Server], args, meta: dict, versions: dict[str, dict]) -
           "max|dp|: the server's first answer vs ONNX Runtime in this process; start s: start to the first 200; "
           "procs: processes in the server's tree once it answers (Ray's own included)")
     print("how each runs: stocktrend = `stocktrend serve --max-replicas N --backend onnx --num-cpus 1` (HAProxy "
-          "ingress, batching on: up to 32 windows, no wait, N replicas x 1 CPU, min_replicas pinned to N); "
-          "FastAPI + uvicorn = `uvicorn --workers N`, pydantic body model, sync handler; LitServe = N inference "
-          "workers + N API servers (its default), no batching; BentoML = workers=N, threads=1; "
+          "ingress, batching on: up to 16 windows, 2 batches at a time, no wait, N replicas x 1 CPU, min_replicas "
+          "pinned to N); FastAPI + uvicorn = `uvicorn --workers N`, pydantic body model, sync handler; LitServe = N "
+          "inference workers + N API servers (its default), no batching; BentoML = workers=N, threads=1; "
           "floor = bench/noop_app.py under uvicorn")
     print(f"ONNX export (stocktrend.serve.backends.export_onnx of {meta['spec']}) vs torch fp32: max |dp| "
           f"{meta['export_diff']:.1e}")

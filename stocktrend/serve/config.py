@@ -7,7 +7,7 @@ BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # stocktrend.serve.back
 DEFAULT_USER_CONFIG: dict[str, Any] = {
     "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
     "poll_interval_s": 5.0,  # alias polling for hot swaps (0 = off)
-    "max_batch_size": 32,  # @serve.batch: requests already on the replica share one model call
+    "max_batch_size": 16,  # @serve.batch: requests already on the replica share one model call (2 batches at once)
     "batch_wait_timeout_s": 0.0,  # no wait for more: a batch is what has arrived (bench/peers/serving.py)
     "max_items": 256,  # windows per /predict request
     "max_history_days": 5000,  # bars per /predict/ticker request

@@ -1,6 +1,6 @@
-"""Requests that reach a replica together share one model call (issue 29), decided by the deployment's own class and
-its ``@serve.batch`` method on an event loop without Ray; the model is a double that records each call's batch and
-answers from its input, so a mixed-up row would show.
+"""Requests that reach a replica together share one model call, and two batches run at a time (issue 29), decided by
+the deployment's own class and its ``@serve.batch`` method on an event loop without Ray; the model is a double that
+records each call's batch and answers from its input, so a mixed-up row would show.
 
 The cases run in a child process (``python -m tests.serve.test_batching``): ``@serve.batch`` keeps one queue per
 decorated method and process, bound to the loop it first ran on, and a class whose queue has run can no longer be
@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,49 @@ class RecordingModel:
         self.calls.append(len(x))
         first = x[:, 0, 0]  # each request's window is filled with its index
         return np.stack([first, -first], axis=1), None
+
+
+class BlockingModel:
+    """Calls go to a worker thread (as a larger model's do); the first call holds until a second one has started, for
+    at most HOLD_S: with two batches allowed at a time the second starts while the first runs, with one it cannot."""
+    inline_windows = 0
+    HOLD_S = 10.0
+
+    def __init__(self):
+        self.lock, self.second = threading.Lock(), threading.Event()
+        self.active = self.most_active = self.calls = 0
+
+    def predict_proba(self, x, chunk, attention):
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        if first:
+            self.second.wait(self.HOLD_S)
+        else:
+            self.second.set()
+        with self.lock:
+            self.active -= 1
+        first_col = x[:, 0, 0]
+        return np.stack([first_col, -first_col], axis=1), None
+
+
+async def _overlapping_batches(svc, n: int, max_batch_size: int) -> tuple[int, int, list[float]]:
+    """(most model calls running at once, calls, answers) for n requests arriving together."""
+    svc.cfg["max_batch_size"] = max_batch_size
+    svc._batched.set_max_batch_size(max_batch_size)
+    model = BlockingModel()
+
+    async def request(i: int) -> float:
+        svc._inflight += 1
+        try:
+            probs, _ = await svc._infer(model, np.full((1, 4, 3), i, np.float32))
+            return float(probs[0, 0])
+        finally:
+            svc._inflight -= 1
+    answers = await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(n))), 60)
+    return model.most_active, model.calls, answers
 
 
 async def _arrive_together(svc, n: int, max_batch_size: int) -> tuple[list[int], list[float]]:
@@ -61,7 +105,9 @@ def _child() -> None:
         cls = StockTrendService.func_or_class  # the class behind @serve.ingress, whose __init__ is a coroutine
         svc = cls.__new__(cls)
         await svc.__init__()  # as Serve builds a replica
-        return {name: await _arrive_together(svc, n, size) for name, (n, size) in CASES.items()}
+        out = {name: await _arrive_together(svc, n, size) for name, (n, size) in CASES.items()}
+        out["overlap"] = await _overlapping_batches(svc, 24, 8)
+        return out
     print("RESULT " + json.dumps(asyncio.run(main())))
 
 
@@ -90,6 +136,14 @@ def test_batches_keep_to_max_batch_size_and_batching_off_is_one_call_each(result
     assert answers == [float(i) for i in range(24)] and max(calls) <= 8 and len(calls) <= 4, calls
     calls, answers = results["off"]
     assert calls == [1] * 6 and answers == [float(i) for i in range(6)]
+
+
+def test_a_second_batch_runs_while_the_first_is_in_the_model(results):
+    """Two batches at a time (issue 29: one replica's throughput): while one batch's model call runs in a worker
+    thread, the next batch starts instead of waiting; never more than two."""
+    most_active, calls, answers = results["overlap"]
+    assert answers == [float(i) for i in range(24)]
+    assert calls == 3 and most_active == 2, (calls, most_active)
 
 
 if __name__ == "__main__":
