@@ -7,7 +7,7 @@ Settings, all loaded by the same bounded async aiohttp client on loopback (fixed
 1. floor: uvicorn + FastAPI no-op that reads the body (no Ray), in its own process;
 2. a Ray Serve no-op deployment through Ray's Python proxy, then through the HAProxy ingress (each ingress is fixed when
    Ray starts, so each runs in its own child process with its own Ray instance);
-3. the stocktrend endpoint (1 replica, 1 CPU, HAProxy ingress, batching on: up to 32 windows, no wait) for every
+3. the stocktrend endpoint (1 replica, 1 CPU, HAProxy ingress, batching on: the app's defaults) for every
    preset x backend: one 30-day window as JSON at concurrency 1 and 32, and 32-window .npy bodies at concurrency 4
    (samples/s), next to the same backend in-process on 1 thread (what a 1-CPU replica has).
 Also printed: the cost of turning a request body into an array (pydantic/jiter + numpy, numpy's own text parser, .npy).

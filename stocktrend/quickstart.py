@@ -274,7 +274,9 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
     if os.environ.get("MLFLOW_TRACKING_URI"):
         env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
     start_endpoint(app_builder({"model": f"{opts.model_name}@production", "max_replicas": 1, "poll_interval_s": 5,
-                                "env_vars": env}), opts.host, opts.port, 30)
+                                "env_vars": env}), opts.host, opts.port, 30,
+                   hint=f"the model is registered and promoted, so no need to run the quickstart again: `stocktrend "
+                        f"serve --model {opts.model_name}@production --port N` serves it")
     url = f"http://{opts.host}:{opts.port}"
     _wait_healthy(url)
     path, _ = registry.download(opts.model_name, "production")

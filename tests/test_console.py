@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,15 +109,23 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     port = free_port()
     p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=_env(home), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
-    with socket.socket() as taken:
-        lines = []
-        for line in p.stdout:
-            lines.append(line)
-            if line.startswith("INFO stocktrend") and "Ray: a private local Ray instance" in line:
-                taken.bind(("127.0.0.1", port))
-                taken.listen()
-                break
-        out = "".join(lines) + p.communicate(timeout=180)[0]
+    watchdog = threading.Timer(240, p.send_signal, (signal.SIGINT,))  # a serve that never fails must not hang the run
+    watchdog.start()
+    try:
+        with socket.socket() as taken:
+            lines = []
+            for line in p.stdout:
+                lines.append(line)
+                if line.startswith("INFO stocktrend") and "Ray: a private local Ray instance" in line:
+                    taken.bind(("127.0.0.1", port))
+                    taken.listen()
+                    break
+            out = "".join(lines) + p.communicate(timeout=180)[0]
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:  # stopped as a user would (Ctrl-C), so that it takes its Ray instance down
+            p.send_signal(signal.SIGINT)
+            p.communicate(timeout=120)
     assert p.returncode == 2, out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"port {port} on 127.0.0.1 was taken by another process" in errors[0], out[-3000:]

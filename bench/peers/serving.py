@@ -212,8 +212,9 @@ def start(s: Server, port: int, log: Path) -> subprocess.Popen:
     if s.peer == "stocktrend":
         # Ray's HAProxy ingress also binds fixed ports 0.0.0.0:9101 (metrics) and :8404 (stats): a second Ray Serve
         # with HAProxy on the host (another user's) makes it crash at start ("Address already in use").
+        from stocktrend.platform.ports import free_port
         for key in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
-            env.setdefault(key, str(serve_load._free_port()))
+            env.setdefault(key, str(free_port("0.0.0.0")))  # HAProxy binds them on every interface
     with open(log, "ab") as f:
         f.write(f"\n$ {' '.join(cmd)}\n".encode())
         f.flush()
@@ -381,7 +382,7 @@ def report(servers: list[Server], args, meta: dict, versions: dict[str, dict]) -
           "max|dp|: the server's first answer vs ONNX Runtime in this process; start s: start to the first 200; "
           "procs: processes in the server's tree once it answers (Ray's own included)")
     print("how each runs: stocktrend = `stocktrend serve --max-replicas N --backend onnx --num-cpus 1` (HAProxy "
-          "ingress, batching on: up to 16 windows, 2 batches at a time, no wait, N replicas x 1 CPU, min_replicas "
+          "ingress, batching on: up to 16 requests, 2 batches at a time, no wait, N replicas x 1 CPU, min_replicas "
           "pinned to N); FastAPI + uvicorn = `uvicorn --workers N`, pydantic body model, sync handler; LitServe = N "
           "inference workers + N API servers (its default), no batching; BentoML = workers=N, threads=1; "
           "floor = bench/noop_app.py under uvicorn")

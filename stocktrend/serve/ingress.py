@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 log = logging.getLogger("stocktrend.serve")
 
@@ -94,9 +95,10 @@ def _free_haproxy_ports() -> None:
                  var.removeprefix("RAY_SERVE_HAPROXY_").lower().replace("_", " "), port)
 
 
-def start_endpoint(app, host: str, port: int, request_timeout_s: float) -> None:
+def start_endpoint(app, host: str, port: int, request_timeout_s: float, hint: str | None = None) -> None:
     """``serve.start`` + ``serve.run`` of ``app`` as the application ``stocktrend`` at ``/``. A known way to fail
-    (below) is one ValueError line, Ray's whole message going to the log."""
+    (``start_error``) is one ValueError line (``hint``: what to do, instead of the default advice), Ray's whole message
+    going to the log file."""
     from ray import serve
 
     from stocktrend.platform import console
@@ -105,18 +107,40 @@ def start_endpoint(app, host: str, port: int, request_timeout_s: float) -> None:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(app, name="stocktrend", route_prefix="/", blocking=False)
     except Exception as exc:
-        why = start_error(exc, host, port)
+        why = start_error(exc, host, port, hint)
         if why is None:
             raise
         logging.getLogger("stocktrend.serve.start").info("the endpoint did not start; Ray says: %s", exc)
-        raise ValueError(why) from None
+        raise ValueError(why) from exc
 
 
-def start_error(exc: BaseException, host: str, port: int) -> str | None:
+def _ports_in_use(text: str) -> set[int]:
+    """Ports named next to "address already in use" in a bind error: HAProxy's ``(Address already in use) for
+    [127.0.0.1:8000]``, uvicorn's ``('127.0.0.1', 8000): address already in use``."""
+    ports = set()
+    for m in re.finditer("address already in use", text, re.IGNORECASE):
+        near = text[max(0, m.start() - 120):m.end() + 120]
+        for haproxy, uvicorn in re.findall(r"\[(?:[0-9.*]+|[A-Za-z][\w.-]*):(\d{2,5})\]|', (\d{2,5})\)", near):
+            ports.add(int(haproxy or uvicorn))
+    return ports
+
+
+def start_error(exc: BaseException, host: str, port: int, hint: str | None = None) -> str | None:
     """One line for a known way an endpoint fails to start, instead of Ray's remote traceback; None when unknown.
-    The port is checked free before Ray starts, but another process can still bind it in the seconds (the quickstart:
-    minutes) before Serve starts, and HAProxy (or Ray's Python proxy) then cannot."""
-    if "address already in use" in str(exc).lower():
-        return (f"port {port} on {host} was taken by another process while the endpoint was starting (the ingress "
-                f"could not bind it); nothing is served: run the command again, or pick another port with --port")
-    return None
+    The ports are checked free before Ray starts, but another process can still bind one in the seconds (the
+    quickstart: minutes) before Serve starts, and HAProxy (or Ray's Python proxy) then cannot."""
+    text = str(exc)
+    if "address already in use" not in text.lower():
+        return None
+    taken = _ports_in_use(text)
+    side = {int(os.environ.get(var) or default): var for var, default in HAPROXY_SIDE_PORTS.items()}
+    others = sorted(taken - {port})
+    if others and port not in taken:
+        var = side.get(others[0])
+        what = (f"port {others[0]} (HAProxy's {var.removeprefix('RAY_SERVE_HAPROXY_').lower().replace('_', ' ')}, "
+                f"{var})" if var else f"port {others[0]}")
+        advice = hint or (f"run the command again (a free port is picked when {var} is unset and the default is "
+                          f"taken), or set {var}" if var else "run the command again")
+        return f"{what} was taken by another process while the endpoint was starting; nothing is served: {advice}"
+    return (f"port {port} on {host} was taken by another process while the endpoint was starting (the ingress could "
+            f"not bind it); nothing is served: {hint or 'run the command again, or pick another port with --port'}")

@@ -2,13 +2,14 @@
 above Ray's worker ports, and free."""
 import socket
 
-from stocktrend.platform.ports import LOW, ephemeral_range, free_port
+from stocktrend.platform.ports import HIGH, LOW, ephemeral_range, free_port
 
 
 def test_free_ports_are_outside_the_ranges_ray_takes_ports_from_and_bindable():
     low_ephemeral = ephemeral_range()[0]
     ports = {free_port() for _ in range(20)}
-    assert all(LOW <= p < low_ephemeral for p in ports), (sorted(ports), low_ephemeral)
+    assert len(ports) == 20  # never the same port twice in one process
+    assert all(LOW <= p <= HIGH and p < low_ephemeral for p in ports), (sorted(ports), low_ephemeral)
     for p in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
