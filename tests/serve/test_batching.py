@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CASES = {"lone": (1, 32), "together": (24, 32), "capped": (24, 8), "off": (6, 1)}  # name: (requests, max_batch_size)
 
 
+def _rows(x):
+    """One row per window from its own content (each request's window is filled with its index)."""
+    first = x[:, 0, 0]
+    return np.stack([first, -first], axis=1)
+
+
 class RecordingModel:
     inline_windows = 64  # every call runs inline on the loop, as a small model's does
 
@@ -27,8 +33,7 @@ class RecordingModel:
 
     def predict_proba(self, x, chunk, attention):
         self.calls.append(len(x))
-        first = x[:, 0, 0]  # each request's window is filled with its index
-        return np.stack([first, -first], axis=1), None
+        return _rows(x), None
 
 
 class BlockingModel:
@@ -53,31 +58,14 @@ class BlockingModel:
             self.second.set()
         with self.lock:
             self.active -= 1
-        first_col = x[:, 0, 0]
-        return np.stack([first_col, -first_col], axis=1), None
+        return _rows(x), None
 
 
-async def _overlapping_batches(svc, n: int, max_batch_size: int) -> tuple[int, int, list[float]]:
-    """(most model calls running at once, calls, answers) for n requests arriving together."""
-    svc.cfg["max_batch_size"] = max_batch_size
-    svc._batched.set_max_batch_size(max_batch_size)
-    model = BlockingModel()
-
-    async def request(i: int) -> float:
-        svc._inflight += 1
-        try:
-            probs, _ = await svc._infer(model, np.full((1, 4, 3), i, np.float32))
-            return float(probs[0, 0])
-        finally:
-            svc._inflight -= 1
-    answers = await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(n))), 60)
-    return model.most_active, model.calls, answers
-
-
-async def _arrive_together(svc, n: int, max_batch_size: int) -> tuple[list[int], list[float]]:
+async def _arrive_together(svc, model, n: int, max_batch_size: int) -> list[float]:
+    """n one-window requests (request i's window filled with i) reaching ``_infer`` in the same turn of the loop; the
+    answers in request order."""
     svc.cfg["max_batch_size"] = max_batch_size  # what reconfigure() sets from user_config
     svc._batched.set_max_batch_size(max_batch_size)
-    model = RecordingModel()
 
     async def request(i: int) -> float:
         svc._inflight += 1  # what predict() does while a request is anywhere in the handler
@@ -86,8 +74,7 @@ async def _arrive_together(svc, n: int, max_batch_size: int) -> tuple[list[int],
             return float(probs[0, 0])
         finally:
             svc._inflight -= 1
-    answers = await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(n))), 30)
-    return model.calls, answers
+    return await asyncio.wait_for(asyncio.gather(*(request(i) for i in range(n))), 60)
 
 
 def _child() -> None:
@@ -105,8 +92,13 @@ def _child() -> None:
         cls = StockTrendService.func_or_class  # the class behind @serve.ingress, whose __init__ is a coroutine
         svc = cls.__new__(cls)
         await svc.__init__()  # as Serve builds a replica
-        out = {name: await _arrive_together(svc, n, size) for name, (n, size) in CASES.items()}
-        out["overlap"] = await _overlapping_batches(svc, 24, 8)
+        out = {}
+        for name, (n, size) in CASES.items():
+            model = RecordingModel()
+            out[name] = (model.calls, await _arrive_together(svc, model, n, size))
+        blocking = BlockingModel()  # (most model calls running at once, calls, answers)
+        answers = await _arrive_together(svc, blocking, 24, 8)
+        out["overlap"] = (blocking.most_active, blocking.calls, answers)
         return out
     print("RESULT " + json.dumps(asyncio.run(main())))
 
