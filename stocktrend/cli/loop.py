@@ -68,15 +68,23 @@ def retrain_cmd(
     search_epochs: int = typer.Option(6, min=1, help="Epochs per trial of --search."),
     gate: str = typer.Option("enabled", help="enabled (promote on pass) | dry-run (report, move nothing) | off "
                              "(promote without the gate's verdict)."),
-    gate_days: int = typer.Option(63, min=5, help="The gate window: the last N labelled days (neither model trained "
-                                  "or early-stopped on them)."),
+    gate_days: int = typer.Option(63, help="The gate window: the last N labelled days (neither model trained "
+                                  "or early-stopped on them; at least 5)."),
+    val_days: int = typer.Option(126, help="The early-stopping block right before the window, in trading days (the "
+                                 "challenger trains on everything before it; at least 5)."),
     auc_margin: float = typer.Option(0.02, help="Classifiers: the challenger's AUC on the window must reach 0.5 + "
-                                     "this."),
-    min_change: float = typer.Option(0.0, min=0.0, help="The challenger must beat the champion on --change-metric by "
-                                     "at least this (absolute; 0 = at least as good)."),
+                                     "this (>= 0)."),
+    min_change: float = typer.Option(0.0, help="The challenger must beat the champion on --change-metric by "
+                                     "at least this (absolute, >= 0; 0 = at least as good)."),
     change_metric: Optional[str] = typer.Option(None, help="auc | accuracy (classifiers), corr | hit_rate | mae "
                                                 "(regressors), rank_ic | long_short_sharpe (panels). Default auc / "
                                                 "corr."),
+    beat: Optional[str] = typer.Option(None, "--beat", help="Baselines the challenger must also beat on the change "
+                                       "metric, e.g. momentum,majority (classifiers: majority, momentum, "
+                                       "logistic_regression; regressors: zero, train_mean, momentum, ridge)."),
+    refit: bool = typer.Option(False, "--refit", help="After a pass, train the same configuration for the gated "
+                               "version's epoch count on every labelled day through the as-of day and promote that "
+                               "version (lineage to the gated one)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap (default: the champion's recipe)."),
     workers: int = typer.Option(0, min=0, help="Ray Train workers (0 = train in this process)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
@@ -86,17 +94,17 @@ def retrain_cmd(
 ) -> None:
     """Retrain the production model on the newest data, gate the challenger against the champion on days neither
     saw, promote or keep. Exit codes: 0 promoted, 3 champion kept, 2 user error, 1 failure."""
-    from stocktrend.loop.gate import GateOptions
+    from stocktrend.loop.gate import GateOptions, parse_beat
     from stocktrend.loop.retrain import RetrainOptions, retrain
-    gopts = GateOptions(mode=gate, gate_days=gate_days, auc_margin=auc_margin, min_change=min_change,
-                        change_metric=change_metric)
+    gopts = GateOptions(mode=gate, gate_days=gate_days, val_days=val_days, auc_margin=auc_margin,
+                        min_change=min_change, change_metric=change_metric, beat=parse_beat(beat))
     gopts.check()
     if workers or search or address:
         from stocktrend.platform.training.ray_address import check_address
         check_address(address)
     opts = RetrainOptions(model=model, as_of=as_of, universe=universe, data_dir=data, gate=gopts, search=search,
                           search_trials=search_trials, search_epochs=search_epochs, epochs=epochs, workers=workers,
-                          address=address)
+                          address=address, refit=refit)
     with _interruptible("retrain"):
         try:
             res = retrain(opts, typer.echo)
@@ -114,6 +122,10 @@ def retrain_cmd(
     typer.echo(f"decision     : {res.decision}" + (f" ({res.reason})" if res.reason else ""))
     typer.echo(f"production   : {model}@production = version {now} (champion was {res.champion}, challenger "
                f"{res.challenger}; rollback: stocktrend models rollback {model})")
+    if res.staleness:
+        st = res.staleness
+        typer.echo(f"staleness    : {st['days']} trading days (last training label {st['last_label']}, bound "
+                   f"{st['bound']})" + (f"; refit v{res.refit}: {st['refit']['days']}" if "refit" in st else ""))
     typer.echo(f"report       : {res.report_path}")
     typer.echo(f"took         : {res.seconds:.0f} s (data as of {res.as_of})")
     raise typer.Exit(kept_exit_code if res.exit_code == 3 else res.exit_code)
@@ -133,12 +145,16 @@ def replay_cmd(
     top_k: int = typer.Option(50, min=0, help="Features kept."),
     search: bool = typer.Option(False, "--search", help="Each step runs a small Tune search instead of a plain "
                                 "retrain (one step at a time)."),
-    policy: str = typer.Option("gated", help="Which policy moves the replay registry's aliases: gated | always | "
-                               "never (the report covers all three)."),
-    gate_days: int = typer.Option(63, min=5, help="Gate window: the last N labelled days before each step."),
-    auc_margin: float = typer.Option(0.02, help="Gate floor: challenger AUC >= 0.5 + margin (classifiers)."),
-    min_change: float = typer.Option(0.0, min=0.0, help="Gate change threshold against the champion."),
+    policy: str = typer.Option("gated", help="Which policy moves the replay registry's aliases: gated | "
+                               "gated-refit | always | never (the report covers each one trained)."),
+    refit: bool = typer.Option(False, "--refit", help="Also train each step's refit on every labelled day, for the "
+                               "gated-refit policy (implied by --policy gated-refit)."),
+    gate_days: int = typer.Option(63, help="Gate window: the last N labelled days before each step (>= 5)."),
+    val_days: int = typer.Option(126, help="Early-stopping block before the window, in trading days (>= 5)."),
+    auc_margin: float = typer.Option(0.02, help="Gate floor: challenger AUC >= 0.5 + margin (classifiers; >= 0)."),
+    min_change: float = typer.Option(0.0, help="Gate change threshold against the champion (>= 0)."),
     change_metric: Optional[str] = typer.Option(None, help="Gate change metric (default auc / corr)."),
+    beat: Optional[str] = typer.Option(None, "--beat", help="Baselines the challenger must also beat (see retrain)."),
     epochs: int = typer.Option(5, min=1, help="Epochs per step's training."),
     epoch_windows: int = typer.Option(8192, min=0, help="Training windows per epoch (a fresh draw each epoch; 0 = "
                                       "all)."),
@@ -152,7 +168,7 @@ def replay_cmd(
     """Replay the daily loop over history: every N trading days retrain on the data as of that day, gate, promote or
     keep; the production version answers the days until the next step. Reports realised IC, hit rate and portfolios
     for the gated, always and never policies (Ctrl-C stops; the same command resumes)."""
-    from stocktrend.loop.gate import GateOptions
+    from stocktrend.loop.gate import GateOptions, parse_beat
     from stocktrend.loop.replay import ReplayOptions, replay
     from stocktrend.models import zoo
     spec = zoo.get(model)
@@ -161,13 +177,14 @@ def replay_cmd(
     if address:
         from stocktrend.platform.training.ray_address import check_address
         check_address(address)
-    gopts = GateOptions(gate_days=gate_days, auc_margin=auc_margin, min_change=min_change,
-                        change_metric=change_metric)
+    gopts = GateOptions(gate_days=gate_days, val_days=val_days, auc_margin=auc_margin, min_change=min_change,
+                        change_metric=change_metric, beat=parse_beat(beat))
     gopts.check()
     opts = ReplayOptions(start=start, end=end, every=every, name=name, universe=None if data else (universe or "msft"),
                          data_dir=data, model=spec.kind, preset=preset, label=spec.label_for(label),
                          sequence_length=sequence_length, top_k=top_k, search=search,
-                         policy=policy, gate=gopts, epochs=epochs, epoch_windows=epoch_windows, parallel=parallel,
+                         policy=policy, refit=refit or policy == "gated-refit", gate=gopts, epochs=epochs,
+                         epoch_windows=epoch_windows, parallel=parallel,
                          cost_bps=cost_bps, address=address)
     with _interruptible("replay"):
         res = replay(opts, typer.echo)

@@ -87,12 +87,42 @@ def models_show(spec: str = typer.Argument("stocktrend", help="NAME[@ALIAS|@VERS
 
 @models_app.command("promote")
 def models_promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
-                   alias: str = typer.Option("production")) -> None:
-    """Point an alias (default production) at a version; the previous holder is kept for rollback."""
+                   force: bool = typer.Option(False, "--force", help="Skip the gate (recorded on the version: tags "
+                                              "stocktrend.forced, forced_at, forced_by)."),
+                   gate: str = typer.Option("enabled", help="enabled | dry-run (report, move nothing)."),
+                   gate_days: int = typer.Option(63, help="The window: the last N labelled days of the data."),
+                   auc_margin: float = typer.Option(0.02, help="Classifiers: AUC floor 0.5 + this (>= 0)."),
+                   min_change: float = typer.Option(0.0, help="Change against production (absolute, >= 0)."),
+                   change_metric: Optional[str] = typer.Option(None, help="As for stocktrend retrain."),
+                   beat: Optional[str] = typer.Option(None, "--beat", help="Baselines to beat, e.g. momentum."),
+                   as_of: Optional[str] = typer.Option(None, "--as-of", help="The data as of this day (default: "
+                                                       "all of it)."),
+                   universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the version's."),
+                   data: Optional[str] = typer.Option(None, "--data", help="A directory of CSV/Parquet files "
+                                                      "instead (new bars)."),
+                   kept_exit_code: int = typer.Option(3, "--kept-exit-code", help="Exit code when production is "
+                                                      "kept.")) -> None:
+    """Move production to a version through the gate: the version is judged against the current production on the
+    last --gate-days labelled days of its data (days neither saw), then production moves as a compare-and-set
+    (exit 0) or stays (exit 3). --force skips the gate and is recorded on the version. The previous holder is kept
+    for rollback."""
+    from stocktrend.loop.door import promote_version
+    from stocktrend.loop.gate import GateOptions, parse_beat
+    if gate not in ("enabled", "dry-run"):
+        raise typer.BadParameter("--gate enabled | dry-run (use --force to skip the gate)")
+    gopts = GateOptions(mode=gate, gate_days=gate_days, auc_margin=auc_margin, min_change=min_change,
+                        change_metric=change_metric, beat=parse_beat(beat))
+    gopts.check()
+    res = promote_version(name, version, gopts, force=force, by="stocktrend models promote --force",
+                          data_dir=data, universe=universe, as_of=as_of, say=typer.echo)
     from stocktrend.platform.registry import mlflow_registry as registry
-    r = registry.promote(name, version, alias)
-    typer.echo(f"{name}@{alias} -> version {r['version']}" + (f" (was {r['previous']})" if r["previous"] else "")
-               + ("" if r["changed"] else " (unchanged)"))
+    now = registry.aliases(name).get(registry.ALIAS)
+    typer.echo(f"decision     : {res.decision}" + (f" ({res.reason})" if res.reason else ""))
+    typer.echo(f"production   : {name}@production = version {now}" +
+               (f" (was {res.champion})" if res.champion is not None and res.champion != now else ""))
+    if res.report_path:
+        typer.echo(f"report       : {res.report_path}")
+    raise typer.Exit(kept_exit_code if res.exit_code == 3 else res.exit_code)
 
 
 @models_app.command("rollback")

@@ -296,7 +296,15 @@ def quickstart_cmd(
 def tune_cmd(ctx: typer.Context) -> None:
     """Ray Tune + Optuna + ASHA search (same flags as python -m stocktrend.tune.search; --help lists them)."""
     from stocktrend.tune.search import main as search_main
-    raise typer.Exit(search_main(list(ctx.args)))
+
+    def promote(name: str, version: int) -> int:  # --promote: the one door into production, gated
+        from stocktrend.loop.door import promote_version
+        from stocktrend.loop.gate import GateOptions
+        res = promote_version(name, version, GateOptions(), by="stocktrend tune --promote", say=typer.echo)
+        typer.echo(f"decision     : {res.decision}" + (f" ({res.reason})" if res.reason else "") +
+                   (f"; report {res.report_path}" if res.report_path else ""))
+        return res.exit_code
+    raise typer.Exit(search_main(list(ctx.args), promote))
 
 
 def _inputs_of(pred) -> dict:

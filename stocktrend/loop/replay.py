@@ -7,6 +7,12 @@ From ``--start``, every ``--every`` trading days (a step day s_k): cut the data 
 step ``decide``), then the version holding ``production`` answers every day until the next step. Step 0 trains the
 first model the same way; it holds ``production`` at the start.
 
+Step 0 has no champion: its model takes ``production`` only if it passes the gate's floors on its window (AUC above
+chance, ...); until a model passes, the gated policies abstain (a realised rank IC of 0 on those days).
+``--refit`` (implied by ``--policy gated-refit``) also trains, at every step, the same recipe on every labelled day
+through the step day (no validation block, the gated version's epoch count); the ``gated-refit`` policy serves that
+refit whenever the gated version passed the gate, so what serves is at most a horizon old.
+
 Every retrain is independent of the gate's outcome (it retrains the same kind, architecture and recipe on the data as
 of its day), so the trainings run as Ray tasks, several at a time (``--parallel``; a cluster replays faster than a
 laptop with no code change), while the driver walks the steps in order: register, gate against the current champion,
@@ -29,7 +35,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from stocktrend.loop.gate import GateOptions
@@ -37,7 +42,7 @@ from stocktrend.platform.data.sources import DataValidationError, as_of_day
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("gated", "always", "never")
+POLICIES = ("gated", "gated-refit", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class ReplayOptions:
     search: bool = False  # each step runs a small Tune search (in the driver, one step at a time) instead
     policy: str = "gated"
     gate: GateOptions = field(default_factory=GateOptions)
+    refit: bool = False  # also train each step's refit on every labelled day (the gated-refit policy)
     epochs: int = 5  # the recipe of every step's training
     epoch_windows: int = 8192  # training windows per epoch (a fresh draw each epoch); 0 = all
     patience: int = 2
@@ -112,7 +118,7 @@ def plan_steps(opts: ReplayOptions, cfg) -> tuple[list[pd.Timestamp], pd.Datetim
                                   f"{last.date()})")
     before = days[days <= lo]
     warmup = feature_set(cfg.features).warmup
-    val_days = int(round(len(before) * cfg.fractions[1]))
+    val_days = opts.gate.val_days
     need = warmup + opts.gate.gate_days + cfg.horizon + val_days + 3 * (cfg.sequence_length + cfg.horizon +
                                                                        cfg.embargo) + 100
     if len(before) < need:
@@ -131,14 +137,15 @@ def recipe(opts: ReplayOptions):
                        patience=opts.patience, accumulate=1, progress=False)
 
 
-def train_step(cfg, day: str, gate_days: int, tcfg, address_marker: str | None = None) -> dict[str, Any]:
+def train_step(cfg, day: str, gate_days: int, val_days: int, tcfg, refit: bool = False) -> dict[str, Any]:
     """One step's training, anywhere (a Ray task): the data as of ``day`` (nothing later read), the gate split, the
-    recipe. Returns the checkpoint (plain data), the feature panel (for the driver's gate) and timings."""
+    recipe; with ``refit`` also the same recipe for the gated fit's epoch count on every labelled day. Returns the
+    checkpoints (plain data), the feature panel (for the driver's gate) and timings."""
     import torch
 
-    from stocktrend.loop.retrain import load_panel
+    from stocktrend.loop.panel import load_panel
     from stocktrend.platform.data.dataset import prepare
-    from stocktrend.platform.data.splits import gate_boundaries
+    from stocktrend.platform.data.splits import gate_boundaries, refit_boundaries
     from stocktrend.platform.registry.checkpoint import make_checkpoint
     from stocktrend.platform.training.local import fit, model_config_for, train_config_dict
     torch.set_num_threads(1)
@@ -146,25 +153,34 @@ def train_step(cfg, day: str, gate_days: int, tcfg, address_marker: str | None =
     cut = replace(cfg, as_of=day)
     _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
-    bounds = gate_boundaries(dates, cut.horizon, gate_days, cut.fractions[1])
+    bounds = gate_boundaries(dates, cut.horizon, gate_days, val_days)
     label = tcfg.spec.label_for(cut.label_kind)
     data = prepare(panel, replace(cut, label_kind=label), bounds)
     t_data = time.perf_counter() - t0
-    res = fit(data, tcfg, model_config_for(data, tcfg.preset, tcfg.spec), run_test=False)
-    metrics = {"best_epoch": res.best_epoch or -1, "epochs_run": res.epochs_run}
-    if res.best_score is not None:
-        metrics[f"best_{tcfg.monitor}"] = res.best_score
-    ckpt = make_checkpoint(res.module.model, res.model_config, data, metrics,
-                           extra={"train_config": train_config_dict(tcfg), "history": res.history,
-                                  "replay_day": day}, kind=tcfg.spec)
-    return {"ckpt": ckpt, "panel": panel, "bounds": bounds, "data_config": replace(cut, label_kind=label),
-            "seconds_data": t_data, "seconds": time.perf_counter() - t0}
+
+    def trained(data, tcfg, extra):
+        res = fit(data, tcfg, model_config_for(data, tcfg.preset, tcfg.spec), run_test=False)
+        metrics = {"best_epoch": res.best_epoch if res.best_epoch is not None else -1, "epochs_run": res.epochs_run}
+        if res.best_score is not None:
+            metrics[f"best_{tcfg.monitor}"] = res.best_score
+        return make_checkpoint(res.module.model, res.model_config, data, metrics,
+                               extra={"train_config": train_config_dict(tcfg), "history": res.history,
+                                      "replay_day": day, **extra}, kind=tcfg.spec)
+    ckpt = trained(data, tcfg, {})
+    out = {"ckpt": ckpt, "panel": panel, "bounds": bounds, "data_config": replace(cut, label_kind=label),
+           "seconds_data": t_data}
+    if refit:
+        full = prepare(panel, replace(cut, label_kind=label), refit_boundaries(dates, cut.horizon, gate_days))
+        epochs = max(int(ckpt["metrics"]["best_epoch"]), 0) + 1
+        out["refit_ckpt"] = trained(full, replace(tcfg, epochs=epochs, patience=0), {"refit_of_step": day})
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 def search_step(opts: ReplayOptions, cfg, day: str, name: str, k: int) -> dict[str, Any]:
     """One step as a Tune run: the data as of ``day``, the gate split, a small search over the model; its best trial
     is registered in the replay's registry."""
-    from stocktrend.loop.retrain import load_panel
+    from stocktrend.loop.panel import load_panel
     from stocktrend.platform.data.splits import gate_boundaries
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.tune.options import SearchOptions
@@ -173,7 +189,7 @@ def search_step(opts: ReplayOptions, cfg, day: str, name: str, k: int) -> dict[s
     cut = replace(cfg, as_of=day)
     _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
-    bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, cut.fractions[1])
+    bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, opts.gate.val_days)
     sopts = SearchOptions(name=f"{name}-step{k}", preset=opts.preset, model=opts.model, num_samples=4,
                           max_epochs=opts.epochs, grace_period=min(2, opts.epochs), epoch_windows=opts.epoch_windows,
                           data_dir=cut.data_dir, universe=cut.universe, label_kind=cut.label_kind, model_name=name,
@@ -222,12 +238,19 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
     """Run (or resume) a replay; returns the step records and the report's headline figures."""
     import ray
 
-    from stocktrend.loop.replay_report import report
-    from stocktrend.loop.retrain import decide, gate_challenger
+    from stocktrend.loop.door import decide, gate_challenger
+    from stocktrend.loop.replay_report import ABSTAIN, report
+    from stocktrend.platform.data.splits import check_before_window, gate_window
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor, save_checkpoint
     from stocktrend.platform.training.distributed import init_ray
     opts.gate.check()
+    if opts.policy not in POLICIES:
+        raise DataValidationError(f"unknown --policy {opts.policy!r}; use {', '.join(POLICIES)}")
+    if opts.policy == "gated-refit":
+        opts = replace(opts, refit=True)
+    if opts.refit and opts.search:
+        raise DataValidationError("--refit (or --policy gated-refit) goes with a plain retrain per step, not --search")
     cfg = data_config(opts)
     steps, span = plan_steps(opts, cfg)
     tcfg = recipe(opts)
@@ -238,7 +261,8 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
     done = [k for k in range(len(steps)) if str(k) in state.steps and "decision" in state.steps[str(k)]]
     say(f"replay {opts.name}: {len(steps)} steps every {opts.every} trading days, {steps[0].date()} .. "
         f"{span[-1].date()}, {opts.model} ({opts.preset}, <= {opts.epochs} epochs of "
-        f"{opts.epoch_windows or 'all'} windows), policy {opts.policy}, registry {name!r}"
+        f"{opts.epoch_windows or 'all'} windows), validation {opts.gate.val_days} days, "
+        f"{'refit, ' if opts.refit else ''}policy {opts.policy}, registry {name!r}"
         + (f"; resuming after step {max(done) + 1} ({len(done)} done)" if done else ""))
     t0 = time.perf_counter()
     todo = [k for k in range(len(steps)) if k not in done]
@@ -253,66 +277,91 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
             rec = state.steps.get(str(k))
             if rec and rec.get("version"):
                 models[int(rec["version"])] = Predictor.load(rec["checkpoint"])
+
+        def register(ckpt, path, run_name, k, day, tags=None):
+            with registry.tracked_run(run_name, {"replay": opts.name, "step": k, "as_of": day},
+                                      tags={"stocktrend.loop": "replay", **(tags or {})}) as run:
+                path = save_checkpoint(ckpt, path)
+                version = registry.register_checkpoint(path, run.info.run_id, name, ckpt["metrics"],
+                                                       description=run_name, ckpt=ckpt, first_takes_production=False)
+            return version, run.info.run_id, path
+
         for k in todo:
             while not opts.search and queue and len(pending) < parallel + 1:  # one ahead keeps every CPU busy
                 j = queue.pop(0)
-                pending[j] = task.remote(cfg, str(steps[j].date()), opts.gate.gate_days, tcfg)
+                pending[j] = task.remote(cfg, str(steps[j].date()), opts.gate.gate_days, opts.gate.val_days, tcfg,
+                                         opts.refit)
             day = str(steps[k].date())
+            refit_version = None
             if opts.search:
                 out = search_step(opts, cfg, day, name, k)
                 version, run_id, path = out["version"], out["run_id"], out["checkpoint"]
             else:
                 out = ray.get(pending.pop(k))
-                run_name = f"{name}-step{k}-{day}"
-                with registry.tracked_run(run_name, {"replay": opts.name, "step": k, "as_of": day},
-                                          tags={"stocktrend.loop": "replay"}) as run:
-                    path = save_checkpoint(out["ckpt"], folder / f"step-{k:03d}" / registry.CHECKPOINT_FILE)
-                    version = registry.register_checkpoint(path, run.info.run_id, name, out["ckpt"]["metrics"],
-                                                           description=run_name, ckpt=out["ckpt"],
-                                                           first_takes_production=(k == 0))
-                run_id = run.info.run_id
+                version, run_id, path = register(out["ckpt"], folder / f"step-{k:03d}" / registry.CHECKPOINT_FILE,
+                                                 f"{name}-step{k}-{day}", k, day)
+                if "refit_ckpt" in out:
+                    out["refit_ckpt"]["extra"]["refit_of"] = version
+                    refit_version, _, rpath = register(out["refit_ckpt"], folder / f"step-{k:03d}" / "refit" /
+                                                       registry.CHECKPOINT_FILE, f"{name}-step{k}-{day}-refit", k,
+                                                       day, {"stocktrend.refit_of": str(version)})
             challenger = Predictor.load(path)
             models[version] = challenger
+            dates = pd.DatetimeIndex(out["panel"].meta["date"].unique()).sort_values()
+            w0, _ = gate_window(dates, cfg.horizon, opts.gate.gate_days)
+            seen = {f"step {k}'s {seg} segment": tuple(challenger.ckpt["segment_dates"][seg]) for seg in ("train",
+                                                                                                          "val")}
+            problems = check_before_window(seen, w0, dates, cfg.horizon)
+            if problems:  # the split code guarantees this; a failure here is a bug, never a promotion
+                raise RuntimeError(f"gate rule broken: {'; '.join(problems)}")
             rec = {"day": day, "version": version, "run_id": run_id, "checkpoint": str(path),
                    "train_seconds": out["seconds"], "data_seconds": out["seconds_data"]}
-            if k == 0:
-                rec.update(decision="first model", gated=version, always=version, never=version)
+            if refit_version is not None:
+                rec["refit"] = refit_version
+            prev = state.steps[str(k - 1)] if k else None
+            champ = int(prev["gated"]) if prev else ABSTAIN
+            gate_report, md = gate_challenger(models[champ] if champ != ABSTAIN else None,
+                                              f"v{champ}" if champ != ABSTAIN else "none", challenger, f"v{version}",
+                                              run_id, out["panel"], out["data_config"], out["bounds"], opts.gate,
+                                              name, folder / f"step-{k:03d}", day)
+            rec["gate"] = {"passed": gate_report.passed, "champion": champ,
+                           "metrics": {w: gate_report.metrics[w] for w in ("champion", "challenger")
+                                       if w in gate_report.metrics},
+                           "failures": gate_report.failures, "window": gate_report.window}
+            passed = gate_report.passed
+            rec.update(gated=version if passed else champ, always=version,
+                       never=int(state.steps["0"]["never"]) if k else version)
+            if opts.refit:
+                rec["gated-refit"] = refit_version if passed else (int(prev["gated-refit"]) if prev else ABSTAIN)
+            # The replay registry's aliases follow the chosen policy, through the loop's own alias step.
+            current = registry.aliases(name).get(registry.ALIAS)
+            target = rec["gated-refit"] if opts.policy == "gated-refit" else version
+            mode = {"gated": "enabled", "gated-refit": "enabled", "always": "off"}.get(opts.policy,
+                                                                                    "off" if k == 0 else None)
+            if mode:
+                decision, _, _ = decide(name, gate_report, mode, current, target if passed or mode == "off"
+                                        else version, challenger_alias=version, by=f"replay --policy {opts.policy}")
             else:
-                prev = state.steps[str(k - 1)]
-                champ = int(prev["gated"])
-                gate_report, md = gate_challenger(models[champ], champ, challenger, version, run_id,
-                                                  out["panel"], out["data_config"], out["bounds"], opts.gate, name,
-                                                  folder / f"step-{k:03d}", day)
-                rec["gate"] = {"passed": gate_report.passed, "champion": champ,
-                               "metrics": {w: gate_report.metrics[w] for w in ("champion", "challenger")},
-                               "failures": gate_report.failures, "window": gate_report.window}
-                rec.update(gated=version if gate_report.passed else champ, always=version,
-                           never=int(state.steps["0"]["never"]))
-                # The replay registry's aliases follow the chosen policy, through the loop's own alias step.
-                current = registry.aliases(name).get(registry.ALIAS)
-                mode = {"gated": "enabled", "always": "off"}.get(opts.policy)
-                if mode:
-                    decision, _, _ = decide(name, gate_report, mode, current, version)
-                else:
-                    with registry.alias_lock(name):
-                        registry.set_alias(name, registry.CHALLENGER_ALIAS, version)
-                    decision = "kept (policy never)"
-                rec["decision"] = decision
+                with registry.alias_lock(name):
+                    registry.set_alias(name, registry.CHALLENGER_ALIAS, version)
+                decision = "kept (policy never)"
+            if k == 0:
+                decision = f"first model: {'passed the floors' if passed else 'FAILED the floors (gated abstains)'}"
+            rec["decision"] = decision
             state.steps[str(k)] = rec
             state.save()
             out = None  # the panel can go
             elapsed = time.perf_counter() - t0
             n_done = len([x for x in todo if str(x) in state.steps and "decision" in state.steps[str(x)]])
-            gate_txt = ""
-            if "gate" in rec:
-                g = rec["gate"]
-                key = next(iter(g["metrics"]["challenger"]))
-                gate_txt = (f"; gate vs v{g['champion']}: {'PASS' if g['passed'] else 'FAIL'} ({key} "
-                            f"{g['metrics']['challenger'][key]:.3f} vs {g['metrics']['champion'][key]:.3f})")
-            say(f"  step {k + 1}/{len(steps)} {day}: v{version} trained ({rec['train_seconds']:.0f} s){gate_txt} -> "
-                f"{rec['decision']}; production: gated v{rec['gated']}, always v{rec['always']}, never "
-                f"v{rec['never']}; elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s, left ~"
-                f"{_eta(n_done, len(todo), elapsed)}")
+            g = rec["gate"]
+            key = next(iter(g["metrics"]["challenger"]), None)
+            vs = f" vs {g['metrics']['champion'][key]:.3f}" if key and "champion" in g["metrics"] else ""
+            gate_txt = (f"; gate vs {'v' + str(champ) if champ else 'floors'}: {'PASS' if passed else 'FAIL'}"
+                        + (f" ({key} {g['metrics']['challenger'][key]:.3f}{vs})" if key else ""))
+            pols = ", ".join(f"{p} v{rec[p]}" for p in POLICIES if p in rec)
+            say(f"  step {k + 1}/{len(steps)} {day}: v{version}{f' (+ refit v{refit_version})' if refit_version else ''}"
+                f" trained ({rec['train_seconds']:.0f} s){gate_txt} -> {rec['decision']}; production: {pols}; "
+                f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s, left ~{_eta(n_done, len(todo), elapsed)}")
     say(f"steps done in {time.perf_counter() - t0:.0f} s; scoring the served days and writing the report")
     init_ray(opts.address)
     result = report(opts, cfg, steps, span, state, say)

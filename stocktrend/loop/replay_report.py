@@ -22,9 +22,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from stocktrend.platform.evaluation.cross_section import MIN_NAMES, daily_ic, ic_summary, long_short, score_of
+from stocktrend.platform.evaluation.cross_section import (MIN_NAMES, daily_ic, ic_summary, long_short, newey_west_se,
+                                                       newey_west_t, score_of)
 
-POLICY_NAMES = ("gated", "always", "never")
+POLICY_NAMES = ("gated", "gated-refit", "always", "never")
+ABSTAIN = 0  # the version "served" on days a policy has no model that passed the gate's floors
 
 
 def registry_name(name: str) -> str:
@@ -40,7 +42,8 @@ def serving_plan(steps: list[pd.Timestamp], span: pd.DatetimeIndex, state) -> pd
         rec = state.steps[str(k)]
         for d in span[(span >= day) & (span < hi)]:
             for p in POLICY_NAMES:
-                rows.append({"date": d, "policy": p, "version": int(rec[p]), "step": k})
+                if rec.get(p) is not None:  # gated-refit: only in replays that refit
+                    rows.append({"date": d, "policy": p, "version": int(rec[p]), "step": k})
     return pd.DataFrame(rows)
 
 
@@ -93,24 +96,19 @@ def truth(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out, u
 
 
-def _nw_se(x: np.ndarray, lags: int) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    if n < 3:
-        return float("nan")
-    d = x - x.mean()
-    s = d @ d / n
-    for lag in range(1, min(lags, n - 1) + 1):
-        s += 2 * (1 - lag / (lags + 1)) * (d[lag:] @ d[:-lag]) / n
-    return float(np.sqrt(s / n)) if s > 0 else float("nan")
+def direction_threshold(label_kind: str) -> float:
+    """The score at or above which a prediction says "up": P(Alcista) >= 0.5 for the two-class labels; 0 for the
+    3-class score (P(Alcista) - P(Bajista)) and for value labels (a return, an excess return, a rank)."""
+    return 0.5 if label_kind in ("binary", "excess") else 0.0
 
 
-def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: bool, panel: bool
-                   ) -> dict[str, Any]:
-    """Realised figures of one policy's (or baseline's) served scores."""
+def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: bool, panel: bool,
+                   threshold: float = 0.0, days: pd.DatetimeIndex | None = None) -> dict[str, Any]:
+    """Realised figures of one policy's (or baseline's) served scores. ``neutral``: the direction that counts is the
+    excess return's (market-neutral labels). ``days``: every day the policy answered; a day it abstained (no model
+    passed the floors yet) counts as a rank IC of 0."""
     f = frame.dropna(subset=["fwd"])
     target = f["excess"] if neutral else f["fwd"]
-    threshold = 0.5 if f["score"].between(0, 1).all() and f["score"].nunique() > 2 else 0.0
     hits = (f["score"] >= threshold) == (target >= 0)
     out: dict[str, Any] = {"days": int(f["date"].nunique()), "predictions": int(len(f)),
                            "hit_rate": float(hits.mean()) if len(f) else float("nan")}
@@ -118,13 +116,18 @@ def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: 
     if panel:
         ic = daily_ic(f)
         s = ic_summary(ic, horizon)
-        out.update(ic=s["ic_mean"], ic_t=s["ic_t"], rank_ic=s["rank_ic_mean"], rank_ic_t=s["rank_ic_t"],
-                   daily_rank_ic=ic.set_index("date")["rank_ic"])
+        daily = ic.set_index("date")["rank_ic"]
+        if days is not None and len(days) > len(daily):
+            daily = daily.reindex(pd.DatetimeIndex(days), fill_value=0.0)
+        lags = max(0, horizon - 1)
+        mean, se = (float(daily.mean()) if len(daily) else float("nan")), newey_west_se(daily.to_numpy(), lags)
+        out.update(ic=s["ic_mean"], ic_t=s["ic_t"], rank_ic=mean, rank_ic_t=newey_west_t(daily.to_numpy(), lags),
+                   rank_ic_ci=(mean - 1.96 * se, mean + 1.96 * se), daily_rank_ic=daily)
         ls, hold = long_short(frame.dropna(subset=["ret1"]), cost_bps)
         lo, _ = long_short(frame.dropna(subset=["ret1"]), cost_bps, long_only=True)
     else:
         out.update(ic=float("nan"), ic_t=float("nan"), rank_ic=float("nan"), rank_ic_t=float("nan"),
-                   daily_rank_ic=pd.Series(dtype=float))
+                   rank_ic_ci=(float("nan"), float("nan")), daily_rank_ic=pd.Series(dtype=float))
         from stocktrend.platform.evaluation.metrics import backtest_stats
         g = frame.dropna(subset=["ret1"]).sort_values("date")
         pos = (g["score"] >= threshold).to_numpy(dtype=float)
@@ -142,7 +145,7 @@ def verdict(gated: dict, never: dict, horizon: int, panel: bool) -> tuple[str, d
     diff = (a - b).dropna().to_numpy()
     if len(diff) < 3:
         return f"not enough days to compare gated with never on realised {what}", {}
-    mean, se = float(diff.mean()), _nw_se(diff, max(0, horizon - 1))
+    mean, se = float(diff.mean()), newey_west_se(diff, max(0, horizon - 1))
     lo, hi = mean - 1.96 * se, mean + 1.96 * se
     if lo > 0:
         word = "gated retraining BEAT never retraining"
@@ -165,7 +168,7 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
     models = {int(r["version"]): (r["checkpoint"], f"{name}@{r['version']}") for r in state.steps.values()}
     u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe, as_of=span[-1])
     jobs = []
-    for (step, version), g in plan.groupby(["step", "version"]):
+    for (step, version), g in plan[plan["version"] != ABSTAIN].groupby(["step", "version"]):
         jobs.append((str(g["date"].min().date()), str(g["date"].max().date()), int(version)))
     from stocktrend.platform.registry.checkpoint import read_checkpoint
     fc = read_checkpoint(models[min(models)][0])["feature_config"]
@@ -181,16 +184,23 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
     scored["date"] = pd.to_datetime(scored["date"])
     outcomes, _ = truth(cfg)
     panel = len(u.tickers) >= MIN_NAMES
-    neutral = cfg.label_kind in ("excess", "excess_regression", "rank")
+    from stocktrend.platform.data.labels import LabelKind
+    neutral = LabelKind(cfg.label_kind).cross_sectional
+    threshold = direction_threshold(cfg.label_kind)
+    known = set(outcomes.dropna(subset=["fwd"])["date"])
     results, frames = {}, {}
     for p in POLICY_NAMES:
         served = plan[plan["policy"] == p][["date", "version"]]
+        if served.empty:
+            continue
         f = scored.merge(served, on=["date", "version"]).merge(outcomes, on=["ticker", "date"], how="left")
         frames[p] = f
-        results[p] = policy_metrics(f, cfg.horizon, opts.cost_bps, neutral, panel)
+        answered = pd.DatetimeIndex(sorted(d for d in served["date"].unique() if d in known))
+        results[p] = policy_metrics(f, cfg.horizon, opts.cost_bps, neutral, panel, threshold, answered)
     days = frames["never"][["ticker", "date"]]
     mom = days.merge(outcomes, on=["ticker", "date"], how="left").assign(score=lambda d: d["momentum"])
-    results["momentum"] = policy_metrics(mom.dropna(subset=["score"]), cfg.horizon, opts.cost_bps, neutral, panel)
+    results["momentum"] = policy_metrics(mom.dropna(subset=["score"]), cfg.horizon, opts.cost_bps, neutral, panel,
+                                         0.0)
     served = pd.concat([f.assign(policy=p) for p, f in frames.items()], ignore_index=True)
     line, ci = verdict(results["gated"], results["never"], cfg.horizon, panel)
     from stocktrend.platform.data.cache import default_home
@@ -201,7 +211,8 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
     md = write_markdown(opts, steps, state, results, line, plan, folder)
     png = plot(results, plan, folder)
     headline = {p: {k: (v.sharpe if hasattr(v, "sharpe") else v) for k, v in r.items()
-                    if k in ("rank_ic", "rank_ic_t", "ic", "hit_rate", "long_short", "long_only", "days")}
+                    if k in ("rank_ic", "rank_ic_t", "rank_ic_ci", "ic", "hit_rate", "long_short", "long_only",
+                             "days")}
                 for p, r in results.items()}
     (folder / "replay.json").write_text(json.dumps({"verdict": line, "verdict_ci": ci, "policies": headline},
                                                    indent=2, default=float))
@@ -211,9 +222,10 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
         mlflow.log_artifacts(str(folder))
         mlflow.log_metrics({f"{p}_{k}": float(v) for p, r in headline.items() for k, v in r.items()
                             if isinstance(v, (int, float)) and np.isfinite(v)})
-    for p in (*POLICY_NAMES, "momentum"):
+    for p in results:
         r = results[p]
-        say(f"realised {p}: rank IC {r['rank_ic']:.3f} (t {r['rank_ic_t']:.1f}), hit rate {r['hit_rate']:.3f}, "
+        lo, hi = r["rank_ic_ci"]
+        say(f"realised {p}: rank IC {r['rank_ic']:.3f} (t {r['rank_ic_t']:.1f}, 95% {lo:+.3f} .. {hi:+.3f}), hit rate {r['hit_rate']:.3f}, "
             f"long-short Sharpe {r['long_short'].sharpe:.2f}, long-only Sharpe {r['long_only'].sharpe:.2f} "
             f"(equal-weight hold {r['hold'].sharpe:.2f})")
     say(f"verdict: {line}")
@@ -234,7 +246,7 @@ def write_markdown(opts, steps, state, results, line, plan, folder: Path) -> Pat
             key = next(iter(g["metrics"]["challenger"]))
             lines.append(f"| {k + 1} | {r['day']} | v{r['version']} | v{g['champion']} | "
                          f"{'pass' if g['passed'] else 'fail'} | {key} {g['metrics']['challenger'][key]:.3f} | "
-                         f"{g['metrics']['champion'][key]:.3f} | v{r['gated']} |")
+                         f"{g['metrics'].get('champion', {}).get(key, float('nan')):.3f} | v{r['gated']} |")
         else:
             lines.append(f"| {k + 1} | {r['day']} | v{r['version']} | | first model | | | v{r['gated']} |")
     tenure = plan[plan["policy"] == "gated"].groupby("version")["date"].agg(["min", "max", "count"])
@@ -244,7 +256,8 @@ def write_markdown(opts, steps, state, results, line, plan, folder: Path) -> Pat
               "| | days | rank IC (t) | IC (t) | hit rate | long-short Sharpe | long-short annual | long-only Sharpe | "
               "equal-weight hold Sharpe |", "|---|---|---|---|---|---|---|---|---|"]
     for p, r in results.items():
-        lines.append(f"| {p} | {r['days']} | {r['rank_ic']:.4f} ({r['rank_ic_t']:.2f}) | {r['ic']:.4f} "
+        lines.append(f"| {p} | {r['days']} | {r['rank_ic']:.4f} ({r['rank_ic_t']:.2f}; 95% {r['rank_ic_ci'][0]:+.3f} .. "
+                     f"{r['rank_ic_ci'][1]:+.3f}) | {r['ic']:.4f} "
                      f"({r['ic_t']:.2f}) | {r['hit_rate']:.3f} | {r['long_short'].sharpe:.2f} | "
                      f"{r['long_short'].annual_return:+.1%} | {r['long_only'].sharpe:.2f} | {r['hold'].sharpe:.2f} |")
     lines += ["", f"**Verdict:** {line}", ""]

@@ -6,10 +6,17 @@
    search over the champion's kind instead (its trials see the same split) and takes its best trial.
 2. The challenger is registered (no alias yet) and the gate compares it with the champion on the window
    (``stocktrend.loop.gate``); the report is printed and logged as an artifact of the challenger's MLflow run.
-3. At the end, in one step under the registry lock: ``challenger`` points at the new version and, if the gate
-   passed, ``production`` moves to it (the old holder becomes ``previous_production``) as a compare-and-set against
-   the champion the gate compared with. A retrain that fails or is killed before this step leaves every alias as it
-   was; two retrains that finish at once cannot both move ``production`` (the second sees it moved and keeps).
+3. ``--refit``: when the gate passed, the same configuration is trained again for the gated version's epoch count
+   (gbm: its number of trees) on every labelled day through the as-of day, registered as its own version with
+   lineage to the gated one (tag ``stocktrend.refit_of``), and that version is promoted: the served model's
+   staleness drops from the gate split's (the window, the validation block and the purges) to none.
+4. At the end, in one step under the registry lock (``stocktrend.loop.door.decide``): ``challenger`` points at the
+   gated version and, if the gate passed, ``production`` moves (the old holder becomes ``previous_production``) as a
+   compare-and-set against the champion the gate compared with. A retrain that fails or is killed before this step
+   leaves every alias as it was; two retrains that finish at once cannot both move ``production``.
+
+Staleness: trading days between the challenger's last training label and the as-of day, printed, in the gate report
+and on the registered version (tag ``stocktrend.staleness_days``); at most ``staleness_bound`` for a gate split.
 
 Exit codes (CLI): 0 promoted (or would be, with ``--gate dry-run``), 3 the champion was kept, 2 user error, 1 failure.
 """
@@ -17,22 +24,22 @@ Exit codes (CLI): 0 promoted (or would be, with ``--gate dry-run``), 3 the champ
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
-from stocktrend.loop.gate import GateOptions, GateReport, run_gate, window_frame, write_report
-from stocktrend.platform.data.sources import DataValidationError, as_of_day
-from stocktrend.platform.data.splits import check_before_window, gate_boundaries, gate_window
+from stocktrend.loop.door import KEPT, PROMOTED, REFIT_TAG, GateRefusal, decide, gate_challenger, regression_of, stand_in
+from stocktrend.loop.gate import GateOptions, GateReport, refused, write_report
+from stocktrend.loop.panel import load_panel
+from stocktrend.platform.data.sources import DataValidationError
+from stocktrend.platform.data.splits import (check_before_window, gate_boundaries, gate_window, refit_boundaries,
+                                             staleness, staleness_bound)
 
 log = logging.getLogger(__name__)
-
-PROMOTED, KEPT = 0, 3
+__all__ = ["KEPT", "PROMOTED", "RetrainOptions", "RetrainOutcome", "retrain", "load_panel"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class RetrainOptions:
     workers: int = 0  # > 0: Ray Train with this many workers (torch models)
     address: str | None = None
     report_dir: str | None = None  # default $STOCKTREND_HOME/reports/gate-<name>-v<challenger>
+    refit: bool = False  # after a pass: retrain on every labelled day through the as-of day, promote that version
 
 
 @dataclass
@@ -62,6 +70,8 @@ class RetrainOutcome:
     seconds: float
     as_of: str
     reason: str = ""
+    staleness: dict[str, Any] = field(default_factory=dict)
+    refit: int | None = None  # the refit version, when --refit trained one
 
 
 def _champion(name: str):
@@ -85,48 +95,12 @@ def _data_config(champion, opts: RetrainOptions):
     return cfg
 
 
-def load_panel(cfg, as_of: str | None):
-    """The universe as of the day (checked against the data's range) and its features, once for the whole retrain."""
-    from stocktrend.platform.data.cache import load_or_build_panel
-    from stocktrend.platform.data.features import feature_set
-    from stocktrend.platform.data.universes import load_universe
-    full = load_universe(cfg.data_dir, list(cfg.tickers) or None, list(cfg.market) if cfg.market is not None else
-                         None, list(cfg.indicators), universe=cfg.universe, as_of=as_of)
-    if as_of is not None:
-        first, last = full.date_range()
-        day = as_of_day(as_of)
-        if day > last + pd.Timedelta(days=7) or day < first:
-            # The cut loads nothing after the day; a day past the end shows as a last bar far before it.
-            raise DataValidationError(f"--as-of {day.date()} is outside the data ({first.date()} .. {last.date()})")
-    panel = load_or_build_panel(full, feature_set(cfg.features), use_cache=as_of is None)
-    return full, panel
-
-
 def _check_universe(champion, universe) -> None:
     trained = set(champion.ckpt["tickers"])
     unknown = sorted(set(universe.tickers) - trained)
     if unknown:
         raise DataValidationError(f"the champion was not trained for these tickers: {', '.join(unknown[:8])} (it "
                                   f"knows {', '.join(sorted(trained)[:8])}); retrain on its own universe")
-
-
-def _regression(pred) -> bool:
-    return pred.task == "regression"
-
-
-def _outputs(pred, data) -> np.ndarray:
-    """A model's output matrix on the window, reduced to what the gate scores (class probabilities, or the return)."""
-    out, _ = pred.predict_proba(data.windows(data.samples["test"]))
-    return out[:, :1] if _regression(pred) else out[:, :len(pred.class_names)]
-
-
-def _baselines(data, regression: bool) -> dict[str, np.ndarray]:
-    if regression:
-        from stocktrend.platform.evaluation.regression import regression_baselines
-        return {k: np.asarray(v, dtype=np.float64)[:, None] for k, v in regression_baselines(data).items()
-                if k != "gradient_boosting"}
-    from stocktrend.platform.evaluation.metrics import baseline_probabilities
-    return {k: v for k, v in baseline_probabilities(data).items() if k != "gradient_boosting"}
 
 
 def train_challenger(champion, data, opts: RetrainOptions, name: str, as_of: str, say) -> tuple[int, str, Any]:
@@ -170,11 +144,41 @@ def search_challenger(champion, panel, data_cfg, bounds, opts: RetrainOptions, n
     return int(res["version"]), info["run_id"], Predictor.load(path)
 
 
+def refit_challenger(gated, gated_version: int, panel, data_cfg, opts: RetrainOptions, name: str, as_of: str, say
+                     ) -> tuple[int, Any]:
+    """The gated version's configuration and epoch count, trained on every labelled day through the as-of day;
+    registered with lineage to the gated version (no alias). Returns (version, Predictor)."""
+    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.evaluation.retrain import config_for_columns, retrain_config
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.training.jobs import train_job
+    dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
+    data = prepare(panel, data_cfg, refit_boundaries(dates, data_cfg.horizon, opts.gate.gate_days))
+    epochs = max(int(gated.ckpt.get("metrics", {}).get("best_epoch", 0)), 0) + 1
+    tcfg = replace(retrain_config(gated, None), epochs=epochs, patience=0)
+    say(f"refit        : v{gated_version}'s configuration, {epochs} epoch(s), on every labelled day "
+        f"{' .. '.join(data.date_range('train'))}")
+    out = train_job(data.config, tcfg, model_name=name, data=data, model_config=config_for_columns(gated, data),
+                    first_takes_production=False, run_name=f"refit-{name}-v{gated_version}-{as_of}",
+                    tags={"stocktrend.loop": "refit", "stocktrend.as_of": as_of, REFIT_TAG: str(gated_version)},
+                    extra={"refit_of": gated_version})
+    registry.client().set_model_version_tag(name, str(out.version), REFIT_TAG, str(gated_version))
+    return out.version, Predictor.load(out.checkpoint_path)
+
+
+def _staleness(pred, dates, horizon: int, as_of: str) -> dict[str, Any]:
+    days, label_end = staleness(dates, pred.ckpt["segment_dates"]["train"][1], horizon, as_of)
+    return {"days": days, "last_label": str(label_end.date()), "as_of": as_of}
+
+
 def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> RetrainOutcome:
     """Retrain, gate, promote or keep. Raises user errors (DataValidationError, RegistryError, ValueError)."""
+    from stocktrend.loop.score import comparable
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.data.dataset import prepare
-    from stocktrend.loop.score import comparable
+    from stocktrend.platform.evaluation.cross_section import MIN_NAMES
+    from stocktrend.platform.registry import mlflow_registry as registry
     opts.gate.check()
     t0 = time.perf_counter()
     champ_version, champion = _champion(opts.model)
@@ -183,16 +187,26 @@ def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> Retrain
     data_cfg = _data_config(champion, opts)
     universe, panel = load_panel(data_cfg, opts.as_of)
     _check_universe(champion, universe)
+    opts.gate.check_for(regression_of(champion), len(universe.tickers) >= MIN_NAMES)  # before any training
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
     as_of = str(dates[-1].date())
-    bounds = gate_boundaries(dates, data_cfg.horizon, opts.gate.gate_days, data_cfg.fractions[1])
-    w0, w1 = gate_window(dates, data_cfg.horizon, opts.gate.gate_days)
-    seen = {f"the champion's {seg} segment": tuple(champion.ckpt["segment_dates"][seg]) for seg in ("train", "val")
-            if seg in champion.ckpt.get("segment_dates", {})}
-    problems = check_before_window(seen, w0, dates, data_cfg.horizon)
-    if problems:
-        raise DataValidationError(f"the gate window {w0.date()} .. {w1.date()} holds days the champion saw: "
-                                  f"{'; '.join(problems)}; retrain with a later --as-of or a smaller --gate-days")
+    h = data_cfg.horizon
+    bounds = gate_boundaries(dates, h, opts.gate.gate_days, opts.gate.val_days)
+    w0, w1 = gate_window(dates, h, opts.gate.gate_days)
+    folder = Path(opts.report_dir) if opts.report_dir else None
+    notes: list[str] = []
+    judged = None
+    try:
+        judged_version, judged, note = stand_in(opts.model, champ_version, champion, w0, dates, h, "champion")
+        notes += [note] if note else []
+    except GateRefusal as exc:
+        if opts.gate.mode != "off":
+            report = refused(opts.gate, f"v{champ_version}", "none", str(exc))
+            md, _ = write_report(report, folder or default_home() / "reports" / f"gate-{opts.model}-refused")
+            for line in report.table():
+                say(line)
+            return RetrainOutcome("kept", KEPT, champ_version, 0, report, md, time.perf_counter() - t0, as_of)
+        notes.append(f"{exc} (not checked: --gate off)")
     data_cfg = replace(data_cfg, as_of=opts.as_of)
     data = prepare(panel, data_cfg, bounds)
     if opts.search:
@@ -203,67 +217,33 @@ def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> Retrain
     say(f"challenger   : version {version} (run {run_id})")
     comparable(champion, challenger)
     seen = {f"the challenger's {seg} segment": tuple(challenger.ckpt["segment_dates"][seg]) for seg in ("train", "val")}
-    problems = check_before_window(seen, w0, dates, data_cfg.horizon)
+    problems = check_before_window(seen, w0, dates, h)
     if problems:  # the split code guarantees this; a failure here is a bug, never a promotion
         raise RuntimeError(f"gate rule broken: {'; '.join(problems)}")
-
-    folder = Path(opts.report_dir) if opts.report_dir else default_home() / "reports" / f"gate-{opts.model}-v{version}"
-    report, md = gate_challenger(champion, champ_version, challenger, version, run_id, panel, data_cfg, bounds,
-                                 opts.gate, opts.model, folder, as_of)
+    stale = _staleness(challenger, dates, h, as_of)
+    bound = staleness_bound(opts.gate.gate_days, opts.gate.val_days, challenger.seq_len, h, data_cfg.embargo)
+    stale["bound"] = bound
+    registry.client().set_model_version_tag(opts.model, str(version), "stocktrend.staleness_days", str(stale["days"]))
+    say(f"staleness    : {stale['days']} trading days between v{version}'s last training label ({stale['last_label']})"
+        f" and {as_of} (bound {bound}: window {opts.gate.gate_days} + validation {opts.gate.val_days} + purge "
+        f"{challenger.seq_len + data_cfg.embargo} + 2 x horizon {h})")
+    folder = folder or default_home() / "reports" / f"gate-{opts.model}-v{version}"
+    report, md = gate_challenger(judged, f"v{judged_version}" if judged is not None else "unchecked", challenger,
+                                 f"v{version}", run_id, panel, data_cfg, bounds, opts.gate, opts.model, folder,
+                                 as_of, notes, stale)
     for line in report.table():
         say(line)
-    decision, code, reason = decide(opts.model, report, opts.gate.mode, champ_version, version)
+    target, refit_version = version, None
+    if opts.refit and opts.gate.mode != "dry-run" and (report.passed or opts.gate.mode == "off"):
+        refit_version, refit = refit_challenger(challenger, version, panel, data_cfg, opts, opts.model, as_of, say)
+        rstale = _staleness(refit, dates, h, as_of)
+        registry.client().set_model_version_tag(opts.model, str(refit_version), "stocktrend.staleness_days",
+                                                str(rstale["days"]))
+        say(f"staleness    : {rstale['days']} trading days for the refit v{refit_version} (last training label "
+            f"{rstale['last_label']})")
+        stale = {**stale, "refit": rstale}
+        target = refit_version
+    decision, code, reason = decide(opts.model, report, opts.gate.mode, champ_version, target,
+                                    challenger_alias=version, by="stocktrend retrain --gate off")
     return RetrainOutcome(decision, code, champ_version, version, report, md, time.perf_counter() - t0, as_of,
-                          reason)
-
-
-def gate_challenger(champion, champ_version: int, challenger, version: int, run_id: str | None, panel, data_cfg,
-                    bounds, gopts: GateOptions, name: str, folder: Path, as_of: str) -> tuple[GateReport, Path]:
-    """Score champion, challenger and the baselines on the gate window of ``panel`` and judge the challenger with
-    MLflow (a ``gate-...`` run with the evaluations nested); the report also lands on the challenger's run."""
-    import mlflow
-
-    from stocktrend.platform.data.dataset import prepare
-    from stocktrend.platform.registry import mlflow_registry as registry
-    regression = _regression(challenger)
-    data = prepare(panel, replace(data_cfg, sequence_length=challenger.seq_len, top_k=challenger.data_config.top_k),
-                   bounds)
-    chall_data = data.with_transforms(challenger.transforms)
-    champ_data = prepare(panel, replace(champion.data_config, as_of=data_cfg.as_of, data_dir=data_cfg.data_dir,
-                                        universe=data_cfg.universe), bounds).with_transforms(champion.transforms)
-    frames = {"champion": window_frame(champ_data, _outputs(champion, champ_data), regression),
-              "challenger": window_frame(chall_data, _outputs(challenger, chall_data), regression)}
-    baselines = {k: window_frame(data, v, regression) for k, v in _baselines(data, regression).items()}
-    with registry.tracked_run(f"gate-{name}-v{version}", {"champion": champ_version, "challenger": version,
-                                                          "as_of": as_of, **{f"gate.{k}": v for k, v in
-                                                                             vars(gopts).items()}},
-                              tags={"stocktrend.loop": "gate"}):
-        report = run_gate(gopts, frames["champion"], frames["challenger"], baselines, regression,
-                          len(challenger.class_names), f"v{champ_version}", f"v{version}")
-        md, js = write_report(report, folder)
-        mlflow.log_artifact(str(md))
-        mlflow.log_artifact(str(js))
-    if run_id:
-        with mlflow.start_run(run_id=run_id):  # the report also lands on the challenger's own run
-            mlflow.log_artifact(str(md), "gate")
-            mlflow.log_artifact(str(js), "gate")
-            mlflow.log_metrics({f"gate_{k}": v for k, v in report.metrics["challenger"].items() if np.isfinite(v)})
-            mlflow.set_tag("stocktrend.gate", "pass" if report.passed else "fail")
-    return report, md
-
-
-def decide(name: str, report: GateReport, mode: str, champ_version: int, version: int) -> tuple[str, int, str]:
-    """The alias step, at the very end and under the registry lock: ``challenger`` points at the new version and, on a
-    pass (or with the gate off), ``production`` moves as a compare-and-set against the champion. Returns (decision,
-    exit code, reason)."""
-    from stocktrend.platform.registry import mlflow_registry as registry
-    if mode == "dry-run":
-        return ("dry-run: would promote", PROMOTED, "") if report.passed else ("dry-run: would keep", KEPT, "")
-    if report.passed or mode == "off":
-        moved = registry.promote(name, version, expected=champ_version, also={registry.CHALLENGER_ALIAS: version})
-        if moved["changed"]:
-            return ("promoted" if mode == "enabled" else "promoted (gate off)"), PROMOTED, ""
-        return "kept", KEPT, moved.get("reason", "")
-    with registry.alias_lock(name):
-        registry.set_alias(name, registry.CHALLENGER_ALIAS, version)
-    return "kept", KEPT, ""
+                          reason, stale, refit_version)

@@ -64,7 +64,7 @@ def print_summary(res: dict[str, Any], opts: SearchOptions) -> None:
     print(f"best config: {res['best_config']}")
     if res["version"]:
         print(f"registered: {opts.model_name} version {res['version']}"
-              + (" (promoted to production)" if opts.promote else ""))
+              + (" (offered to production through the gate)" if opts.promote else ""))
 
 
 def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOptions, panel, data_config, out_dir,

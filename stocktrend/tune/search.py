@@ -10,7 +10,8 @@ rebuilds labels/split/transforms/windows for its own sequence length and top-K.
 The Optuna study lives in SQLite (``$STOCKTREND_HOME/optuna.db`` by default; optuna-dashboard can open it), the Tune
 experiment under ``$STOCKTREND_HOME/tune/<name>``: rerunning the same command (same ``--name``) resumes an interrupted
 search. At the end every trial becomes an MLflow run nested under the search run, the trial table is printed and saved
-(CSV + Parquet), and the best trial's checkpoint is registered (``--promote`` sets ``production``).
+(CSV + Parquet), and the best trial's checkpoint is registered (``--promote``: offered to ``production`` through the
+gate of ``stocktrend models promote``; only the ``stocktrend tune`` entry point has that door).
 
 Console: one line per trial event and the final table; ``--verbose`` shows Ray's own table and logs. Ctrl-C ends the
 search (Tune saves its state), writes the table of the trials so far and exits 130; the same command resumes it.
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -264,8 +265,6 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     version, path = register_best(grid, best, best_ckpt, table, opts, panel, data_config, out_dir,
                                   result["best_config"], bounds)
     result.update(version=version, checkpoint=str(path))
-    if opts.promote:
-        registry.promote(opts.model_name, version)
     return result
 
 
@@ -307,7 +306,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--storage", default=None, help="Tune/Train storage: local dir or URI shared by all nodes")
     ap.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default sqlite in $STOCKTREND_HOME)")
     ap.add_argument("--model-name", default=d.model_name)
-    ap.add_argument("--promote", action="store_true", help="set the production alias on the best trial's version")
+    ap.add_argument("--promote", action="store_true", help="offer the best trial's version to production through the "
+                    "gate (stocktrend models promote: judged against production on days neither saw)")
     ap.add_argument("--no-register", action="store_true")
     ap.add_argument("--address", default=None, help="Ray cluster to join (host:port, ray://host:port, or auto = the "
                     "running local cluster); default $RAY_ADDRESS, else a private local instance")
@@ -342,10 +342,17 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          max_failures=max(0, a.max_failures), verbose=a.verbose)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, promote: Callable[[str, int], int] | None = None) -> int:
+    """``promote(name, version) -> exit code``: the door into production (``stocktrend tune`` passes the gated one
+    of ``stocktrend.loop.door``; this layer cannot import it)."""
     from stocktrend.platform import console
     from stocktrend.platform.training.distributed import shutdown_ray
     opts = parse_args(argv)
+    if opts.promote and promote is None:
+        print("error: --promote goes through the gate: run the search as `stocktrend tune ... --promote` (or "
+              "`python -m stocktrend tune ...`), or promote the registered version later with `stocktrend models "
+              "promote NAME VERSION`", file=sys.stderr)
+        return 2
     console.setup("tune", opts.verbose)
     try:
         res = run_search(opts)
@@ -363,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print_summary(res, opts)
     shutdown_ray()
+    if opts.promote and res.get("version"):
+        return promote(opts.model_name, int(res["version"]))
     return 0
 
 

@@ -17,7 +17,7 @@ def test_a_gate_split_keeps_every_training_and_validation_label_before_the_windo
     cfg = DataConfig(horizon=horizon, sequence_length=seq, top_k=8)
     probe = build_dataset(cfg, universe=u, use_cache=False)
     dates = pd.DatetimeIndex(np.unique(probe.dates))
-    bounds = gate_boundaries(dates, horizon, gate_days, 0.1)
+    bounds = gate_boundaries(dates, horizon, gate_days, 120)
     data = build_dataset(cfg, universe=u, use_cache=False, bounds=bounds)
     w0, w1 = gate_window(dates, horizon, gate_days)
     test_days = pd.DatetimeIndex(np.unique(data.dates[data.samples["test"]]))
@@ -37,7 +37,7 @@ def test_a_gate_split_keeps_every_training_and_validation_label_before_the_windo
 def test_too_little_data_for_a_window_is_a_clear_error():
     dates = pd.bdate_range("2020-01-01", periods=60)
     with pytest.raises(ValueError, match="cannot hold a 63-day gate window"):
-        gate_boundaries(dates, 5, 63, 0.1)
+        gate_boundaries(dates, 5, 63, 10)
 
 
 def test_promotion_is_a_compare_and_set(tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ class Boundaries:
     val_start: pd.Timestamp
     test_start: pd.Timestamp
     end: pd.Timestamp | None = None
+    refit: bool = False  # train on every labelled day; val and test repeat the days from val_start (in-sample)
 
 
 @dataclass
@@ -81,6 +82,13 @@ def split_ticker(dates: pd.DatetimeIndex, bounds: Boundaries, seq_len: int, hori
     """Apply date boundaries to one ticker's own date axis."""
     val_start, test_start = (int(dates.searchsorted(b)) for b in (bounds.val_start, bounds.test_start))
     stop = None if bounds.end is None else int(dates.searchsorted(bounds.end))
+    if bounds.refit:
+        _validate(seq_len, horizon, embargo)
+        n_labeled = len(dates) - horizon
+        train = np.arange(seq_len - 1, n_labeled, dtype=np.int64)
+        recent = train[train >= val_start]
+        return Split(train, recent, recent.copy(), purged=dict.fromkeys(SEGMENTS, 0),
+                     embargoed=dict.fromkeys(SEGMENTS, 0))
     return split_positions(len(dates), val_start, test_start, stop, seq_len, horizon, embargo)
 
 
@@ -123,26 +131,57 @@ def walk_forward_boundaries(dates: pd.DatetimeIndex, n_folds: int = 5, test_frac
 # The gate window of the daily loop
 # ---------------------------------------------------------------------------------------------------------------------
 
-def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_fraction: float = 0.1) -> Boundaries:
+def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_days: int = 126) -> Boundaries:
     """Boundaries of a retrain whose test segment is the gate window.
 
     The gate window is the last ``gate_days`` labelled days of the data: a sample dated t is labelled once day t +
     ``horizon`` is in the data, so the window ends ``horizon`` days before the data end. The retrained model
-    validates (early-stops) on the ``val_fraction`` of the timeline right before the window and trains on everything
-    before that, with the usual purge and embargo at both boundaries, so no day of its training or validation labels
-    is an input or label day of the window. The champion it is compared with must also have trained and validated
-    before the window: ``check_before_window``.
+    validates (early-stops) on the ``val_days`` trading days right before the window (a fixed length, so that a long
+    history does not push the training data years back) and trains on everything before that, with the usual purge
+    and embargo at both boundaries, so no day of its training or validation labels is an input or label day of the
+    window. The champion it is compared with must also have trained and validated before it: ``check_before_window``.
+    Its staleness (``staleness``) is at most ``staleness_bound``.
     """
     dates = pd.DatetimeIndex(dates).unique().sort_values()
     n = len(dates)
     if gate_days < 1:
         raise ValueError(f"the gate window needs at least 1 day, got {gate_days}")
+    if val_days < 1:
+        raise ValueError(f"the validation block needs at least 1 day, got {val_days}")
     test_pos = n - horizon - gate_days
-    val_days = max(1, int(round(n * val_fraction)))
     if test_pos - val_days < 1:
         raise ValueError(f"{n} days of data cannot hold a {gate_days}-day gate window, a {horizon}-day label horizon "
                          f"and a {val_days}-day validation block before it")
     return Boundaries(dates[test_pos - val_days], dates[test_pos])
+
+
+def refit_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int) -> Boundaries:
+    """Boundaries of a refit: train on every labelled day through the data's end (``refit=True``: no purge, no held-out
+    segment); its validation and test segments are the last ``gate_days`` labelled days again, inside the training
+    data, kept only so that the fitting code has segments to report on (in-sample, never a basis for a decision)."""
+    dates = pd.DatetimeIndex(dates).unique().sort_values()
+    n = len(dates)
+    pos = n - horizon - gate_days
+    if pos < 1:
+        raise ValueError(f"{n} days of data cannot hold a {gate_days}-day window and a {horizon}-day horizon")
+    return Boundaries(dates[pos], dates[pos], refit=True)
+
+
+def staleness_bound(gate_days: int, val_days: int, seq_len: int, horizon: int, embargo: int) -> int:
+    """The most trading days between a gate-split challenger's last training label and the as-of day: the window,
+    the validation block, the purge before the validation block (a window's length plus the embargo) and two
+    horizons (the window's own labels and the last training label's)."""
+    return gate_days + val_days + seq_len + embargo + 2 * horizon
+
+
+def staleness(dates: pd.DatetimeIndex, last_sample_day, horizon: int, as_of=None) -> tuple[int, pd.Timestamp]:
+    """Trading days between a model's last training label day (its last training sample day + ``horizon`` trading
+    days) and the as-of day (default: the last day of ``dates``); and that label day."""
+    dates = pd.DatetimeIndex(dates).unique().sort_values()
+    as_of = dates[-1] if as_of is None else pd.Timestamp(as_of)
+    pos = int(dates.searchsorted(pd.Timestamp(last_sample_day), side="right")) - 1 + horizon
+    label_end = dates[min(max(pos, 0), len(dates) - 1)]
+    return int(((dates > label_end) & (dates <= as_of)).sum()), label_end
 
 
 def gate_window(dates: pd.DatetimeIndex, horizon: int, gate_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:

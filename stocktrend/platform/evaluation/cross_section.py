@@ -36,7 +36,8 @@ def score_of(out: np.ndarray, kind: LabelKind) -> np.ndarray:
     return out[:, -1] - out[:, 0]
 
 
-def _frame(data: PreparedData, rows: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+def prediction_frame(data: PreparedData, rows: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    """One row per sample: day, ticker, score, the realised forward return and the next day's return."""
     close = data.panel.meta["close"].to_numpy()
     ticker_idx = np.searchsorted(data.offsets, rows, side="right") - 1
     end = data.offsets[ticker_idx + 1]
@@ -58,8 +59,9 @@ def daily_ic(frame: pd.DataFrame, min_names: int = MIN_NAMES) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["date", "ic", "rank_ic", "n"])
 
 
-def newey_west_t(x: np.ndarray, lags: int) -> float:
-    """t-statistic of the mean of ``x`` with Newey-West (Bartlett) standard errors."""
+def newey_west_se(x: np.ndarray, lags: int) -> float:
+    """Standard error of the mean of ``x`` with Newey-West (Bartlett kernel, ``lags`` lags) autocorrelation-consistent
+    variance: the one home of the platform's HAC estimate (the cross-section's t, the replay's intervals)."""
     x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if n < 3:
@@ -68,7 +70,13 @@ def newey_west_t(x: np.ndarray, lags: int) -> float:
     s = d @ d / n
     for lag in range(1, min(lags, n - 1) + 1):
         s += 2 * (1 - lag / (lags + 1)) * (d[lag:] @ d[:-lag]) / n
-    return float(x.mean() / np.sqrt(s / n)) if s > 0 else float("nan")
+    return float(np.sqrt(s / n)) if s > 0 else float("nan")
+
+
+def newey_west_t(x: np.ndarray, lags: int) -> float:
+    """t-statistic of the mean of ``x`` with Newey-West (Bartlett) standard errors."""
+    se = newey_west_se(x, lags)
+    return float(np.mean(x) / se) if np.isfinite(se) else float("nan")
 
 
 def ic_summary(ic: pd.DataFrame, horizon: int) -> dict[str, float]:
@@ -119,7 +127,7 @@ def evaluate_panel(data: PreparedData, outputs: dict[str, np.ndarray], cost_bps:
     result: dict[str, Any] = {"ic": {}, "ic_daily": {}, "long_short": {}, "per_ticker": {}}
     hold = None
     for name, out in outputs.items():
-        frame = _frame(data, rows, score_of(out, kind))
+        frame = prediction_frame(data, rows, score_of(out, kind))
         ic = daily_ic(frame)
         result["ic_daily"][name] = ic
         result["ic"][name] = ic_summary(ic, data.config.horizon)

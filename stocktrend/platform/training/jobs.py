@@ -42,9 +42,11 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
               register: bool = True, finetune_from: str | None = None, finetune_lr_factor: float = 0.1,
               model_overrides: dict[str, Any] | None = None, data: PreparedData | None = None,
               ray_config: Any = None, model_config: Any = None, first_takes_production: bool = True,
-              run_name: str | None = None, tags: dict[str, str] | None = None) -> TrainOutcome:
+              run_name: str | None = None, tags: dict[str, str] | None = None,
+              extra: dict[str, Any] | None = None) -> TrainOutcome:
     """Train locally, or on Ray workers when ``ray_config`` (a raytrain.RayConfig) is given, then (by default) log the
     run to MLflow and register the best checkpoint. Both paths share the module, data module and checkpoint code.
+    ``extra``: more plain data for the checkpoint's ``extra`` (lineage, e.g. a refit's gated version).
 
     ``model_config``: train this architecture (a retrain of a registered model) instead of the preset sized for the
     data; ``first_takes_production=False`` registers without giving a first version the production alias."""
@@ -100,7 +102,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
 
     if not register:
         result = run_fit()
-        path = save_checkpoint(_ckpt(result, data, finetune_from), default_home() / "models" / "last" / "model.pt")
+        path = save_checkpoint(_ckpt(result, data, finetune_from, extra), default_home() / "models" / "last" / "model.pt")
         return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0)
     with registry.tracked_run(run_name, params, tags=tags) as run:
         result = run_fit(registry.log_epoch_metrics)
@@ -108,7 +110,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         mlflow.log_metrics({k: v for k, v in result.test_metrics.items()})
         if result.best_score is not None:
             mlflow.log_metric(f"best_{train_cfg.monitor}", result.best_score)
-        ckpt = _ckpt(result, data, finetune_from)
+        ckpt = _ckpt(result, data, finetune_from, extra)
         path = save_checkpoint(ckpt, default_home() / "models" / run.info.run_id / registry.CHECKPOINT_FILE)
         version = registry.register_checkpoint(path, run.info.run_id, model_name or registry.DEFAULT_MODEL,
                                                ckpt["metrics"], description=run_name, ckpt=ckpt,
@@ -116,11 +118,13 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0)
 
 
-def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None) -> dict[str, Any]:
+def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None, extra: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
     metrics = {**result.test_metrics, "best_epoch": result.best_epoch or -1, "epochs_run": result.epochs_run}
     if result.best_score is not None:
         metrics[f"best_{result.train_config.monitor}"] = result.best_score
     return make_checkpoint(result.module.model, result.model_config, data, metrics,
                            extra={"train_config": train_config_dict(result.train_config), "history": result.history,
-                                  "finetune_from": finetune_from or ""}, kind=result.train_config.model)
+                                  "finetune_from": finetune_from or "", **(extra or {})},
+                           kind=result.train_config.model)
 

@@ -38,7 +38,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     accumulate: int = 4  # gradient accumulation steps
-    patience: int = 15  # early stopping on val_loss
+    patience: int = 15  # early stopping on val_loss; 0 = a fixed-length run of ``epochs`` keeping the last weights
+    # (a refit on every labelled day, whose validation segment is in-sample and decides nothing)
     monitor: str = "val_loss"  # best-checkpoint metric
     monitor_mode: str = "min"
     accelerator: str = "auto"  # auto = cuda > mps > cpu
@@ -159,16 +160,17 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     with tempfile.TemporaryDirectory(prefix="stocktrend-fit-") as tmp:
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
                                             save_top_k=1, save_weights_only=True, filename="best")
-        early = pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)
-        trainer = build_trainer(tcfg, [ckpt, early, history, *(callbacks or [])], Path(tmp))
+        fixed = tcfg.patience <= 0
+        early = [] if fixed else [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)]
+        trainer = build_trainer(tcfg, [*([] if fixed else [ckpt]), *early, history, *(callbacks or [])], Path(tmp))
         trainer.fit(module, datamodule=dm)
-        best_epoch = None
-        if ckpt.best_model_path:
+        best_epoch = trainer.current_epoch - 1 if fixed else None
+        if not fixed and ckpt.best_model_path:
             # weights_only: even our own temporary checkpoint is loaded without unpickling arbitrary objects.
             state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(state["state_dict"])
             best_epoch = int(state.get("epoch", -1))
-        best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else None
+        best = float(ckpt.best_model_score) if not fixed and ckpt.best_model_score is not None else None
         test_metrics: dict[str, float] = {}
         if run_test:
             out = trainer.test(module, datamodule=dm, verbose=False)

@@ -47,15 +47,19 @@ def segment_metrics(estimator, data: PreparedData, segment: str) -> dict[str, fl
 def fit_sklearn(data: PreparedData, tcfg, mcfg, run_test: bool = True) -> FitResult:
     t0 = time.perf_counter()
     estimator = mcfg.build()
+    if tcfg.patience <= 0 and "n_iter_no_change" in estimator.get_params():
+        # A fixed-length refit: the number of trees the gated fit picked (``epochs``), no early stopping.
+        estimator.set_params(max_iter=max(1, tcfg.epochs), early_stopping=False)
     rows = data.samples["train"]
     x, y = flatten(data.windows(rows)), data.targets(rows)
     kw: dict[str, Any] = {}
-    if tcfg.spec.fit_uses_validation:
+    if tcfg.spec.fit_uses_validation and tcfg.patience > 0:
         val = data.samples["val"]
         kw = {"X_val": flatten(data.windows(val)), "y_val": data.targets(val)}
     estimator.fit(x, y, **kw)
     val = segment_metrics(estimator, data, "val")
     row = {"epoch": 0, **val, "seconds": time.perf_counter() - t0}
     best = val.get(tcfg.monitor)
-    return FitResult(SklearnModule(estimator), mcfg, tcfg, best, 0, 1, [row],
+    iters = int(getattr(estimator, "n_iter_", 1))  # trees kept (gbm): what a refit repeats
+    return FitResult(SklearnModule(estimator), mcfg, tcfg, best, iters - 1, iters, [row],
                      segment_metrics(estimator, data, "test") if run_test else {})
