@@ -146,6 +146,8 @@ def _parse_platform_command(argv: list[str]) -> None:
     from stocktrend.cli import app
     assert argv[:2] == ["python", "-m"], argv
     module, args = argv[2], argv[3:]
+    if module == "stocktrend" and args[0] == "tune":  # the CLI's tune: the search's own flags
+        module, args = "stocktrend.tune.search", args[1:]
     if module == "stocktrend.tune.search":
         from stocktrend.tune.search import parse_args
         parse_args(args)  # argparse: SystemExit on an unknown flag or a bad value
@@ -157,7 +159,6 @@ def _parse_platform_command(argv: list[str]) -> None:
 
 
 def _ray_job_submits(script: str) -> list[list[str]]:
-    script = script.replace("$(date +%F)", "2026-11-27")
     out = []
     for part in script.split(";"):
         words = shlex.split(part)
@@ -187,3 +188,16 @@ def test_a_bad_flag_in_a_command_line_fails_to_parse():
         _parse_platform_command(["python", "-m", "stocktrend.tune.search", "--num-sample", "4"])
     with pytest.raises(Exception, match="No such option: --worker"):
         _parse_platform_command(["python", "-m", "stocktrend.loop", "retrain", "--gate", "enabled", "--worker", "2"])
+
+
+def test_the_evening_job_runs_in_exchange_time_on_the_latest_bars_and_the_search_promotes_through_the_gate():
+    cron = _by_kind("CronJob")[0]
+    assert cron["spec"]["timeZone"] == "America/New_York"
+    script = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert "--as-of latest" in script and "--kept-exit-code 0" in script and "$(date" not in script
+    config = _by_kind("ConfigMap")[0]["data"]
+    assert config["STOCKTREND_DATA"].startswith("/data/")
+    job = _by_kind("RayJob")[0]["spec"]["entrypoint"]
+    assert job.startswith("python -m stocktrend tune ") and "--promote" in job  # the CLI's gated door
+    from stocktrend.tune.search import main
+    assert main(["--promote", "--smoke-test"]) == 2  # the search module alone has no door: refused, one line

@@ -15,9 +15,11 @@ def score_cmd(
     challenger: Optional[str] = typer.Option(None, "--challenger", help="A second model scored in the same pass "
                                              "(same label, horizon and tickers), e.g. stocktrend@challenger."),
     universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the model's own universe."),
-    data: Optional[str] = typer.Option(None, "--data", help="A directory of CSV/Parquet files with the model's "
-                                       "tickers (new bars)."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Score this day (YYYY-MM-DD)."),
+    data: Optional[str] = typer.Option(None, "--data", envvar="STOCKTREND_DATA", help="A directory of CSV/Parquet "
+                                       "files with the model's tickers (new bars; default $STOCKTREND_DATA)."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Score this day (YYYY-MM-DD), or 'latest': the last "
+                                        "trading day in the data (the evening job; weekends and holidays are no "
+                                        "error)."),
     start: Optional[str] = typer.Option(None, "--start", help="First day of a range (with --end)."),
     end: Optional[str] = typer.Option(None, "--end", help="Last day of a range (with --start)."),
     engine: str = typer.Option("auto", help="ray (Ray Data) | local (this process) | auto (local below "
@@ -60,8 +62,8 @@ def retrain_cmd(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Retrain on the data as of this day (default: the "
                                         "last day of the data; nothing later is read)."),
     universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Default: the champion's universe."),
-    data: Optional[str] = typer.Option(None, "--data", help="A directory of CSV/Parquet files with the champion's "
-                                       "tickers (new bars)."),
+    data: Optional[str] = typer.Option(None, "--data", envvar="STOCKTREND_DATA", help="A directory of CSV/Parquet "
+                                       "files with the champion's tickers (new bars; default $STOCKTREND_DATA)."),
     search: bool = typer.Option(False, "--search", help="A small Tune search over the champion's kind instead of a "
                                 "plain retrain (its trials hold the gate window out too)."),
     search_trials: int = typer.Option(6, min=2, help="Trials of --search."),

@@ -33,7 +33,7 @@ class MonitorOptions:
 
 
 def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from stocktrend.loop.replay_report import truth
+    from stocktrend.loop.replay_report import direction_hits, truth
     from stocktrend.loop.score import load_scoring_universe, read_scores, resolve, ticker_windows
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.evaluation.cross_section import MIN_NAMES, daily_ic, ic_summary
@@ -69,15 +69,19 @@ def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[st
                         _cfg(pred.data_config, opts))
     joined = scores.rename(columns={"as_of": "date"}).merge(outcomes, on=["ticker", "date"], how="left")
     known = joined.dropna(subset=["fwd"])
-    score_col = "p_Alcista" if "p_Alcista" in joined else ("return" if "return" in joined else None)
-    realised: dict[str, Any] = {"days_known": int(known["date"].nunique()), "predictions_known": int(len(known))}
+    label = pred.kind.value
+    realised: dict[str, Any] = {"days_known": int(known["date"].nunique()), "predictions_known": int(len(known)),
+                                "label": label}
     if len(known):
-        up = known["fwd"] >= 0
-        realised["hit_rate"] = float((known["label"].isin(["Alcista"]) == up).mean())
-        realised["always_up_hit_rate"] = float(up.mean())
-        realised["momentum_hit_rate"] = float(((known["momentum"] >= 0) == up).mean())
-        if score_col and known["ticker"].nunique() >= MIN_NAMES:
-            for who, col in (("model", score_col), ("momentum", "momentum")):
+        # The model's score (P(Alcista); P(Alcista) - P(Bajista) for 3 classes; the predicted value) against the
+        # realised direction its label is about (the excess return's for market-neutral labels).
+        known = known.assign(score=_score(known))
+        realised["hit_rate"] = float(direction_hits(known["score"], known, label).mean())
+        realised["always_up_hit_rate"] = float(direction_hits(pd.Series(1.0, index=known.index), known, label,
+                                                              0.0).mean())
+        realised["momentum_hit_rate"] = float(direction_hits(known["momentum"], known, label, 0.0).mean())
+        if known["ticker"].nunique() >= MIN_NAMES:
+            for who, col in (("model", "score"), ("momentum", "momentum")):
                 ic = ic_summary(daily_ic(known.assign(score=known[col])), int(pred.ckpt["horizon"]))
                 realised[f"{who}_rank_ic"], realised[f"{who}_rank_ic_t"] = ic["rank_ic_mean"], ic["rank_ic_t"]
     folder = default_home() / "reports" / f"monitor-{m.name}-v{m.version}"
@@ -111,6 +115,18 @@ def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[st
     say(f"report       : {folder / 'monitor.md'}")
     result["report"] = str(folder / "monitor.md")
     return result
+
+
+def _score(frame: pd.DataFrame) -> pd.Series:
+    """One ranking score per stored prediction, as ``cross_section.score_of`` makes it from the model's output."""
+    if "p_Neutral" in frame:
+        return frame["p_Alcista"] - frame["p_Bajista"]
+    if "p_Alcista" in frame:
+        return frame["p_Alcista"]
+    value = [c for c in frame.columns if c in ("return", "value", "excess_return", "rank")]
+    if not value:
+        raise DataValidationError(f"the scores have no probability or value column ({', '.join(frame.columns)})")
+    return frame[value[0]]
 
 
 def _cfg(cfg, opts: MonitorOptions):

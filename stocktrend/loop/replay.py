@@ -150,8 +150,10 @@ def train_step(cfg, day: str, gate_days: int, val_days: int, tcfg, refit: bool =
     from stocktrend.platform.training.local import fit, model_config_for, train_config_dict
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    from stocktrend.platform.data.universes import audit_step
     cut = replace(cfg, as_of=day)
-    _, panel = load_panel(cut, day)
+    with audit_step(day):  # every load of the step is tagged with it (the read audit)
+        _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
     bounds = gate_boundaries(dates, cut.horizon, gate_days, val_days)
     label = tcfg.spec.label_for(cut.label_kind)
@@ -186,8 +188,10 @@ def search_step(opts: ReplayOptions, cfg, day: str, name: str, k: int) -> dict[s
     from stocktrend.tune.options import SearchOptions
     from stocktrend.tune.search import run_search
     t0 = time.perf_counter()
+    from stocktrend.platform.data.universes import audit_step
     cut = replace(cfg, as_of=day)
-    _, panel = load_panel(cut, day)
+    with audit_step(day):
+        _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
     bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, opts.gate.val_days)
     sopts = SearchOptions(name=f"{name}-step{k}", preset=opts.preset, model=opts.model, num_samples=4,
@@ -317,7 +321,7 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
             rec = {"day": day, "version": version, "run_id": run_id, "checkpoint": str(path),
                    "train_seconds": out["seconds"], "data_seconds": out["seconds_data"]}
             if refit_version is not None:
-                rec["refit"] = refit_version
+                rec.update(refit=refit_version, refit_checkpoint=str(rpath))
             prev = state.steps[str(k - 1)] if k else None
             champ = int(prev["gated"]) if prev else ABSTAIN
             gate_report, md = gate_challenger(models[champ] if champ != ABSTAIN else None,

@@ -102,6 +102,17 @@ def direction_threshold(label_kind: str) -> float:
     return 0.5 if label_kind in ("binary", "excess") else 0.0
 
 
+def direction_hits(score: pd.Series, frame: pd.DataFrame, label_kind: str, threshold: float | None = None
+                   ) -> pd.Series:
+    """Per prediction: did the score's direction match the realised one? The realised direction follows the label:
+    the forward return's for ``binary``, ``ternary`` and ``regression``, the excess return's (over the day's mean) for
+    the market-neutral labels."""
+    from stocktrend.platform.data.labels import LabelKind
+    realised = frame["excess"] if LabelKind(label_kind).cross_sectional else frame["fwd"]
+    t = direction_threshold(label_kind) if threshold is None else threshold
+    return (score >= t) == (realised >= 0)
+
+
 def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: bool, panel: bool,
                    threshold: float = 0.0, days: pd.DatetimeIndex | None = None) -> dict[str, Any]:
     """Realised figures of one policy's (or baseline's) served scores. ``neutral``: the direction that counts is the
@@ -109,7 +120,7 @@ def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: 
     passed the floors yet) counts as a rank IC of 0."""
     f = frame.dropna(subset=["fwd"])
     target = f["excess"] if neutral else f["fwd"]
-    hits = (f["score"] >= threshold) == (target >= 0)
+    hits = (f["score"] >= threshold) == (target >= 0)  # as direction_hits, with the caller's threshold
     out: dict[str, Any] = {"days": int(f["date"].nunique()), "predictions": int(len(f)),
                            "hit_rate": float(hits.mean()) if len(f) else float("nan")}
     out["daily_hit"] = hits.groupby(f["date"]).mean()
@@ -166,6 +177,8 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
     plan = serving_plan(steps, span, state)
     name = registry_name(opts.name)
     models = {int(r["version"]): (r["checkpoint"], f"{name}@{r['version']}") for r in state.steps.values()}
+    models.update({int(r["refit"]): (r.get("refit_checkpoint", ""), f"{name}@{r['refit']}")
+                   for r in state.steps.values() if r.get("refit")})
     u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe, as_of=span[-1])
     jobs = []
     for (step, version), g in plan[plan["version"] != ABSTAIN].groupby(["step", "version"]):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +38,7 @@ PARTITION_FILE = "scores.parquet"
 # Ray Data; 500 tickers over a year (130,000) about even (21.5 s vs 20.6 s with 2 actors). --engine ray overrides.
 LOCAL_MAX_TICKER_DAYS = 100_000
 ENGINES = ("auto", "ray", "local")
+LATEST = "latest"  # --as-of latest: the last trading day in the data
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ def load_scoring_universe(model: Any, universe: str | None, data_dir: str | None
     return u
 
 
+def last_common_day(u: Universe) -> pd.Timestamp:
+    """The last day that the tickers and every market/indicator series all reach."""
+    _, last = u.date_range()
+    context = [*u.market.values(), *u.indicators.values()]
+    return min(last, *(c.index[-1] for c in context if len(c))) if context else last
+
+
 def scoring_days(u: Universe, as_of: str | None, start: str | None, end: str | None) -> tuple[pd.Timestamp,
                                                                                                 pd.Timestamp]:
     """The requested range as (first, last) day, checked against the data; errors name the data's range."""
@@ -133,10 +141,8 @@ def scoring_days(u: Universe, as_of: str | None, start: str | None, end: str | N
     lo, hi = (as_of_day(as_of),) * 2 if as_of is not None else (as_of_day(start), as_of_day(end))
     if lo > hi:
         raise DataValidationError(f"--start {lo.date()} is after --end {hi.date()}")
-    first, last = u.date_range()
-    context = [*u.market.values(), *u.indicators.values()]
-    if context:
-        last = min(last, *(c.index[-1] for c in context if len(c)))
+    first, _ = u.date_range()
+    last = last_common_day(u)
     if lo > last or hi < first:
         raise DataValidationError(f"{'--as-of' if as_of else 'the range'} {lo.date()}"
                                   f"{'' if lo == hi else f' .. {hi.date()}'} is outside the data ({first.date()} .. "
@@ -395,11 +401,15 @@ def score(opts: ScoreOptions, say: Callable[[str], None] = print) -> dict[str, A
         challenger = resolve(opts.challenger)
         comparable(champion.pred, challenger.pred)
         models.append(challenger)
-    end = opts.as_of or opts.end
+    latest = opts.as_of == LATEST
+    end = None if latest else (opts.as_of or opts.end)
     # Loaded a few days past the range, only to tell "after the data" from "no trading day in the range"; the
     # features are then built from the bars up to the range's last day.
     peek = as_of_day(end) + pd.Timedelta(days=10) if end else None
     u = load_scoring_universe(champion.pred, opts.universe, opts.data_dir, peek)
+    if latest:  # the evening job: the last day every ticker's and the context's bars reach (a weekend is no error)
+        opts = replace(opts, as_of=str(last_common_day(u).date()))
+        say(f"as of        : {opts.as_of} (the last trading day in the data)")
     lo, hi = scoring_days(u, opts.as_of, opts.start, opts.end)
     u = u.cut(hi)
     data_hash = u.content_hash()

@@ -33,7 +33,8 @@ class SearchOptions:
     storage: str | None = None  # Tune + Train storage (local dir or URI); default $STOCKTREND_HOME/tune
     optuna_storage: str | None = None  # default sqlite:///$STOCKTREND_HOME/optuna.db
     model_name: str = "stocktrend"
-    promote: bool = False
+    promote: bool = False  # offer the best version to production through the gate (stocktrend tune only)
+    kept_exit_code: int = 3  # --promote: the exit code when production is kept
     register: bool = True
     address: str | None = None
     extra_points: tuple[dict, ...] = ()  # evaluated after the preset default (tests plant a poor config here)

@@ -308,6 +308,8 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
     ap.add_argument("--model-name", default=d.model_name)
     ap.add_argument("--promote", action="store_true", help="offer the best trial's version to production through the "
                     "gate (stocktrend models promote: judged against production on days neither saw)")
+    ap.add_argument("--kept-exit-code", type=int, default=3, help="exit code of --promote when production is kept "
+                    "(0 for a Ray Job or scheduler that treats any other code as a failure)")
     ap.add_argument("--no-register", action="store_true")
     ap.add_argument("--address", default=None, help="Ray cluster to join (host:port, ray://host:port, or auto = the "
                     "running local cluster); default $RAY_ADDRESS, else a private local instance")
@@ -337,6 +339,7 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                          tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, universe=a.universe,
                          label_kind=a.label, ticker_id=a.ticker_id, features=a.features, storage=a.storage,
                          optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
+                         kept_exit_code=a.kept_exit_code,
                          register=not a.no_register, address=a.address, searcher=a.searcher,
                          scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,
                          max_failures=max(0, a.max_failures), verbose=a.verbose)
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None, promote: Callable[[str, int], int] | Non
     print_summary(res, opts)
     shutdown_ray()
     if opts.promote and res.get("version"):
-        return promote(opts.model_name, int(res["version"]))
+        code = promote(opts.model_name, int(res["version"]))
+        return opts.kept_exit_code if code == 3 else code
     return 0
 
 

@@ -172,3 +172,62 @@ s.write_partitions(frame, Path({str(home / "scores")!r}), s.resolve("stocktrend@
     assert "outside the data (" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     bad = cli(home, "score", "--start", "2004-03-13", "--end", "2004-03-14", ok=(2,))  # a weekend
     assert "no trading day" in bad.stderr
+
+
+def test_a_collapsed_champion_is_replaced_forced_moves_are_recorded_and_a_refit_serves_the_recent_past(
+        panels, tmp_path, monkeypatch):
+    """A champion whose output is constant (every weight zeroed: its AUC cannot be computed) does not block a sane
+    challenger; a forced promotion is recorded on the version; --refit promotes a version trained through the as-of
+    day, and the next retrain gates against the refit's gated parent; the staleness is printed within its bound."""
+    import mlflow
+    import torch
+
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import read_checkpoint, save_checkpoint
+    home = tmp_path / "home"
+    cli(home, *TRAIN, "--data", panels["planted"])
+    ckpt = read_checkpoint(_checkpoint(home, 1))
+    ckpt["state_dict"] = {k: torch.zeros_like(v) for k, v in ckpt["state_dict"].items()}
+    monkeypatch.setenv("STOCKTREND_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with registry.tracked_run("collapsed", {}) as run:
+        path = save_checkpoint(ckpt, tmp_path / "collapsed" / "model.pt")
+        v2 = registry.register_checkpoint(path, run.info.run_id, "stocktrend", {}, ckpt=ckpt)
+    # The one door: without --force the collapsed version is gated (and fails its floor); with it, recorded.
+    r = cli(home, "models", "promote", "stocktrend", str(v2), ok=(3,))
+    assert "constant predictions" in r.stdout and "decision     : kept" in r.stdout, r.stdout
+    r = cli(home, "models", "promote", "stocktrend", str(v2), "--force")
+    assert aliases(home)["production"] == v2
+    c = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    tags = c.get_model_version("stocktrend", str(v2)).tags
+    assert tags["stocktrend.forced"] == "true" and "--force" in tags["stocktrend.forced_by"]
+
+    r = cli(home, "retrain", "--data", panels["planted"], "--epochs", "4", "--refit")
+    out = r.stdout
+    assert "the champion's cannot be computed (constant predictions); the floors decide" in out, out
+    assert "gate         : PASS" in out and "decision     : promoted" in out, out
+    stale = [ln for ln in out.splitlines() if ln.startswith("staleness    :") and "bound" in ln][0]
+    days, bound = int(stale.split(": ")[1].split(" ")[0]), int(stale.split("bound ")[1].split(")")[0].split(":")[0])
+    assert 0 < days <= bound, stale
+    now = aliases(home)
+    gated, refit = now["challenger"], now["production"]
+    assert refit == gated + 1 and c.get_model_version("stocktrend", str(refit)).tags["stocktrend.refit_of"] == \
+        str(gated)
+    assert int(c.get_model_version("stocktrend", str(refit)).tags["stocktrend.staleness_days"]) == 0
+    # The refit trained through the window; the next retrain judges its gated parent on the window instead.
+    r = cli(home, "retrain", "--data", panels["planted"], "--epochs", "4", ok=(0, 3))
+    assert f"its gated parent v{gated}, the same configuration, stands in for it" in r.stdout, r.stdout
+
+
+def test_bad_gate_options_are_one_line_before_any_training(panels, tmp_path):
+    home = tmp_path / "home"
+    cli(home, *TRAIN, "--data", panels["planted"])
+    for args, msg in [(("--auc-margin", "-0.1"), "--auc-margin must be >= 0"),
+                      (("--change-metric", "acu"), "unknown --change-metric 'acu'"),
+                      (("--change-metric", "corr"), "not computed for this classifier"),
+                      (("--beat", "ridge"), "no such baseline for a classifier")]:
+        r = cli(home, "retrain", "--data", panels["planted"], *args, ok=(2,))
+        assert r.stderr.startswith("error: ") and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, \
+            r.stderr
+        assert "retrain      :" not in r.stdout  # nothing trained
+    assert aliases(home) == {"production": 1}

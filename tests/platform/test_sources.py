@@ -165,3 +165,23 @@ def test_cli_prints_error_not_traceback(tmp_path):
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "BAD.csv: column 'Close' row 4: NaN/missing value" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_the_read_audit_catches_an_uncut_load_inside_a_step(tmp_path, monkeypatch):
+    """The replay's read audit can fail: a load made for a step without the step's cut, or one returning a later bar,
+    is reported; cut loads and loads outside any step are not."""
+    from stocktrend.platform.data.synthetic import random_walk_universe, write_directory
+    from stocktrend.platform.data.universes import audit_step, audit_violations, load_universe
+    data = write_directory(random_walk_universe(300, n_tickers=2, seed=3), tmp_path / "rw")
+    audit = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("STOCKTREND_READ_AUDIT", str(audit))
+    load_universe(data)  # outside any step (a report reading outcomes): not a step's load
+    with audit_step("2000-06-01"):
+        load_universe(data, as_of="2000-06-01")  # cut: fine
+    assert audit_violations(audit) == ([], 1)
+    with audit_step("2000-06-01"):
+        load_universe(data)  # the bug the audit exists for: a step reading the whole data
+        load_universe(data, as_of="2000-09-01")  # cut, but after the step's day
+    bad, n = audit_violations(audit)
+    assert n == 3 and len(bad) == 2, bad
+    assert "uncut" in bad[0] and "cut at 2000-09-01" in bad[1]

@@ -18,6 +18,9 @@ investment or commercial use.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import importlib.util
 import logging
 from dataclasses import dataclass, field
@@ -224,12 +227,24 @@ def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None 
 
 
 AUDIT_ENV = "STOCKTREND_READ_AUDIT"
+_AUDIT_STEP: list[str] = []  # the replay step (its day) the loads of this process belong to, innermost last
+
+
+@contextmanager
+def audit_step(day: str) -> Iterator[None]:
+    """Tag every load inside the block with the loop step it serves (a replay step, in whatever process runs it), so
+    that a load the step made without cutting at its day is found by ``audit_violations``."""
+    _AUDIT_STEP.append(str(pd.Timestamp(day).date()))
+    try:
+        yield
+    finally:
+        _AUDIT_STEP.pop()
 
 
 def _audit(u: Universe, as_of) -> None:
-    """With $STOCKTREND_READ_AUDIT set to a file, every load appends one JSON line: the cut asked for and the last
-    day of every series it returned (how a replay's "nothing after the step day is read" is checked, in any
-    process: Ray workers inherit the variable)."""
+    """With $STOCKTREND_READ_AUDIT set to a file, every load appends one JSON line: the cut asked for, the step it
+    served (``audit_step``) and the last day of every series it returned (how a replay's "nothing after the step day
+    is read" is checked, in any process: Ray workers inherit the variable)."""
     import json
     import os
     path = os.environ.get(AUDIT_ENV)
@@ -238,6 +253,27 @@ def _audit(u: Universe, as_of) -> None:
     last = max([f.index.max() for f in (*u.tickers.values(), *u.market.values(), *u.indicators.values())
                 if len(f)], default=None)
     rec = {"as_of": None if as_of is None else str(pd.Timestamp(as_of).date()), "pid": os.getpid(),
+           "step": _AUDIT_STEP[-1] if _AUDIT_STEP else None,
            "last_day": None if last is None else str(last.date()), "source": u.source}
     with open(path, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
+
+
+def audit_violations(path) -> tuple[list[str], int]:
+    """Read an audit file: (one line per load made for a step that was not cut at the step's day or returned a bar
+    after it, the number of step loads). Loads outside any step (a replay's report, which reads outcomes) are not
+    steps' loads."""
+    import json
+    from pathlib import Path
+    bad, n = [], 0
+    for line in Path(path).read_text().splitlines():
+        rec = json.loads(line)
+        step = rec.get("step")
+        if step is None:
+            continue
+        n += 1
+        if rec["as_of"] is None or rec["as_of"] > step:
+            bad.append(f"step {step}: a load cut at {rec['as_of'] or 'nothing (uncut)'} (pid {rec['pid']})")
+        elif rec["last_day"] is not None and rec["last_day"] > step:
+            bad.append(f"step {step}: a load returned a bar dated {rec['last_day']} (pid {rec['pid']})")
+    return bad, n
