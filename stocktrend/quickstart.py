@@ -9,6 +9,7 @@ reuses the feature cache (each run is a new search, named ``quickstart-<time>``)
 """
 
 import json
+import logging
 import os
 import socket
 import time
@@ -18,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 
 # Chosen by measurement (`python bench/universe_choice.py`, README "Results"): after the quickstart's own search (trial
@@ -132,7 +135,6 @@ def _wait_healthy(url: str, timeout: float = 120) -> None:
 
 def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the main job; returns the artefacts (cache path, trial table, version, report, HTTP answers, URL)."""
-    from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.data.dataset import DataConfig, build_dataset
     from stocktrend.platform.training.jobs import train_job
@@ -231,7 +233,10 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         say(f"  report: {ev['report']}")
 
     with st.stage(f"promote {spec} to {opts.model_name}@production"):
-        registry.promote(opts.model_name, outcome.version)
+        # The quickstart's own model is promoted without a gate (a first run has nothing to compare with); through
+        # the one door, so the move is a compare-and-set and is recorded on the version as forced.
+        from stocktrend.loop.door import promote_version
+        promote_version(opts.model_name, outcome.version, force=True, by="stocktrend quickstart", say=log.info)
         out["promoted"] = outcome.version
         say(f"  {opts.model_name}@production -> version {outcome.version}")
 

@@ -172,6 +172,16 @@ s.write_partitions(frame, Path({str(home / "scores")!r}), s.resolve("stocktrend@
     assert "outside the data (" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     bad = cli(home, "score", "--start", "2004-03-13", "--end", "2004-03-14", ok=(2,))  # a weekend
     assert "no trading day" in bad.stderr
+    # The evening job's form: the last trading day in the data, the bars from $STOCKTREND_DATA.
+    last = pd.read_csv(Path(panels["planted"]) / "SIG0.csv")["Date"].iloc[-1]
+
+    def evening(data_dir):
+        return subprocess.run([CLI, "score", "--as-of", "latest", "--engine", "local"], capture_output=True,
+                              text=True, timeout=300, env={**env_for(home), "STOCKTREND_DATA": data_dir})
+    r = evening(panels["planted"])
+    assert r.returncode == 0 and f"as of        : {last} (the last trading day in the data)" in r.stdout, r.stdout
+    r = evening(str(tmp_path / "no-bars-here"))
+    assert r.returncode == 2 and "no-bars-here" in r.stderr, r.stderr  # the variable is what was read
 
 
 def test_a_collapsed_champion_is_replaced_forced_moves_are_recorded_and_a_refit_serves_the_recent_past(
