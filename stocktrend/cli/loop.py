@@ -74,6 +74,8 @@ def retrain_cmd(
                                   "or early-stopped on them; at least 5)."),
     val_days: int = typer.Option(126, help="The early-stopping block right before the window, in trading days (the "
                                  "challenger trains on everything before it; at least 5)."),
+    train_days: int = typer.Option(0, help="Train on a rolling window of this many trading days before the "
+                                   "validation block (0 = all history)."),
     auc_margin: float = typer.Option(0.02, help="Classifiers: the challenger's AUC on the window must reach 0.5 + "
                                      "this (>= 0)."),
     min_change: float = typer.Option(0.0, help="The challenger must beat the champion on --change-metric by "
@@ -98,8 +100,9 @@ def retrain_cmd(
     saw, promote or keep. Exit codes: 0 promoted, 3 champion kept, 2 user error, 1 failure."""
     from stocktrend.loop.gate import GateOptions, parse_beat
     from stocktrend.loop.retrain import RetrainOptions, retrain
-    gopts = GateOptions(mode=gate, gate_days=gate_days, val_days=val_days, auc_margin=auc_margin,
-                        min_change=min_change, change_metric=change_metric, beat=parse_beat(beat))
+    gopts = GateOptions(mode=gate, gate_days=gate_days, val_days=val_days, train_days=train_days,
+                        auc_margin=auc_margin, min_change=min_change, change_metric=change_metric,
+                        beat=parse_beat(beat))
     gopts.check()
     if workers or search or address:
         from stocktrend.platform.training.ray_address import check_address
@@ -153,6 +156,7 @@ def replay_cmd(
                                "gated-refit policy (implied by --policy gated-refit)."),
     gate_days: int = typer.Option(63, help="Gate window: the last N labelled days before each step (>= 5)."),
     val_days: int = typer.Option(126, help="Early-stopping block before the window, in trading days (>= 5)."),
+    train_days: int = typer.Option(0, help="Rolling training window before the validation block (0 = all history)."),
     auc_margin: float = typer.Option(0.02, help="Gate floor: challenger AUC >= 0.5 + margin (classifiers; >= 0)."),
     min_change: float = typer.Option(0.0, help="Gate change threshold against the champion (>= 0)."),
     change_metric: Optional[str] = typer.Option(None, help="Gate change metric (default auc / corr)."),
@@ -179,8 +183,8 @@ def replay_cmd(
     if address:
         from stocktrend.platform.training.ray_address import check_address
         check_address(address)
-    gopts = GateOptions(gate_days=gate_days, val_days=val_days, auc_margin=auc_margin, min_change=min_change,
-                        change_metric=change_metric, beat=parse_beat(beat))
+    gopts = GateOptions(gate_days=gate_days, val_days=val_days, train_days=train_days, auc_margin=auc_margin,
+                        min_change=min_change, change_metric=change_metric, beat=parse_beat(beat))
     gopts.check()
     opts = ReplayOptions(start=start, end=end, every=every, name=name, universe=None if data else (universe or "msft"),
                          data_dir=data, model=spec.kind, preset=preset, label=spec.label_for(label),

@@ -60,6 +60,7 @@ class GateOptions:
     mode: str = "enabled"  # enabled (promote on pass) | dry-run (report only) | off (promote without a gate)
     gate_days: int = 63  # the window: the last labelled days (a quarter of trading days)
     val_days: int = 126  # the early-stopping block right before the window (fixed length, not a share of history)
+    train_days: int = 0  # > 0: train on a rolling window of this many trading days before the validation block
     auc_margin: float = 0.02  # classifiers: the challenger's AUC on the window must be >= 0.5 + margin (>= 0)
     min_change: float = 0.0  # the challenger's change_metric must be >= the champion's + this (absolute)
     change_metric: str | None = None  # default: auc (classifiers), corr (regressors); rank_ic / long_short_sharpe
@@ -74,6 +75,9 @@ class GateOptions:
             raise ValueError(f"--gate-days must be at least 5, got {self.gate_days}")
         if self.val_days < 5:
             raise ValueError(f"--val-days must be at least 5, got {self.val_days}")
+        if self.train_days < 0 or 0 < self.train_days < 2 * self.gate_days:
+            raise ValueError(f"--train-days must be 0 (all history) or at least {2 * self.gate_days} (twice the gate "
+                             f"window), got {self.train_days}")
         if not (self.auc_margin >= 0 and math.isfinite(self.auc_margin)):
             raise ValueError(f"--auc-margin must be >= 0 (the floor is 0.5 + margin: below-chance models never "
                              f"pass), got {self.auc_margin}")
@@ -320,7 +324,8 @@ class GateReport:
         for w in who:
             lines.append(f"{w:<{width}}" + "".join(f"{self.metrics[w].get(n, float('nan')):>19.4f}" for n in names))
         for name, t in self.thresholds.items():
-            lines.append(f"threshold    : {name} {t['rule']} -> {'pass' if t['passed'] else 'FAIL'}")
+            verdict = "pass" if t["passed"] else "FAIL"
+            lines.append(f"rule         : {name}: {t['rule']}: {t.get('detail', '')} -> {verdict}")
         lines += [f"note         : {n}" for n in self.notes]
         verdict = "PASS" if self.passed else "FAIL"
         lines.append(f"gate         : {verdict}" + ("" if self.passed else f" ({'; '.join(self.failures)})"))

@@ -137,7 +137,7 @@ def recipe(opts: ReplayOptions):
                        patience=opts.patience, accumulate=1, progress=False)
 
 
-def train_step(cfg, day: str, gate_days: int, val_days: int, tcfg, refit: bool = False) -> dict[str, Any]:
+def train_step(cfg, day: str, gate: GateOptions, tcfg, refit: bool = False) -> dict[str, Any]:
     """One step's training, anywhere (a Ray task): the data as of ``day`` (nothing later read), the gate split, the
     recipe; with ``refit`` also the same recipe for the gated fit's epoch count on every labelled day. Returns the
     checkpoints (plain data), the feature panel (for the driver's gate) and timings."""
@@ -155,7 +155,7 @@ def train_step(cfg, day: str, gate_days: int, val_days: int, tcfg, refit: bool =
     with audit_step(day):  # every load of the step is tagged with it (the read audit)
         _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
-    bounds = gate_boundaries(dates, cut.horizon, gate_days, val_days)
+    bounds = gate_boundaries(dates, cut.horizon, gate.gate_days, gate.val_days, gate.train_days)
     label = tcfg.spec.label_for(cut.label_kind)
     data = prepare(panel, replace(cut, label_kind=label), bounds)
     t_data = time.perf_counter() - t0
@@ -172,7 +172,8 @@ def train_step(cfg, day: str, gate_days: int, val_days: int, tcfg, refit: bool =
     out = {"ckpt": ckpt, "panel": panel, "bounds": bounds, "data_config": replace(cut, label_kind=label),
            "seconds_data": t_data}
     if refit:
-        full = prepare(panel, replace(cut, label_kind=label), refit_boundaries(dates, cut.horizon, gate_days))
+        every_day = refit_boundaries(dates, cut.horizon, gate.gate_days, gate.train_days)
+        full = prepare(panel, replace(cut, label_kind=label), every_day)
         epochs = max(int(ckpt["metrics"]["best_epoch"]), 0) + 1
         out["refit_ckpt"] = trained(full, replace(tcfg, epochs=epochs, patience=0), {"refit_of_step": day})
     out["seconds"] = time.perf_counter() - t0
@@ -193,7 +194,7 @@ def search_step(opts: ReplayOptions, cfg, day: str, name: str, k: int) -> dict[s
     with audit_step(day):
         _, panel = load_panel(cut, day)
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
-    bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, opts.gate.val_days)
+    bounds = gate_boundaries(dates, cut.horizon, opts.gate.gate_days, opts.gate.val_days, opts.gate.train_days)
     sopts = SearchOptions(name=f"{name}-step{k}", preset=opts.preset, model=opts.model, num_samples=4,
                           max_epochs=opts.epochs, grace_period=min(2, opts.epochs), epoch_windows=opts.epoch_windows,
                           data_dir=cut.data_dir, universe=cut.universe, label_kind=cut.label_kind, model_name=name,
@@ -293,8 +294,7 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
         for k in todo:
             while not opts.search and queue and len(pending) < parallel + 1:  # one ahead keeps every CPU busy
                 j = queue.pop(0)
-                pending[j] = task.remote(cfg, str(steps[j].date()), opts.gate.gate_days, opts.gate.val_days, tcfg,
-                                         opts.refit)
+                pending[j] = task.remote(cfg, str(steps[j].date()), opts.gate, tcfg, opts.refit)
             day = str(steps[k].date())
             refit_version = None
             if opts.search:
@@ -363,7 +363,8 @@ def replay(opts: ReplayOptions, say: Callable[[str], None] = print) -> dict[str,
             gate_txt = (f"; gate vs {'v' + str(champ) if champ else 'floors'}: {'PASS' if passed else 'FAIL'}"
                         + (f" ({key} {g['metrics']['challenger'][key]:.3f}{vs})" if key else ""))
             pols = ", ".join(f"{p} v{rec[p]}" for p in POLICIES if p in rec)
-            say(f"  step {k + 1}/{len(steps)} {day}: v{version}{f' (+ refit v{refit_version})' if refit_version else ''}"
+            also = f" (+ refit v{refit_version})" if refit_version else ""
+            say(f"  step {k + 1}/{len(steps)} {day}: v{version}{also}"
                 f" trained ({rec['train_seconds']:.0f} s){gate_txt} -> {rec['decision']}; production: {pols}; "
                 f"elapsed {int(elapsed // 60)}m{int(elapsed % 60):02d}s, left ~{_eta(n_done, len(todo), elapsed)}")
     say(f"steps done in {time.perf_counter() - t0:.0f} s; scoring the served days and writing the report")

@@ -238,7 +238,8 @@ def report(opts, cfg, steps, span, state, say: Callable[[str], None]) -> dict[st
     for p in results:
         r = results[p]
         lo, hi = r["rank_ic_ci"]
-        say(f"realised {p}: rank IC {r['rank_ic']:.3f} (t {r['rank_ic_t']:.1f}, 95% {lo:+.3f} .. {hi:+.3f}), hit rate {r['hit_rate']:.3f}, "
+        say(f"realised {p}: rank IC {r['rank_ic']:.3f} (t {r['rank_ic_t']:.1f}, 95% {lo:+.3f} .. {hi:+.3f}), hit rate "
+            f"{r['hit_rate']:.3f}, "
             f"long-short Sharpe {r['long_short'].sharpe:.2f}, long-only Sharpe {r['long_only'].sharpe:.2f} "
             f"(equal-weight hold {r['hold'].sharpe:.2f})")
     say(f"verdict: {line}")
@@ -269,8 +270,9 @@ def write_markdown(opts, steps, state, results, line, plan, folder: Path) -> Pat
               "| | days | rank IC (t) | IC (t) | hit rate | long-short Sharpe | long-short annual | long-only Sharpe | "
               "equal-weight hold Sharpe |", "|---|---|---|---|---|---|---|---|---|"]
     for p, r in results.items():
-        lines.append(f"| {p} | {r['days']} | {r['rank_ic']:.4f} ({r['rank_ic_t']:.2f}; 95% {r['rank_ic_ci'][0]:+.3f} .. "
-                     f"{r['rank_ic_ci'][1]:+.3f}) | {r['ic']:.4f} "
+        lo, hi = r["rank_ic_ci"]
+        lines.append(f"| {p} | {r['days']} | {r['rank_ic']:.4f} ({r['rank_ic_t']:.2f}; 95% {lo:+.3f} .. {hi:+.3f}) | "
+                     f"{r['ic']:.4f} "
                      f"({r['ic_t']:.2f}) | {r['hit_rate']:.3f} | {r['long_short'].sharpe:.2f} | "
                      f"{r['long_short'].annual_return:+.1%} | {r['long_only'].sharpe:.2f} | {r['hold'].sharpe:.2f} |")
     lines += ["", f"**Verdict:** {line}", ""]

@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from stocktrend.loop.door import KEPT, PROMOTED, REFIT_TAG, GateRefusal, decide, gate_challenger, regression_of, stand_in
+from stocktrend.loop.door import (KEPT, PROMOTED, REFIT_TAG, GateRefusal, decide, gate_challenger, regression_of,
+                                  stand_in)
 from stocktrend.loop.gate import GateOptions, GateReport, refused, write_report
 from stocktrend.loop.panel import load_panel
 from stocktrend.platform.data.sources import DataValidationError
@@ -154,7 +155,8 @@ def refit_challenger(gated, gated_version: int, panel, data_cfg, opts: RetrainOp
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.platform.training.jobs import train_job
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
-    data = prepare(panel, data_cfg, refit_boundaries(dates, data_cfg.horizon, opts.gate.gate_days))
+    every_day = refit_boundaries(dates, data_cfg.horizon, opts.gate.gate_days, opts.gate.train_days)
+    data = prepare(panel, data_cfg, every_day)
     epochs = max(int(gated.ckpt.get("metrics", {}).get("best_epoch", 0)), 0) + 1
     tcfg = replace(retrain_config(gated, None), epochs=epochs, patience=0)
     say(f"refit        : v{gated_version}'s configuration, {epochs} epoch(s), on every labelled day "
@@ -191,7 +193,7 @@ def retrain(opts: RetrainOptions, say: Callable[[str], None] = print) -> Retrain
     dates = pd.DatetimeIndex(panel.meta["date"].unique()).sort_values()
     as_of = str(dates[-1].date())
     h = data_cfg.horizon
-    bounds = gate_boundaries(dates, h, opts.gate.gate_days, opts.gate.val_days)
+    bounds = gate_boundaries(dates, h, opts.gate.gate_days, opts.gate.val_days, opts.gate.train_days)
     w0, w1 = gate_window(dates, h, opts.gate.gate_days)
     folder = Path(opts.report_dir) if opts.report_dir else None
     notes: list[str] = []

@@ -57,3 +57,32 @@ def test_promotion_is_a_compare_and_set(tmp_path, monkeypatch):
     al = registry.aliases("m")
     assert al["production"] == 2 and al["previous_production"] == 1 and al["challenger"] == 3
     assert registry.rollback("m")["version"] == 1 and "previous_production" not in registry.aliases("m")
+
+
+def test_the_validation_block_has_a_fixed_length_and_the_staleness_its_bound():
+    """Whatever the history's length, the challenger's training ends val_days + purges before the window (it was a
+    share of the timeline: years on a long history); a rolling window starts train_days before the validation
+    block; a refit trains on every labelled day (staleness 0)."""
+    from stocktrend.platform.data.splits import refit_boundaries, staleness, staleness_bound
+    horizon, seq, gate_days, val_days = 5, 10, 40, 60
+    for n_days in (900, 2500):
+        u = random_walk_universe(n_days, n_tickers=2, seed=n_days)
+        cfg = DataConfig(horizon=horizon, sequence_length=seq, top_k=8)
+        probe = build_dataset(cfg, universe=u, use_cache=False)
+        dates = pd.DatetimeIndex(np.unique(probe.dates))
+        data = build_dataset(cfg, universe=u, use_cache=False,
+                             bounds=gate_boundaries(dates, horizon, gate_days, val_days))
+        val_days_seen = pd.DatetimeIndex(np.unique(data.dates[data.samples["val"]]))
+        assert len(val_days_seen) <= val_days
+        days, _ = staleness(dates, data.date_range("train")[1], horizon)
+        bound = staleness_bound(gate_days, val_days, seq, horizon, cfg.embargo)
+        assert bound - 2 * horizon <= days <= bound, (n_days, days, bound)  # the same, whatever the history
+        rolling = build_dataset(cfg, universe=u, use_cache=False,
+                                bounds=gate_boundaries(dates, horizon, gate_days, val_days, train_days=300))
+        first = pd.Timestamp(rolling.date_range("train")[0])
+        assert 290 <= len(dates[(dates >= first) & (dates < pd.Timestamp(rolling.date_range("val")[0]))]) <= 300
+        assert rolling.date_range("train")[1] == data.date_range("train")[1]
+        refit = build_dataset(cfg, universe=u, use_cache=False, bounds=refit_boundaries(dates, horizon, gate_days))
+        assert staleness(dates, refit.date_range("train")[1], horizon)[0] == 0
+        per = refit.per_ticker[refit.tickers[0]]
+        assert per["samples"]["train"] == per["rows"] - horizon - (seq - 1)  # every labelled window of the ticker

@@ -32,6 +32,7 @@ class Boundaries:
     test_start: pd.Timestamp
     end: pd.Timestamp | None = None
     refit: bool = False  # train on every labelled day; val and test repeat the days from val_start (in-sample)
+    train_start: pd.Timestamp | None = None  # first training sample day (a rolling window); None = all history
 
 
 @dataclass
@@ -82,14 +83,18 @@ def split_ticker(dates: pd.DatetimeIndex, bounds: Boundaries, seq_len: int, hori
     """Apply date boundaries to one ticker's own date axis."""
     val_start, test_start = (int(dates.searchsorted(b)) for b in (bounds.val_start, bounds.test_start))
     stop = None if bounds.end is None else int(dates.searchsorted(bounds.end))
+    first = 0 if bounds.train_start is None else int(dates.searchsorted(bounds.train_start))
     if bounds.refit:
         _validate(seq_len, horizon, embargo)
         n_labeled = len(dates) - horizon
-        train = np.arange(seq_len - 1, n_labeled, dtype=np.int64)
+        train = np.arange(max(seq_len - 1, first), n_labeled, dtype=np.int64)
         recent = train[train >= val_start]
         return Split(train, recent, recent.copy(), purged=dict.fromkeys(SEGMENTS, 0),
                      embargoed=dict.fromkeys(SEGMENTS, 0))
-    return split_positions(len(dates), val_start, test_start, stop, seq_len, horizon, embargo)
+    sp = split_positions(len(dates), val_start, test_start, stop, seq_len, horizon, embargo)
+    if first:
+        sp.train = sp.train[sp.train >= first]
+    return sp
 
 
 def chronological_boundaries(dates: pd.DatetimeIndex, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -131,7 +136,8 @@ def walk_forward_boundaries(dates: pd.DatetimeIndex, n_folds: int = 5, test_frac
 # The gate window of the daily loop
 # ---------------------------------------------------------------------------------------------------------------------
 
-def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_days: int = 126) -> Boundaries:
+def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_days: int = 126,
+                    train_days: int = 0) -> Boundaries:
     """Boundaries of a retrain whose test segment is the gate window.
 
     The gate window is the last ``gate_days`` labelled days of the data: a sample dated t is labelled once day t +
@@ -140,7 +146,8 @@ def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_d
     history does not push the training data years back) and trains on everything before that, with the usual purge
     and embargo at both boundaries, so no day of its training or validation labels is an input or label day of the
     window. The champion it is compared with must also have trained and validated before it: ``check_before_window``.
-    Its staleness (``staleness``) is at most ``staleness_bound``.
+    Its staleness (``staleness``) is at most ``staleness_bound``. ``train_days`` > 0: a rolling window, training
+    samples only from the ``train_days`` trading days before the validation block (0: all history).
     """
     dates = pd.DatetimeIndex(dates).unique().sort_values()
     n = len(dates)
@@ -152,10 +159,11 @@ def gate_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, val_d
     if test_pos - val_days < 1:
         raise ValueError(f"{n} days of data cannot hold a {gate_days}-day gate window, a {horizon}-day label horizon "
                          f"and a {val_days}-day validation block before it")
-    return Boundaries(dates[test_pos - val_days], dates[test_pos])
+    start = dates[max(0, test_pos - val_days - train_days)] if train_days > 0 else None
+    return Boundaries(dates[test_pos - val_days], dates[test_pos], train_start=start)
 
 
-def refit_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int) -> Boundaries:
+def refit_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int, train_days: int = 0) -> Boundaries:
     """Boundaries of a refit: train on every labelled day through the data's end (``refit=True``: no purge, no held-out
     segment); its validation and test segments are the last ``gate_days`` labelled days again, inside the training
     data, kept only so that the fitting code has segments to report on (in-sample, never a basis for a decision)."""
@@ -164,7 +172,8 @@ def refit_boundaries(dates: pd.DatetimeIndex, horizon: int, gate_days: int) -> B
     pos = n - horizon - gate_days
     if pos < 1:
         raise ValueError(f"{n} days of data cannot hold a {gate_days}-day window and a {horizon}-day horizon")
-    return Boundaries(dates[pos], dates[pos], refit=True)
+    start = dates[max(0, n - horizon - train_days)] if train_days > 0 else None
+    return Boundaries(dates[pos], dates[pos], refit=True, train_start=start)
 
 
 def staleness_bound(gate_days: int, val_days: int, seq_len: int, horizon: int, embargo: int) -> int:
