@@ -86,9 +86,9 @@ def retrain_cmd(
     beat: Optional[str] = typer.Option(None, "--beat", help="Baselines the challenger must also beat on the change "
                                        "metric, e.g. momentum,majority (classifiers: majority, momentum, "
                                        "logistic_regression; regressors: zero, train_mean, momentum, ridge)."),
-    refit: bool = typer.Option(False, "--refit", help="After a pass, train the same configuration for the gated "
-                               "version's epoch count on every labelled day through the as-of day and promote that "
-                               "version (lineage to the gated one)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="After a pass, train the same configuration for the "
+                               "gated version's epoch count on every labelled day through the as-of day and promote "
+                               "that version (lineage to the gated one); --no-refit promotes the gated version."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap (default: the champion's recipe)."),
     workers: int = typer.Option(0, min=0, help="Ray Train workers (0 = train in this process)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: $RAY_ADDRESS, else a private "
@@ -150,7 +150,7 @@ def replay_cmd(
     top_k: int = typer.Option(50, min=0, help="Features kept."),
     search: bool = typer.Option(False, "--search", help="Each step runs a small Tune search instead of a plain "
                                 "retrain (one step at a time)."),
-    policy: str = typer.Option("gated", help="Which policy moves the replay registry's aliases: gated | "
+    policy: str = typer.Option("gated-refit", help="Which policy moves the replay registry's aliases: gated | "
                                "gated-refit | always | never (the report covers each one trained)."),
     refit: bool = typer.Option(False, "--refit", help="Also train each step's refit on every labelled day, for the "
                                "gated-refit policy (implied by --policy gated-refit)."),

@@ -57,7 +57,7 @@ class RetrainOptions:
     workers: int = 0  # > 0: Ray Train with this many workers (torch models)
     address: str | None = None
     report_dir: str | None = None  # default $STOCKTREND_HOME/reports/gate-<name>-v<challenger>
-    refit: bool = False  # after a pass: retrain on every labelled day through the as-of day, promote that version
+    refit: bool = True  # after a pass: retrain on every labelled day through the as-of day, promote that version
 
 
 @dataclass
@@ -161,8 +161,12 @@ def refit_challenger(gated, gated_version: int, panel, data_cfg, opts: RetrainOp
     tcfg = replace(retrain_config(gated, None), epochs=epochs, patience=0)
     say(f"refit        : v{gated_version}'s configuration, {epochs} epoch(s), on every labelled day "
         f"{' .. '.join(data.date_range('train'))}")
+    ray_config = None
+    if opts.workers and not tcfg.spec.is_sklearn:
+        from stocktrend.platform.training.distributed import RayConfig
+        ray_config = RayConfig(workers=opts.workers, address=opts.address)
     out = train_job(data.config, tcfg, model_name=name, data=data, model_config=config_for_columns(gated, data),
-                    first_takes_production=False, run_name=f"refit-{name}-v{gated_version}-{as_of}",
+                    ray_config=ray_config, first_takes_production=False, run_name=f"refit-{name}-v{gated_version}-{as_of}",
                     tags={"stocktrend.loop": "refit", "stocktrend.as_of": as_of, REFIT_TAG: str(gated_version)},
                     extra={"refit_of": gated_version})
     registry.client().set_model_version_tag(name, str(out.version), REFIT_TAG, str(gated_version))

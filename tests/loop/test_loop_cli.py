@@ -71,7 +71,7 @@ def test_gate_promotes_a_planted_challenger_survives_sigkill_and_never_sees_the_
     assert p.returncode == -signal.SIGKILL
     assert aliases(home) == {"production": 1}
 
-    r = cli(home, "retrain", "--data", panels["planted"], "--epochs", "4")  # exit 0: promoted
+    r = cli(home, "retrain", "--data", panels["planted"], "--epochs", "4", "--no-refit")  # exit 0: promoted
     out = r.stdout
     assert "gate         : PASS" in out and "decision     : promoted" in out, out
     now = aliases(home)

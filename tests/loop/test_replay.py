@@ -71,8 +71,11 @@ def test_replay_promotes_after_the_switch_reads_nothing_ahead_resumes_and_leaves
     state = json.loads((home / "replays" / "sw" / "state.json").read_text())
     steps = state["steps"]
     versions = [int(s["version"]) for s in steps.values()]
-    assert sorted(versions) == list(range(1, len(steps) + 1))  # one version per step, none twice
+    versions += [int(s["refit"]) for s in steps.values()]
+    assert sorted(versions) == list(range(1, 2 * len(steps) + 1))  # two versions per step, none twice
 
+    # Every step also trained its refit on every labelled day (the default gated-refit policy), with lineage.
+    assert all(int(s["refit"]) == int(s["version"]) + 1 for s in steps.values()), steps
     # The gate promoted a version trained after the switch.
     switch_day = dates[switch]
     promoted_after = [s for s in steps.values() if pd.Timestamp(s["day"]) > switch_day and s["decision"] == "promoted"]
@@ -81,6 +84,9 @@ def test_replay_promotes_after_the_switch_reads_nothing_ahead_resumes_and_leaves
     served = pd.read_parquet(home / "reports" / "replay-sw" / "served.parquet")
     after = served[(served["policy"] == "gated") & (served["date"] > pd.Timestamp(promoted_after[0]["day"]))]
     s = ic_summary(daily_ic(after.dropna(subset=["fwd"])), 5)
+    assert s["rank_ic_mean"] > 0 and s["rank_ic_t"] > 2, s
+    refit = served[(served["policy"] == "gated-refit") & (served["date"] > pd.Timestamp(promoted_after[0]["day"]))]
+    s = ic_summary(daily_ic(refit.dropna(subset=["fwd"])), 5)
     assert s["rank_ic_mean"] > 0 and s["rank_ic_t"] > 2, s
     assert "realised gated: rank IC" in r.stdout and "verdict:" in r.stdout
 

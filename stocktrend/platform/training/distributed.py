@@ -99,8 +99,10 @@ def train_loop(cfg: dict[str, Any]) -> None:
     if cfg.get("init_state_dict") is not None:
         module.model.load_state_dict(cfg["init_state_dict"])
     accelerator = _worker_accelerator(cfg["gpus_per_worker"])
-    callbacks = [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience),
-                 RayTrainReportCallback(), *cfg.get("callbacks", [])]
+    # patience 0: a fixed-length run (a refit), no early stopping; the last epoch's weights are kept (fit_ray)
+    early = [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)] \
+        if tcfg.patience > 0 else []
+    callbacks = [*early, RayTrainReportCallback(), *cfg.get("callbacks", [])]
     trainer = pl.Trainer(max_epochs=tcfg.epochs, accelerator=accelerator, devices="auto",
                          strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
                          precision=pick_precision(accelerator, tcfg.precision), gradient_clip_val=tcfg.grad_clip,
@@ -339,14 +341,17 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
             f"restart from the last one.") from exc
     finally:
         ray.kill(collector)
-    best = result.get_best_checkpoint(tcfg.monitor, tcfg.monitor_mode) or result.checkpoint
+    fixed = tcfg.patience <= 0
+    best = (None if fixed else result.get_best_checkpoint(tcfg.monitor, tcfg.monitor_mode)) or result.checkpoint
     if best is None:
         raise DistributedTrainingError(f"Ray Train run {name!r} reported no checkpoint")
     with best.as_directory() as d:
         state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
     model_state = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     best_row = None
-    if history:
+    if history and fixed:
+        best_row = max(history, key=lambda r: r.get("epoch", -1))
+    elif history:
         key = min if tcfg.monitor_mode == "min" else max
         best_row = key(history, key=lambda r: r.get(tcfg.monitor, float("inf") if key is min else float("-inf")))
     from stocktrend.platform.training.local import make_module
