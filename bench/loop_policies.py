@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=120)
     ap.add_argument("--val-days", type=int, default=126)
     ap.add_argument("--train-days", type=int, default=0)
+    ap.add_argument("--gate-days", type=int, default=63)
     ap.add_argument("--switch", type=int, default=1250)
     ap.add_argument("--after", type=int, default=1008)
     ap.add_argument("--phi", type=float, default=0.6)
@@ -57,8 +58,8 @@ def main() -> None:
     a = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loop-policies-"))
     common = ["--model", a.model, "--preset", a.preset, "--label", a.label, "--epochs", str(a.epochs),
-              "--val-days", str(a.val_days), "--train-days", str(a.train_days), "--policy", "gated-refit", "--every",
-              str(a.every), "--name", "bench"]
+              "--gate-days", str(a.gate_days), "--val-days", str(a.val_days), "--train-days", str(a.train_days),
+              "--policy", "gated-refit", "--every", str(a.every), "--name", "bench"]
     ref = None
     if a.universe is None:
         from stocktrend.platform.data.synthetic import switching_cross_section_universe, write_directory
@@ -79,7 +80,8 @@ def main() -> None:
         src, start, end = ["--universe", a.universe], a.start, a.end
     run([CLI, "replay", *src, "--start", start, "--end", end, *common], root / "replay", a.timeout)
     res = json.loads((root / "replay" / "reports" / "replay-bench" / "replay.json").read_text())
-    print(f"\n{a.model} ({a.preset}, label {a.label}), a step every {a.every} days, validation {a.val_days} days, "
+    print(f"\n{a.model} ({a.preset}, label {a.label}), a step every {a.every} days, gate window {a.gate_days} days, "
+          f"validation {a.val_days} days, "
           f"training window {a.train_days or 'all'} days, "
           f"{start} .. {end}" + (f"; reference (trained on the signal period): rank IC {ref:.3f}" if ref else ""))
     print("| policy | rank IC | Newey-West 95% | t | share of the reference |\n|---|---|---|---|---|")

@@ -27,3 +27,16 @@ def test_search_smoke_test_runs_end_to_end(tmp_path):
     assert len(table) == 2 and set(table["status"]) <= {"completed", "stopped early"}
     assert table["epochs"].max() <= 2
     assert "registered: stocktrend-smoke-test version 1" in proc.stdout
+    # `stocktrend tune --promote`: the second search's best version is offered to production through the gate (the
+    # same rule, report and exit codes as `stocktrend models promote`), never moved there unconditionally.
+    cli = os.path.join(os.path.dirname(sys.executable), "stocktrend")
+    again = subprocess.run([cli, "tune", "--smoke-test", "--name", "smoke2", "--promote"], env=env,
+                           capture_output=True, text=True, timeout=300, cwd=os.getcwd())
+    assert again.returncode in (0, 3), again.stdout[-3000:] + again.stderr[-3000:]
+    out = again.stdout
+    assert "registered: stocktrend-smoke-test version 2" in out and "gate         : " in out, out
+    assert "candidate v2" in out or "challenger v2" in out, out
+    import mlflow
+    c = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    production = int(c.get_registered_model("stocktrend-smoke-test").aliases["production"])
+    assert production == (2 if again.returncode == 0 else 1), out

@@ -24,7 +24,7 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
     # A deliberately poor point (chance-level by construction, and the slowest of the space so that it reaches the
     # rung after the preset default it runs beside, on a panel the default learns by then) makes an ASHA stop certain.
     opts = SearchOptions(name="ci", preset="tiny", num_samples=3, **RUNG, data_dir=planted_dir,
-                         model_name="tuned", promote=True, extra_points=(POOR,))
+                         model_name="tuned", extra_points=(POOR,))
     res = run_search(opts)
     table = res["table"]
     assert len(table) == 3 and (table["status"] != "error").all()
@@ -34,7 +34,8 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
     assert cache.COMPUTE_COUNT["tickers"] <= before + 3  # ...from features computed at most once, by the driver
     assert len(list((tmp_path / "cache").glob("features-*.parquet"))) == 1
     assert Path(res["table_path"]).is_file() and (Path(res["table_path"]).with_suffix(".parquet")).is_file()
-    # Best trial registered, promoted, loadable, predicting on windows of its own sequence length.
+    # Best trial registered (the name's first version takes production), loadable, predicting on windows of its own
+    # sequence length. (--promote belongs to the CLI's gated door: tests/loop/test_loop_cli.py, tests/test_k8s.py.)
     assert res["version"] == 1 and registry.get_version("tuned", "production")["version"] == 1
     path, _ = registry.download("tuned", "production")
     pred = Predictor.load(path)
