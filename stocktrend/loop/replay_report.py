@@ -134,8 +134,13 @@ def policy_metrics(frame: pd.DataFrame, horizon: int, cost_bps: float, neutral: 
         mean, se = (float(daily.mean()) if len(daily) else float("nan")), newey_west_se(daily.to_numpy(), lags)
         out.update(ic=s["ic_mean"], ic_t=s["ic_t"], rank_ic=mean, rank_ic_t=newey_west_t(daily.to_numpy(), lags),
                    rank_ic_ci=(mean - 1.96 * se, mean + 1.96 * se), daily_rank_ic=daily)
-        ls, hold = long_short(frame.dropna(subset=["ret1"]), cost_bps)
-        lo, _ = long_short(frame.dropna(subset=["ret1"]), cost_bps, long_only=True)
+        g = frame.dropna(subset=["ret1"])
+        if len(g):
+            ls, hold = long_short(g, cost_bps)
+            lo, _ = long_short(g, cost_bps, long_only=True)
+        else:  # a policy that abstained throughout (no model passed the floors): no position
+            from stocktrend.platform.evaluation.metrics import backtest_stats
+            ls = lo = hold = backtest_stats("none", np.zeros(1), np.zeros(1))
     else:
         out.update(ic=float("nan"), ic_t=float("nan"), rank_ic=float("nan"), rank_ic_t=float("nan"),
                    rank_ic_ci=(float("nan"), float("nan")), daily_rank_ic=pd.Series(dtype=float))
