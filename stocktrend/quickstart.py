@@ -325,9 +325,9 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
 def serve_forever() -> None:
     """Block until Ctrl-C, then shut Serve down."""
     from ray import serve
+    from stocktrend.serve.ingress import keep_serving
     try:
-        while True:
-            time.sleep(3600)
+        keep_serving()
     except KeyboardInterrupt:
         pass
     finally:

@@ -18,6 +18,7 @@ LAYERS = {
     "platform.data": 1,
     "platform.ports": 1,
     "platform.console": 2,
+    "platform.processes": 2,
     "platform.registry": 2,
     "platform.training": 3,
     "platform.evaluation": 4,

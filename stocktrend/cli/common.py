@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Optional
 
@@ -57,9 +58,16 @@ def _fractions(value: str) -> tuple[float, float, float]:
 def _interruptible(command: str):
     """One Ctrl-C ends the command: say what was kept, shut down the Ray instance this process started (no Ray
     process of the run is left), exit 130. Errors shut it down too, so nothing is left behind either way."""
+    import signal
+
     from stocktrend.platform import console
     from stocktrend.platform.training.distributed import shutdown_ray
     from stocktrend.tune.search import SearchInterrupted
+
+    def stop(signum, frame):  # SIGTERM (a scheduler, `kill`) stops the command as Ctrl-C does
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
     try:
         yield
     except SearchInterrupted as exc:

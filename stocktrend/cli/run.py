@@ -237,9 +237,8 @@ def serve_cmd(
                    f"ingress (docs: http://{host}:{port}/docs; Ctrl-C stops)")
         typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of "
                    f"this node)")
-        import time
-        while True:
-            time.sleep(3600)
+        from stocktrend.serve.ingress import keep_serving
+        keep_serving()
     except KeyboardInterrupt:
         typer.echo("stopping the endpoint (Ctrl-C)" if started else "interrupted while starting: shutting down")
         serve.shutdown()

@@ -106,12 +106,32 @@ def start_endpoint(app, host: str, port: int, request_timeout_s: float, hint: st
     try:
         serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(app, name="stocktrend", route_prefix="/", blocking=False)
+        from stocktrend.platform import processes
+        processes.remember(console.STATE.get("command") or "serve")  # HAProxy's PIDs, for a killed command
     except Exception as exc:
         why = start_error(exc, host, port, hint)
         if why is None:
             raise
         logging.getLogger("stocktrend.serve.start").info("the endpoint did not start; Ray says: %s", exc)
         raise ValueError(why) from exc
+
+
+def keep_serving(refresh_s: float = 5.0) -> None:
+    """Block until Ctrl-C (or SIGTERM, turned into the same), keeping the record of the HAProxy processes current:
+    Serve restarts HAProxy with new PIDs when replicas change, and a command killed with SIGKILL leaves only that
+    record for the next command to end them by (``stocktrend.platform.processes``)."""
+    import signal
+    import time
+
+    from stocktrend.platform import console, processes
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    command = console.STATE.get("command") or "serve"
+    while True:
+        time.sleep(refresh_s)
+        processes.remember(command)
 
 
 def _ports_in_use(text: str) -> set[int]:

@@ -201,6 +201,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
         log.info("Ray: %s", RAY_STATE["where"])
         _reroute_logs()
         return False
+    from stocktrend.platform import processes
+    for line in processes.reap_leftovers():  # what a killed command on this home left running (by recorded PID)
+        log.warning(line)
     ray.init(address="local", num_cpus=num_cpus, **kw)
     RAY_STATE["started_local"] = True
     RAY_STATE["where"] = (f"a private local Ray instance ({ray.cluster_resources().get('CPU', 0):g} CPUs; "
@@ -218,8 +221,14 @@ def _reroute_logs() -> None:
 def shutdown_ray() -> None:
     """Shut down the Ray instance this process started (a cluster it only connected to is left running)."""
     import ray
+
+    from stocktrend.platform import processes
+    owned = RAY_STATE.get("started_local", False)
+    tree = processes.watched_descendants() if owned else {}  # HAProxy, while still in this process's tree
     if ray.is_initialized():
         ray.shutdown()
+    if owned:
+        processes.end_own(tree)  # what outlived Ray's shutdown (an HAProxy after load) ends with the command
     RAY_STATE["started_local"] = False
 
 

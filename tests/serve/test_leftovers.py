@@ -1,0 +1,120 @@
+"""Issue 37, nothing left behind: `stocktrend serve` as a user runs it, stopped with SIGTERM right after a burst of
+requests, leaves no HAProxy running; killed with SIGKILL, it leaves the record by which the next `serve` on the same
+home ends its HAProxy (by PID and start time) and says so in one line."""
+
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
+from tests.ray.local_head import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def start_serve(env, port):
+    p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    watchdog = threading.Timer(240, p.kill)  # a serve that never comes up must not hang the run
+    watchdog.start()
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("metrics:"):
+            break
+    watchdog.cancel()
+    assert any(ln.startswith("serving") for ln in lines), "".join(lines)
+    return p, lines
+
+
+def haproxy_in_tree(pid: int) -> dict[int, float]:
+    return {c.pid: c.create_time() for c in psutil.Process(pid).children(recursive=True) if c.name() == "haproxy"}
+
+
+def still_running(procs: dict[int, float]) -> list[int]:
+    out = []
+    for pid, started in procs.items():
+        try:
+            if abs(psutil.Process(pid).create_time() - started) < 0.05:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def burst(port: int, n: int = 400, seconds: float = 20.0) -> int:
+    """n concurrent-ish GETs through HAProxy, bounded in count and time; returns how many answered."""
+    end = time.monotonic() + seconds
+    ok = [0]
+
+    def worker():
+        with httpx.Client(timeout=5) as c:
+            for _ in range(n // 8):
+                if time.monotonic() > end:
+                    return
+                try:
+                    ok[0] += c.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+                except httpx.HTTPError:
+                    pass
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 10)
+    return ok[0]
+
+
+def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
+    home = tmp_path / "home"
+    env = cli_env(home)
+    data = planted_csv_folder(tmp_path, seed=5)
+    cli_ok(env, "train", "--model", "lstm", "--preset", "tiny", "--epochs", "1", "--data", str(data), timeout=600)
+
+    # SIGTERM right after a load burst: the command ends its HAProxy with it.
+    port = free_port()
+    p, _ = start_serve(env, port)
+    try:
+        ours = haproxy_in_tree(p.pid)
+        assert ours, "the endpoint runs no HAProxy?"
+        assert burst(port) > 0
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=180)[0]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "endpoint stopped" in out, out[-3000:]
+    time.sleep(1)
+    assert still_running(ours) == [], f"HAProxy {still_running(ours)} outlived serve"
+
+    # SIGKILL: nothing of the command runs, the record stays; the next serve on this home ends what it names.
+    port = free_port()
+    p, _ = start_serve(env, port)
+    try:
+        ours = haproxy_in_tree(p.pid)
+        assert burst(port, n=200) > 0
+        p.kill()
+        p.wait(timeout=60)
+        records = list((home / "run").glob("*.json"))
+        assert [r.stem for r in records] == [str(p.pid)]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    orphans = still_running(ours)  # what the kill left: HAProxy, reparented to PID 1
+    port = free_port()
+    q, lines = start_serve(env, port)
+    try:
+        said = [ln for ln in lines if "left running by a stopped `stocktrend serve`" in ln]
+        time.sleep(1)
+        left = still_running(ours)
+    finally:
+        q.send_signal(signal.SIGINT)
+        q.communicate(timeout=180)
+    assert left == [], f"HAProxy {left} of the killed serve still runs"
+    if orphans:  # one line, naming every PID it ended
+        assert len(said) == 1 and all(str(pid) in said[0] for pid in orphans), lines
+    assert not list((home / "run").glob("*.json"))  # every record consumed
