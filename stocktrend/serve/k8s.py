@@ -94,7 +94,8 @@ def manifests(serve_config: Path, image: str = IMAGE, storage: str = STORAGE,
         "configmap.yaml": [{
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG, **meta},
             # STOCKTREND_DATA: where the evening job reads the new bars (one CSV/Parquet file per ticker + market/,
-            # on the shared volume; whatever delivers your daily bars writes them there before the schedule).
+            # on the shared volume, or an s3://bucket/prefix; whatever delivers your daily bars writes them there
+            # before the schedule).
             "data": {"STOCKTREND_HOME": "/data/stocktrend", "STOCKTREND_DATA": "/data/bars",
                      "STOCKTREND_STORAGE": storage,
                      "MLFLOW_TRACKING_URI": tracking_uri, "RAY_USAGE_STATS_ENABLED": "0"}}],

@@ -109,3 +109,35 @@ def test_checkpoints_registry_and_serving_on_s3(tmp_path, s3_server):
         _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-2000:]
     assert not (home / "mlartifacts").exists()
+
+
+def test_bars_from_an_s3_folder_for_the_evening_job(s3_server, tmp_path, monkeypatch):
+    """--data / STOCKTREND_DATA = s3://bucket/prefix (issue 36): the folder is read through a local snapshot, the same
+    universe as the local folder; an unchanged folder is not downloaded again, new bars make a new snapshot; the CLI
+    reads it (retrain and score take it from $STOCKTREND_DATA: tests/loop); a wrong prefix is one error."""
+    from stocktrend.platform.data.remote import local_copy
+    from stocktrend.platform.data.sources import DataValidationError
+    from stocktrend.platform.data.universes import load_universe
+    env, client = s3_server
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path / "home"))
+    data = planted_csv_folder(tmp_path, seed=9)
+    for f in sorted(data.rglob("*.csv")):
+        client.upload_file(str(f), BUCKET, f"bars/{f.relative_to(data).as_posix()}")
+    uri = f"s3://{BUCKET}/bars"
+    remote, local = load_universe(uri), load_universe(data)
+    assert sorted(remote.tickers) == sorted(local.tickers) and sorted(remote.market) == sorted(local.market)
+    for t in local.tickers:
+        assert remote.tickers[t]["close"].equals(local.tickers[t]["close"])
+    snapshots = tmp_path / "home" / "cache" / "bars"
+    first = local_copy(uri)
+    assert [p.name for p in snapshots.iterdir()] == [first.name]  # the second read did not copy again
+    time.sleep(1.1)  # a new modification time for the changed object
+    client.upload_file(str(sorted(data.glob("*.csv"))[0]), BUCKET, "bars/EXTRA.csv")
+    assert "EXTRA" in load_universe(uri).tickers and len(list(snapshots.iterdir())) == 2
+    with pytest.raises(DataValidationError, match="no .csv or .parquet files"):
+        load_universe(f"s3://{BUCKET}/nothing-here")
+    r = subprocess.run([CLI, "data", "build", "--data", uri, "--top-k", "8"], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env=cli_env(tmp_path / "home2", **env))
+    assert r.returncode == 0 and "EXTRA" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

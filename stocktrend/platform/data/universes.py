@@ -215,10 +215,13 @@ def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None 
                   market: list[str] | None = None, indicators: list[str] | None = None,
                   aliases: ColumnAliases | None = None, universe: str | None = None,
                   as_of: str | pd.Timestamp | None = None) -> Universe:
-    """One entry point for the CLI and the library: a directory if given, else a named embedded universe (default
-    ``msft``). ``as_of``: the data as it was on that day; every series ends on or before it, for every caller (a
+    """One entry point for the CLI and the library: a directory (or an object-store folder, ``s3://bucket/prefix``) if
+    given, else a named embedded universe (default ``msft``). ``as_of``: the data as it was on that day; every series ends on or before it, for every caller (a
     directory's rows after it are dropped as their dates are parsed, before any value is read)."""
     if data_dir is not None:
+        from stocktrend.platform.data.remote import is_remote, local_copy
+        if is_remote(str(data_dir)):  # s3://bucket/prefix: a local snapshot of the folder (downloaded when changed)
+            data_dir = local_copy(str(data_dir))
         u = load_directory(data_dir, tickers=tickers, aliases=aliases, as_of=as_of)
     else:
         u = load_named(universe or "msft", tickers, market, indicators, as_of=as_of)
