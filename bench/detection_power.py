@@ -43,7 +43,7 @@ def main() -> None:
 
     from stocktrend.platform.data.dataset import DataConfig, build_dataset
     from stocktrend.platform.data.universes import data_defaults
-    from stocktrend.platform.evaluation.cross_section import _frame, daily_ic, ic_summary
+    from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary, prediction_frame
     from stocktrend.platform.evaluation.power import DETECT_T, plant_signal
     from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
     from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
@@ -51,7 +51,7 @@ def main() -> None:
 
     def score_ic(data, score):
         rows = data.samples["test"]
-        ic = ic_summary(daily_ic(_frame(data, rows, score)), data.config.horizon)
+        ic = ic_summary(daily_ic(prediction_frame(data, rows, score)), data.config.horizon)
         return ic["rank_ic_mean"], ic["rank_ic_t"], int(ic["days"])
 
     def run_model(data, model):

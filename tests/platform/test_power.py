@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from stocktrend.platform.data.dataset import DataConfig, build_dataset
 from stocktrend.platform.data.synthetic import random_walk_universe
-from stocktrend.platform.evaluation.cross_section import _frame, daily_ic, ic_summary, score_of
+from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary, prediction_frame, score_of
 from stocktrend.platform.evaluation.power import plant_signal
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
 from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
@@ -33,7 +33,7 @@ def test_scores(data, model: str, preset: str, epochs: int = 1, epoch_windows: i
     rows = data.samples["test"]
     out, _ = pred.predict_proba(data.windows(rows))
     score = score_of(out[:, :1] if data.kind.is_value else out[:, :data.kind.n_classes], data.kind)
-    ic = ic_summary(daily_ic(_frame(data, rows, score)), data.config.horizon)
+    ic = ic_summary(daily_ic(prediction_frame(data, rows, score)), data.config.horizon)
     auc = roc_auc_score((data.target_value[rows] >= 0).astype(int), score)
     return ic["rank_ic_mean"], ic["rank_ic_t"], auc, ic["days"]
 
