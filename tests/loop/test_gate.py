@@ -209,16 +209,10 @@ def test_judge_never_raises_on_missing_metrics():
     assert "why not" in out[0].text
 
 
-def test_dry_run_and_off_in_the_alias_step(tmp_path, monkeypatch):
+def test_dry_run_and_off_in_the_alias_step(three_versions):
     from stocktrend.loop.door import KEPT, PROMOTED, decide
     from stocktrend.platform.registry import mlflow_registry as registry
-    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    c = registry.client()
-    c.create_registered_model("m")
-    for _ in range(3):
-        c.create_model_version("m", source=str(tmp_path), run_id=None)
-    registry.promote("m", 1)
+    c = three_versions
     passed = gate(GateOptions(), binary(1.0, 23), binary(3.0, 24))
     failed = gate(GateOptions(), binary(3.0, 24), binary(1.0, 23))
     assert decide("m", passed, "dry-run", 1, 2)[1] == PROMOTED and registry.aliases("m")["production"] == 1

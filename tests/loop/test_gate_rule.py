@@ -40,17 +40,10 @@ def test_too_little_data_for_a_window_is_a_clear_error():
         gate_boundaries(dates, 5, 63, 10)
 
 
-def test_promotion_is_a_compare_and_set(tmp_path, monkeypatch):
+def test_promotion_is_a_compare_and_set(three_versions):
     """Two retrains that compared against the same champion: the first moves production, the second sees it moved
     and changes nothing."""
     from stocktrend.platform.registry import mlflow_registry as registry
-    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    c = registry.client()
-    c.create_registered_model("m")
-    for _ in range(3):
-        c.create_model_version("m", source=str(tmp_path), run_id=None)
-    registry.promote("m", 1)
     first = registry.promote("m", 2, expected=1, also={"challenger": 2})
     second = registry.promote("m", 3, expected=1, also={"challenger": 3})
     assert first["changed"] and not second["changed"] and "moved to version 2" in second["reason"]
