@@ -240,7 +240,7 @@ def serve_cmd(
         from stocktrend.serve.ingress import keep_serving
         keep_serving()
     except KeyboardInterrupt:
-        typer.echo("stopping the endpoint (Ctrl-C)" if started else "interrupted while starting: shutting down")
+        typer.echo("stopping the endpoint" if started else "interrupted while starting: shutting down")
         serve.shutdown()
         _finish()
         typer.echo("endpoint stopped")

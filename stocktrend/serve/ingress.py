@@ -53,6 +53,9 @@ def configure_ingress(python_proxy: bool = False) -> str:
         log.info("Ray is already running: its own environment decides the ingress (set %s on `ray start`)",
                  ", ".join(f"{k}={v}" for k, v in env.items()))
     elif want_fast:
+        from stocktrend.platform import processes
+        for line in processes.reap_leftovers():  # first: an HAProxy a killed command left may hold the side ports
+            log.warning(line)
         _free_haproxy_ports()
     return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "python"
 

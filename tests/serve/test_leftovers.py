@@ -104,7 +104,8 @@ def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-    orphans = still_running(ours)  # what the kill left: HAProxy, reparented to PID 1
+    orphans = still_running(ours)  # what the kill left: HAProxy, reparented to PID 1 (Ray 2.60 does not end it)
+    assert orphans, "SIGKILL of serve left no HAProxy: nothing for the next command to end (Ray changed?)"
     port = free_port()
     q, lines = start_serve(env, port)
     try:
@@ -115,6 +116,7 @@ def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
         q.send_signal(signal.SIGINT)
         q.communicate(timeout=180)
     assert left == [], f"HAProxy {left} of the killed serve still runs"
-    if orphans:  # one line, naming every PID it ended
-        assert len(said) == 1 and all(str(pid) in said[0] for pid in orphans), lines
+    # one line, naming every PID it ended, before the new endpoint took HAProxy's ports
+    assert len(said) == 1 and all(str(pid) in said[0] for pid in orphans), lines
+    assert not any("is in use on this host" in ln for ln in lines), lines
     assert not list((home / "run").glob("*.json"))  # every record consumed
