@@ -283,6 +283,10 @@ def _serve_and_query(opts: QuickstartOptions, data, home: Path, say) -> dict[str
                    hint=f"the model is registered and promoted, so no need to run the quickstart again: `stocktrend "
                         f"serve --model {opts.model_name}@production --port N` serves it")
     url = f"http://{opts.host}:{opts.port}"
+    from stocktrend.serve.ingress import exposure_line
+    exposed = exposure_line(opts.host, opts.port)
+    if exposed:
+        say(f"  {exposed}")
     _wait_healthy(url)
     path, _ = registry.download(opts.model_name, "production")
     pred = Predictor.load(path)

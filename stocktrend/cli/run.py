@@ -233,6 +233,10 @@ def serve_cmd(
                                         "challenger_routes": challenger_routes} if challenger else {})}),
                        host, port, request_timeout_s)
         started = True
+        from stocktrend.serve.ingress import exposure_line
+        exposed = exposure_line(host, port)
+        if exposed:
+            typer.echo(exposed)
         typer.echo(f"serving {model} at http://{host}:{port} with the {backend} backend through the {ingress} "
                    f"ingress (docs: http://{host}:{port}/docs; Ctrl-C stops)")
         typer.echo(f"metrics: {metrics_url()} (Prometheus text: Ray Serve's and the platform's, all replicas of "

@@ -119,6 +119,22 @@ def start_endpoint(app, host: str, port: int, request_timeout_s: float, hint: st
         raise ValueError(why) from exc
 
 
+def exposure_line(host: str, port: int) -> str | None:
+    """One line when the endpoint listens beyond loopback: what is now reachable, and whether the endpoint's bearer
+    token (``STOCKTREND_API_TOKEN``) protects it. None on loopback."""
+    import ipaddress
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name: it resolves to some interface
+        pass
+    where = "every interface of this machine" if host in ("0.0.0.0", "::") else host
+    guard = ("requests need 'Authorization: Bearer <STOCKTREND_API_TOKEN>' (the token is set)"
+             if os.environ.get("STOCKTREND_API_TOKEN") else
+             "STOCKTREND_API_TOKEN is NOT set: anyone who can reach the port can query the model")
+    return f"exposed      : the endpoint on port {port} listens on {where} (--host {host}); {guard}"
+
+
 def keep_serving(refresh_s: float = 5.0) -> None:
     """Block until Ctrl-C (or SIGTERM, turned into the same), keeping the record of the HAProxy processes current:
     Serve restarts HAProxy with new PIDs when replicas change, and a command killed with SIGKILL leaves only that

@@ -27,3 +27,15 @@ def test_a_taken_haproxy_side_port_is_named_not_the_endpoints(monkeypatch):
 
 def test_other_failures_are_not_mapped():
     assert start_error(RuntimeError("replica failed to load the model"), "127.0.0.1", 8000) is None
+
+
+def test_serving_beyond_loopback_says_what_is_reachable_and_whether_a_token_guards_it(monkeypatch):
+    from stocktrend.serve.ingress import exposure_line
+    monkeypatch.delenv("STOCKTREND_API_TOKEN", raising=False)
+    assert exposure_line("127.0.0.1", 8000) is None and exposure_line("localhost", 8000) is None
+    assert exposure_line("::1", 8000) is None
+    line = exposure_line("0.0.0.0", 8000)
+    assert "every interface" in line and "NOT set" in line and "port 8000" in line
+    monkeypatch.setenv("STOCKTREND_API_TOKEN", "s3cret")
+    line = exposure_line("10.1.2.3", 9000)
+    assert "listens on 10.1.2.3" in line and "the token is set" in line and "s3cret" not in line
