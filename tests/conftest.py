@@ -6,7 +6,7 @@ from stocktrend.serve.ingress import FAST_INGRESS_ENV
 
 # Keep every run artefact of the test session out of the working tree.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway local clusters (see ../shared/RAY_NOTES.md)
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway test clusters (Ray 2.60's local default: token auth)
 # Serve through the HAProxy ingress, as `stocktrend serve` does (RAY_SERVE_ENABLE_HA_PROXY=0 tests the Python proxy).
 for _k, _v in FAST_INGRESS_ENV.items():
     os.environ.setdefault(_k, _v)
