@@ -2,8 +2,8 @@
 
 Leakage rules (README, "Features, labels, splits"): the scaler is fitted on the rows of the training segment only,
 feature selection on the training samples only, and RandomOverSampler resamples training sample *indices* only.
-Validation and test are never resampled. Windows are views into one float32 matrix: a sample is the row of its last input day, and its
-window is the ``sequence_length`` rows ending there (never crossing a ticker boundary).
+Validation and test are never resampled. Windows are views into one float32 matrix: a sample is the row of its last
+input day, and its window is the ``sequence_length`` rows ending there (never crossing a ticker boundary).
 """
 
 from __future__ import annotations
