@@ -96,8 +96,11 @@ def train_cmd(
     typer.echo("")
     size = ("scikit-learn" if spec.is_sklearn else
             f"{sum(p.numel() for p in r.module.parameters()):,} parameters")
-    typer.echo(f"trained      : {model}, {tcfg.preset} preset, {size}, {r.epochs_run} epoch(s) in {out.seconds:.0f} s; "
-               f"best {tcfg.monitor} {r.best_score:.4f} at epoch {r.best_epoch}" if r.best_score is not None
+    # scikit-learn models report their boosting iterations (gbm's trees, picked on validation) as epochs
+    length = f"{r.epochs_run} tree(s)" if spec.is_sklearn else f"{r.epochs_run} epoch(s)"
+    where = "" if spec.is_sklearn else f" at epoch {r.best_epoch}"
+    typer.echo(f"trained      : {model}, {tcfg.preset} preset, {size}, {length} in {out.seconds:.0f} s; "
+               f"best {tcfg.monitor} {r.best_score:.4f}{where}" if r.best_score is not None
                else f"trained      : {model} (no validation score)")
     if r.test_metrics:
         typer.echo("test         : " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.test_metrics.items()))

@@ -60,6 +60,7 @@ def fit_sklearn(data: PreparedData, tcfg, mcfg, run_test: bool = True) -> FitRes
     val = segment_metrics(estimator, data, "val")
     row = {"epoch": 0, **val, "seconds": time.perf_counter() - t0}
     best = val.get(tcfg.monitor)
-    iters = int(getattr(estimator, "n_iter_", 1))  # trees kept (gbm): what a refit repeats
+    # gbm's boosting iterations (trees picked on validation) stand as its epochs: what a refit repeats; rf: 1
+    iters = int(getattr(estimator, "n_iter_", 1))
     return FitResult(SklearnModule(estimator), mcfg, tcfg, best, iters - 1, iters, [row],
                      segment_metrics(estimator, data, "test") if run_test else {})
