@@ -220,8 +220,7 @@ def promote_version(name: str, version: int, gopts: GateOptions | None = None, f
                                      notes)
     except GateRefusal as exc:
         report = refused(gopts, f"v{current}", f"v{version}", str(exc))
-        from stocktrend.loop.gate import write_report as write
-        md, _ = write(report, folder)
+        md, _ = write_report(report, folder)
     for line in report.table():
         say(line)
     decision, code, reason = decide(name, report, gopts.mode, current, version, by=by)
