@@ -37,6 +37,11 @@ def test_cluster_file_is_valid(path):
     start = " ".join(prepared["head_start_ray_commands"] + prepared["worker_start_ray_commands"])
     for var in ("STOCKTREND_STORAGE=", "MLFLOW_TRACKING_URI=", "mlflow server"):
         assert var in start
+    # Ray token authentication on every node, the launcher's token file copied to each (issue 37)
+    starts = [c for c in prepared["head_start_ray_commands"] + prepared["worker_start_ray_commands"]
+              if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts), starts
+    assert prepared["file_mounts"].get("/home/ubuntu/.ray/auth_token") == "~/.ray/auth_token"
 
 
 def test_aws_file_has_cpu_head_cpu_and_gpu_workers_and_s3():

@@ -139,6 +139,48 @@ def test_every_ray_node_gets_the_haproxy_ingress_variables():
         assert _every_node_has_ingress_env(doc), doc["metadata"]["name"]
 
 
+def _token_auth(container: dict) -> bool:
+    """RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the stocktrend-ray-token Secret (not optional)."""
+    from stocktrend.serve.k8s import RAY_TOKEN_SECRET
+    env = {e["name"]: e for e in container.get("env", [])}
+    ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    return (env.get("RAY_AUTH_MODE", {}).get("value") == "token" and ref.get("name") == RAY_TOKEN_SECRET
+            and ref.get("key") == "auth_token" and not ref.get("optional") and "value" not in env["RAY_AUTH_TOKEN"])
+
+
+def _ray_clients_and_nodes() -> list[tuple[str, dict]]:
+    """Every container that runs Ray or talks to a Ray cluster: the nodes of RayService / RayCluster / RayJob, the
+    RayJob's submitter, the evening CronJob."""
+    out = []
+    for doc in _by_kind("RayService") + _by_kind("RayCluster") + _by_kind("RayJob"):
+        for template in _pod_templates(doc):
+            out += [(doc["metadata"]["name"], c) for c in template["spec"]["containers"]]
+        if doc["kind"] == "RayJob":
+            out += [(doc["metadata"]["name"] + "/submitter", c)
+                    for c in doc["spec"]["submitterPodTemplate"]["spec"]["containers"]]
+    for doc in _by_kind("CronJob"):
+        out += [(doc["metadata"]["name"], c)
+                for c in doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]]
+    return out
+
+
+def test_every_ray_node_and_client_runs_with_token_auth_from_a_secret_and_no_token_is_committed():
+    found = _ray_clients_and_nodes()
+    assert len(found) == 3 * 2 + 2  # RayService, RayCluster, RayJob x (head, workers), the submitter, the CronJob
+    for where, c in found:
+        assert _token_auth(c), (where, c["name"])
+    text = "".join(p.read_text() for p in K8S.glob("*.yaml"))
+    assert "auth_token:" not in text and "RAY_AUTH_TOKEN: " not in text  # a value would be a committed token
+    # the check fails when one container loses it
+    where, c = found[0]
+    broken = copy.deepcopy(c)
+    broken["env"] = [e for e in broken["env"] if e["name"] != "RAY_AUTH_MODE"]
+    assert not _token_auth(broken)
+    broken = copy.deepcopy(c)
+    next(e for e in broken["env"] if e["name"] == "RAY_AUTH_TOKEN")["valueFrom"]["secretKeyRef"]["optional"] = True
+    assert not _token_auth(broken)
+
+
 def _parse_platform_command(argv: list[str]) -> None:
     """Parse (never run) a platform command line with the platform's own parser; raise on any bad flag."""
     import typer

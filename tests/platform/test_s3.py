@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from tests.census import Census
 from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
 from tests.ray.local_head import free_port
 
@@ -72,8 +73,13 @@ def test_checkpoints_registry_and_serving_on_s3(tmp_path, s3_server):
         return cli_ok(env, *args, timeout=timeout)
 
     common = ["--data", str(data), "--top-k", "8", "--sequence-length", "10"]
-    # Ray Train, two workers: the run's checkpoints in the bucket, the registered version's artefacts too.
-    r = run("train", "--workers", "2", "--preset", "tiny", "--epochs", "2", "--accumulate", "1", *common)
+    # Ray Train, two workers: the run's checkpoints in the bucket, the registered version's artefacts too. Under
+    # Ray's default token authentication, with issue 37's socket census of every process the commands start.
+    env.pop("RAY_AUTH_MODE", None)
+    with Census(home) as census:
+        r = run("train", "--workers", "2", "--preset", "tiny", "--epochs", "2", "--accumulate", "1", *common)
+    print(f"listening sockets of `stocktrend train --workers 2` ({len(census.listeners)}):\n{census.table()}")
+    assert census.listeners and not census.exposed(), census.table()
     assert "registered   : stocktrend version 1" in r.stdout, r.stdout
     train_keys = _keys(client, "runs/ray/train-")
     assert any(k.endswith("/checkpoint.ckpt") for k in train_keys), train_keys[:20]
@@ -82,8 +88,11 @@ def test_checkpoints_registry_and_serving_on_s3(tmp_path, s3_server):
         model_keys[:20]
 
     # A search: its trials' checkpoints in the bucket, the best one registered with its artefacts there.
-    r = run("tune", "--preset", "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1",
-            "--name", "s3-search", "--model-name", "s3-search", *common[:2])
+    with Census(home) as census:
+        r = run("tune", "--preset", "tiny", "--num-samples", "2", "--max-epochs", "2", "--grace-period", "1",
+                "--name", "s3-search", "--model-name", "s3-search", *common[:2])
+    print(f"listening sockets of `stocktrend tune` ({len(census.listeners)}):\n{census.table()}")
+    assert census.listeners and not census.exposed(), census.table()
     assert "registered: s3-search version 1" in r.stdout, r.stdout[-2000:]
     tune_keys = _keys(client, "runs/tune/s3-search/")
     assert sum(k.endswith("/checkpoint.ckpt") for k in tune_keys) >= 2, tune_keys[:20]

@@ -12,14 +12,15 @@ import httpx
 import psutil
 import pytest
 
+from tests.census import Census
 from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
 
 
-def start_serve(env, port):
-    p = subprocess.Popen([CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+def start_serve(env, port, *extra):
+    p = subprocess.Popen([CLI, "serve", "--port", str(port), *extra], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     watchdog = threading.Timer(240, p.kill)  # a serve that never comes up must not hang the run
     watchdog.start()
@@ -74,20 +75,30 @@ def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
     home = tmp_path / "home"
     env = cli_env(home)
     data = planted_csv_folder(tmp_path, seed=5)
-    cli_ok(env, "train", "--model", "lstm", "--preset", "tiny", "--epochs", "1", "--data", str(data), timeout=600)
+    for _ in range(2):  # versions 1 and 2: a champion and a challenger
+        cli_ok(env, "train", "--model", "lstm", "--preset", "tiny", "--epochs", "1", "--data", str(data),
+               timeout=600)
 
-    # SIGTERM right after a load burst: the command ends its HAProxy with it.
+    # Serve with a challenger, under Ray's default token authentication: the socket census of every process the
+    # command started (issue 37: loopback, or refusing an unauthenticated request), then SIGTERM right after a load
+    # burst: the command ends its HAProxy with it.
     port = free_port()
-    p, _ = start_serve(env, port)
-    try:
-        ours = haproxy_in_tree(p.pid)
-        assert ours, "the endpoint runs no HAProxy?"
-        assert burst(port) > 0
-        p.send_signal(signal.SIGTERM)
-        out = p.communicate(timeout=180)[0]
-    finally:
-        if p.poll() is None:
-            p.kill()
+    user = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    with Census(home) as census:
+        p, _ = start_serve(user, port, "--challenger", "stocktrend@2", "--split", "0.5")
+        try:
+            ours = haproxy_in_tree(p.pid)
+            assert ours, "the endpoint runs no HAProxy?"
+            assert burst(port) > 0
+            time.sleep(2)  # the census sees every listener of the running endpoint
+            p.send_signal(signal.SIGTERM)
+            out = p.communicate(timeout=180)[0]
+        finally:
+            if p.poll() is None:
+                p.kill()
+    print(f"listening sockets of `stocktrend serve --challenger` ({len(census.listeners)}):\n{census.table()}")
+    assert census.listeners and not census.exposed(), census.table()
+    assert any(x.name == "haproxy" for x in census.listeners.values()), census.table()
     assert "endpoint stopped" in out, out[-3000:]
     time.sleep(1)
     assert still_running(ours) == [], f"HAProxy {still_running(ours)} outlived serve"
