@@ -18,9 +18,13 @@ import sys, time
 import ray
 from stocktrend.platform.training.distributed import init_ray, shutdown_ray
 assert init_ray(num_cpus=1) is True
+assert ray.util.get_node_ip_address() == "127.0.0.1"  # Ray binds its exporters there (issue 37)
 print("DASHBOARD", ray._private.worker.get_dashboard_url(), flush=True)
 sys.stdin.read()  # until the test closes stdin
 shutdown_ray()
+import os
+assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ  # the process may start or join a cluster again
+print("ENDED", flush=True)
 """
 
 
@@ -68,6 +72,7 @@ def test_a_private_instance_needs_the_token_and_keeps_it_0600(tmp_path, token_be
     finally:
         rest = p.communicate(input="", timeout=120)[0]
     said = "".join(out) + rest
+    assert p.returncode == 0 and "ENDED" in rest, said[-3000:]
     assert token not in said
     if token_before is not None:
         assert "was readable by other users (mode 644): now 0600" in said, said[-2000:]

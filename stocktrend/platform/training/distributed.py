@@ -180,8 +180,26 @@ def _loopback_only() -> None:
     address). Set for this process (read at import) and inherited by the processes Ray starts."""
     from ray._private import ray_constants
 
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    RAY_STATE["cluster_mode_before"] = (os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER)
+    os.environ[var] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _restore_cluster_mode() -> None:
+    """After the private instance: this process may join or start a cluster again (``ray start`` refuses to add a
+    node while local-only mode is on)."""
+    before = RAY_STATE.pop("cluster_mode_before", None)
+    if before is None:
+        return
+    from ray._private import ray_constants
+    env, flag = before
+    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    if env is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = env
+    ray_constants.ENABLE_RAY_CLUSTER = flag
 
 
 RAY_STATE = {"started_local": False, "verbose": True, "where": ""}
@@ -245,6 +263,7 @@ def shutdown_ray() -> None:
         ray.shutdown()
     if owned:
         processes.end_own(tree)  # what outlived Ray's shutdown (an HAProxy after load) ends with the command
+        _restore_cluster_mode()
     RAY_STATE["started_local"] = False
 
 
