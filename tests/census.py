@@ -115,3 +115,11 @@ class Census:
     def table(self) -> str:
         rows = sorted(self.listeners.values(), key=lambda x: (x.verdict != "loopback", x.ip, x.port))
         return "\n".join(f"{x.ip:>18}:{x.port:<6} {x.verdict:<10} {x.name} (PID {x.pid})" for x in rows)
+
+
+def haproxy_started_since(t0: float) -> list[int]:
+    """HAProxy processes created at or after ``t0`` (time.time()) that still run: after a command ended, what it
+    left behind (tests run one at a time, so nothing else starts one meanwhile)."""
+    time.sleep(1)
+    return [p.pid for p in psutil.process_iter(["name", "create_time"])
+            if p.info["name"] == "haproxy" and (p.info["create_time"] or 0) >= t0 - 1]

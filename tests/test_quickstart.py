@@ -35,16 +35,13 @@ def test_quickstart_end_to_end(tmp_path):
     from mlflow import MlflowClient
     import time
 
-    import psutil
+    from tests.census import haproxy_started_since
     home = tmp_path / "home"
     port = free_port()
     started = time.time()
     first = run(home, "--budget", "0.3", "--no-wait", "--port", str(port))
-    time.sleep(1)
     # issue 37: nothing the command started outlives it (HAProxy was the one that did)
-    left = [p.pid for p in psutil.process_iter(["name", "create_time"])
-            if p.info["name"] == "haproxy" and (p.info["create_time"] or 0) >= started - 1]
-    assert left == [], f"HAProxy {left} outlived the quickstart"
+    assert haproxy_started_since(started) == [], "HAProxy outlived the quickstart"
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     for i in range(1, 7):
