@@ -129,10 +129,13 @@ def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
         said = [ln for ln in lines if "left running by a stopped `stocktrend serve`" in ln]
         time.sleep(1)
         left = still_running(ours)
+        q_ours = haproxy_in_tree(q.pid)
     finally:
-        q.send_signal(signal.SIGINT)
+        q.send_signal(signal.SIGINT)  # one Ctrl-C
         q.communicate(timeout=180)
     assert left == [], f"HAProxy {left} of the killed serve still runs"
+    time.sleep(1)
+    assert q_ours and still_running(q_ours) == [], f"HAProxy {still_running(q_ours)} outlived one Ctrl-C"
     assert len(said) <= 1, lines
     if said:  # one line naming only PIDs of the killed command
         named = {int(x) for x in re.findall(r"\d+", said[0].split("haproxy PID", 1)[1])}
