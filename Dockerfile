@@ -3,7 +3,7 @@
 # GPU (CUDA torch from PyPI's default index; pick the CUDA tag your nodes run):
 #   docker build -t stocktrend:0.1.0-gpu --build-arg BASE_IMAGE=rayproject/ray:2.60.0-py311-cu128 \
 #     --build-arg TORCH_INDEX=https://pypi.org/simple .
-# Not built here (no container engine on the development machine): README "Run on Kubernetes" says what was checked.
+# Not built here (no container engine on the development machine): docs/deploy.md says what was checked.
 ARG BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu
 FROM ${BASE_IMAGE}
 

@@ -2,7 +2,7 @@
 and see which models find it.
 
     python bench/detection_power.py                                   # tech, us29, sp500_2010; 5 rhos; 4 models
-    python bench/detection_power.py --universes us29 --rhos 0.03 --models gbm
+    python bench/detection_power.py --universes us29 --rhos 0.05,0.10 --models lstm,gbm,logistic --seeds 1,2,3
 
 For each universe (its own data defaults: features, window, split), the label is `excess` (the direction of the
 5-day return against the day's universe mean). For each rho, one input column (the weakest selected feature) is
@@ -13,6 +13,10 @@ logistic regression (the evaluation baseline, on flattened windows) are trained 
 on the untouched test segment: daily cross-sectional rank IC of the score (P(Alcista)) against the realised 5-day
 return, with its Newey-West t-statistic (4 lags). A model detects rho when t > 3. Prints one row per fit and a summary
 of the smallest rho each model detects at each breadth.
+
+The oracle: the planted column itself, read at each test window's last day, used as the score on the same test days.
+Its t is what the data hold at that rho; each model's **efficiency** = t(model) / t(oracle), printed per fit and as the
+median over the seeds (each seed draws its own planted noise and trains its own models).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def main() -> None:
     ap.add_argument("--epoch-windows", type=int, default=8192, help="training windows per epoch (torch models)")
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--logistic-max", type=int, default=30000, help="training windows for logistic regression")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default="1", help="comma-separated: one planted signal and one fit per model each")
     args = ap.parse_args()
     os.environ.setdefault("STOCKTREND_HOME", os.path.expanduser("~/stocktrend-bench"))
     import logging
@@ -82,19 +86,32 @@ def main() -> None:
               f"{len(base.samples['test']):,} windows ({' .. '.join(base.date_range('test'))}), window "
               f"{base.seq_len} days; data {time.perf_counter() - t0:.0f} s", flush=True)
         for rho in [float(r) for r in args.rhos.split(",")]:
-            data, column, realised = plant_signal(base, rho, seed=args.seed)
-            for model in args.models.split(","):
-                t0 = time.perf_counter()
-                ric, t, days = score_ic(data, run_model(data, model))
-                rows.append({"universe": universe, "breadth": len(base.tickers), "rho": rho, "realised": realised,
-                             "model": model, "rank_ic": ric, "t": t, "days": days,
-                             "detected": bool(t > DETECT_T), "seconds": time.perf_counter() - t0})
-                r = rows[-1]
-                print(f"  rho {rho:.2f} (realised {realised:.3f}, column {column}) {model:<9} rank IC "
-                      f"{ric:+.4f} t {t:+.2f} over {days} days {'DETECTED' if r['detected'] else ''} "
-                      f"({r['seconds']:.0f} s)", flush=True)
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                data, column, realised = plant_signal(base, rho, seed=seed)
+                col = list(data.transforms.selected).index(column)
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                t_oracle = None
+                for model in ["oracle", *args.models.split(",")]:
+                    t0 = time.perf_counter()
+                    score = data.x[data.samples["test"], col] if model == "oracle" else run_model(data, model)
+                    ric, t, days = score_ic(data, score)
+                    t_oracle = t if model == "oracle" else t_oracle
+                    rows.append({"universe": universe, "breadth": len(base.tickers), "rho": rho, "seed": seed,
+                                 "realised": realised, "model": model, "rank_ic": ric, "t": t, "days": days,
+                                 "efficiency": t / t_oracle if t_oracle else float("nan"),
+                                 "detected": bool(t > DETECT_T), "seconds": time.perf_counter() - t0})
+                    r = rows[-1]
+                    print(f"  rho {rho:.2f} seed {seed} (realised {realised:.3f}, column {column}) {model:<9} "
+                          f"rank IC {ric:+.4f} t {t:+.2f} efficiency {r['efficiency']:.2f} over {days} days "
+                          f"{'DETECTED' if r['detected'] else ''} ({r['seconds']:.0f} s)", flush=True)
     table = pd.DataFrame(rows)
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    med = (table.groupby(["universe", "rho", "model"], sort=False)
+           .agg(t=("t", "median"), efficiency=("efficiency", "median"), realised=("realised", "median"),
+                seeds=("seed", "nunique")).reset_index())
+    print("\nmedian over seeds (efficiency = t(model) / t(oracle) on the same test days):")
+    print(med.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nsmallest rho detected (t > 3):")
     for (universe, breadth), g in table.groupby(["universe", "breadth"], sort=False):
         found = {m: (f"{g[(g.model == m) & g.detected].rho.min():.2f}" if (g[g.model == m].detected).any()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
-# Chosen by measurement (`python bench/universe_choice.py`, README "Results"): after the quickstart's own search (trial
+# Chosen by measurement (`python bench/universe_choice.py`, docs/results.md): after the quickstart's own search (trial
 # epochs of SEARCH_EPOCH_WINDOWS windows), 3 walk-forward folds gave a mean validation AUC of 0.517 on `msft` vs 0.488
 # on `tech` (test blocks were not used). With uncapped trial epochs the order was the other way (tech 0.553, msft
 # 0.545): both margins are within fold-to-fold noise, and the rule follows the search the quickstart runs.

@@ -12,7 +12,7 @@ test AUC and rank IC, per seed, with medians and the wall-time ratio to the plat
 Systems (all three see the embedded ``msft`` universe, ticker MSFT by default, and its chronological 80/10/10 split):
 (a) platform: ``python -m stocktrend.tune.search --model lstm --preset small --max-concurrent 2 --cpus-per-worker 1
     --seed S --epoch-windows W --no-register ...`` in the platform's own venv, a private local Ray instance.
-(b) optuna: bench/peers/.venvs/optuna (torch, then ``-e /work/main`` and ``optuna-integration``; no Ray Tune is
+(b) optuna: bench/peers/.venvs/optuna (torch, then ``-e .`` (this checkout) and ``optuna-integration``; no Ray Tune is
     used). ``optuna.create_study`` on one SQLite file (TPESampler(seed=S), SuccessiveHalvingPruner(min_resource=
     grace, reduction_factor=rf, min_early_stopping_rate=0)) and the preset default enqueued as the first trial; then two
     worker processes ``load_study`` + ``optimize`` with ``MaxTrialsCallback(trials)``. The objective rebuilds the

@@ -133,6 +133,39 @@ def models_rollback(name: str = typer.Argument("stocktrend")) -> None:
     typer.echo(f"{name}@production -> version {r['version']} (was {r['previous']})")
 
 
+def summary_lines(res: dict) -> list[str]:
+    """The console summary of ``evaluate``: the model and every baseline (classification, regression, panel rank IC
+    and long-short), the backtest, the verdict."""
+    lines: list[str] = []
+    if "scores" in res:
+        m = res["scores"]["model"]
+        lines.append(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC "
+                    f"{m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
+        for name, s in res["scores"].items():
+            if name != "model":
+                lines.append(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
+                            f"AUC {s['auc']:.3f}")
+    for name, s in res.get("regression", {}).items():
+        lines.append(f"{('return ' + name)[:20]:<20}: MAE {s['mae']:.4f}, corr {s['corr']:.3f}, hit rate "
+                    f"{s['hit_rate']:.3f}")
+    bt = res["backtest"]
+    lines.append(f"backtest     : Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold {bt['buy_and_hold']['sharpe']:.2f}"
+                f" (annual {bt['model']['annual_return']:+.1%} vs {bt['buy_and_hold']['annual_return']:+.1%})")
+    cs = res.get("cross_section")
+    if cs:
+        ic, ls = cs["ic"]["model"], cs["long_short"]
+        lines.append(f"cross-section: rank IC {ic['rank_ic_mean']:.3f} (t {ic['rank_ic_t']:.2f}), long-short Sharpe "
+                    f"{ls['model']['sharpe']:.2f} vs equal-weight hold {ls['equal_weight_hold']['sharpe']:.2f}")
+        for name, b in cs["ic"].items():  # every baseline beside the model, on the same days
+            if name != "model":
+                bls = ls.get(name, {}).get("sharpe", float("nan"))
+                lines.append(f"{name[:13]:<13}: rank IC {b['rank_ic_mean']:.3f} (t {b['rank_ic_t']:.2f}), long-short "
+                            f"Sharpe {bls:.2f}")
+    for line in res["verdict"]:
+        lines.append(f"verdict      : {line}")
+    return lines
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Optional[str] = typer.Argument(None, help="Checkpoint file or NAME[@ALIAS|@VERSION] from the registry "
@@ -162,26 +195,7 @@ def evaluate_cmd(
     res = evaluate(model, out, EvalOptions(threshold=threshold, cost_bps=cost_bps, allow_short=short,
                                            walk_forward=walk_forward, leakage_audit=leakage_audit, epochs=epochs,
                                            universe=universe))
-    if "scores" in res:
-        m = res["scores"]["model"]
-        typer.echo(f"model        : acc {m['accuracy']:.3f}, balanced acc {m['balanced_accuracy']:.3f}, AUC "
-                   f"{m['auc']:.3f} (95% CI {m['auc_ci'][0]:.3f}-{m['auc_ci'][1]:.3f}), MCC {m['mcc']:.3f}")
-        for name, s in res["scores"].items():
-            if name != "model":
-                typer.echo(f"{name:<13}: acc {s['accuracy']:.3f}, balanced acc {s['balanced_accuracy']:.3f}, "
-                           f"AUC {s['auc']:.3f}")
-    for name, s in res.get("regression", {}).items():
-        typer.echo(f"{('return ' + name)[:20]:<20}: MAE {s['mae']:.4f}, corr {s['corr']:.3f}, hit rate "
-                   f"{s['hit_rate']:.3f}")
-    bt = res["backtest"]
-    typer.echo(f"backtest     : Sharpe {bt['model']['sharpe']:.2f} vs buy-and-hold {bt['buy_and_hold']['sharpe']:.2f}"
-               f" (annual {bt['model']['annual_return']:+.1%} vs {bt['buy_and_hold']['annual_return']:+.1%})")
-    cs = res.get("cross_section")
-    if cs:
-        ic, ls = cs["ic"]["model"], cs["long_short"]
-        typer.echo(f"cross-section: rank IC {ic['rank_ic_mean']:.3f} (t {ic['rank_ic_t']:.2f}), long-short Sharpe "
-                   f"{ls['model']['sharpe']:.2f} vs equal-weight hold {ls['equal_weight_hold']['sharpe']:.2f}")
-    for line in res["verdict"]:
-        typer.echo(f"verdict      : {line}")
+    for line in summary_lines(res):
+        typer.echo(line)
     typer.echo(f"report       : {res['report']}")
 

@@ -59,7 +59,7 @@ class ReplayOptions:
     sequence_length: int | None = None  # default: the universe's own (30; 10 for sp500_2010)
     top_k: int = 50
     search: bool = False  # each step runs a small Tune search (in the driver, one step at a time) instead
-    policy: str = "gated-refit"  # which policy moves the replay registry's aliases (measured best: README Results)
+    policy: str = "gated-refit"  # which policy moves the replay registry's aliases (measured best: docs/results.md)
     gate: GateOptions = field(default_factory=GateOptions)
     refit: bool = False  # also train each step's refit on every labelled day (the gated-refit policy)
     epochs: int = 5  # the recipe of every step's training

@@ -12,7 +12,7 @@
 Every torch model has ``outputs(x) -> dict`` with some of: ``logits`` (batch, classes), ``ret`` (batch,),
 ``log_var`` (batch,), ``attention`` (batch, days). What a model is (config, network, presets, search space, task per
 label kind, capabilities) is its file's ``SPEC`` (``stocktrend.models.spec.ModelSpec``). Adding a model: one new file
-with its config, network and ``SPEC``, and one line in ``SPECS`` below (README, "Add a model"); a model kept outside
+with its config, network and ``SPEC``, and one line in ``SPECS`` below (docs/models.md, "Add a model"); a model kept outside
 this package joins through ``STOCKTREND_MODELS`` (``stocktrend.models.plugins``).
 """
 

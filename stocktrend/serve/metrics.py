@@ -11,7 +11,7 @@ backend and the replica's role (champion or challenger):
   percentage points), the mean confidence;
 - routing (champion ingress only): the configured challenger share, shadow calls dropped, shadow agreement.
 They are ``ray.serve.metrics`` objects (Ray adds application, deployment and replica tags), exported with a ``ray_``
-prefix by every node's metrics agent (README, "Metrics"; ``deploy/grafana/stocktrend.json`` plots them).
+prefix by every node's metrics agent (docs/monitoring.md; ``deploy/grafana/stocktrend.json`` plots them).
 
 Off the request path: a request only appends to plain Python lists and counters (microseconds); a background task of
 the replica hands the accumulated values to Ray every ``FLUSH_S`` seconds and computes the drift gauges then. Ray's

@@ -1,4 +1,4 @@
-"""Issue 27: a model added as README's "Add a model" says (one file with its config, network and ModelSpec) trains,
+"""Issue 27: a model added as docs/models.md's "Add a model" says (one file with its config, network and ModelSpec) trains,
 registers, serves over HTTP and is searchable, with no other change to the platform. Every step is the CLI in a
 subprocess; the model joins the zoo through STOCKTREND_MODELS, so Ray's trial and replica processes know it too."""
 

@@ -78,6 +78,10 @@ def test_model_trains_registers_reloads_and_evaluates(kind, data_dir, tmp_path):
     if kind == "mtl_lstm":
         assert "mae" in res["regression"]["model"]  # the return head is scored too
     assert "cross_section" in res  # three tickers: IC and long-short next to the baselines
+    from stocktrend.cli.models import summary_lines
+    lines = summary_lines(res)  # what `stocktrend evaluate` prints: every baseline's rank IC beside the model's
+    baselines = [n for n in res["cross_section"]["ic"] if n != "model"]
+    assert baselines and all(any(ln.startswith(f"{n[:13]:<13}: rank IC") for ln in lines) for n in baselines), lines
 
 
 def test_regression_label_is_refused_for_classifiers():

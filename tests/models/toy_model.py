@@ -1,4 +1,4 @@
-"""A model added the way README's "Add a model" says, kept outside the package: one file with a frozen config, a
+"""A model added the way docs/models.md's "Add a model" says, kept outside the package: one file with a frozen config, a
 network with ``outputs(x) -> dict`` and a ``SPEC``. The test puts it in the zoo with ``STOCKTREND_MODELS`` (the
 package's own models are one line each in ``stocktrend/models/zoo.py`` instead)."""
 

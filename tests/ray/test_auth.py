@@ -82,7 +82,7 @@ def test_a_private_instance_needs_the_token_and_keeps_it_0600(tmp_path, token_be
 
 
 def test_a_documented_local_head_needs_the_token(tmp_path):
-    """`ray start --head` as the README shows it, in a shell whose ~/.ray/auth_token exists (0600)."""
+    """`ray start --head` as docs/tuning.md shows it, in a shell whose ~/.ray/auth_token exists (0600)."""
     home = tmp_path / "user"
     (home / ".ray").mkdir(parents=True)
     token = "b" * 64

@@ -1,6 +1,6 @@
 """From cached features to model-ready windows: labels, split, fit-on-train transforms, oversampling, DataModule.
 
-Leakage rules (README, "Features, labels, splits"): the scaler is fitted on the rows of the training segment only,
+Leakage rules (docs/data.md, "Features, labels, splits"): the scaler is fitted on the rows of the training segment only,
 feature selection on the training samples only, and RandomOverSampler resamples training sample *indices* only.
 Validation and test are never resampled. Windows are views into one float32 matrix: a sample is the row of its last
 input day, and its window is the ``sequence_length`` rows ending there (never crossing a ticker boundary).
