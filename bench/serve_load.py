@@ -165,7 +165,7 @@ def child(args) -> None:
     from stocktrend.platform.data.dataset import build_dataset
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.serve.app import app_builder
-    from stocktrend.serve.backends import ServedModel
+    from stocktrend.platform.registry.inference import ServedModel
 
     data = build_dataset()
     x = data.windows(data.samples["test"][:32]).astype(np.float32)

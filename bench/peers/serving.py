@@ -21,7 +21,7 @@ platform's venv.
 
 The model: a HybridNet of ``--preset`` (small; tiny with --quick) with random weights, registered in a temporary
 registry by bench/serve_load.py's ``register_model``; the stocktrend replicas load it from the registry and export it
-to ONNX themselves; the peers load the .onnx file that ``stocktrend.serve.backends.export_onnx`` (the replicas' own
+to ONNX themselves; the peers load the .onnx file that ``stocktrend.platform.registry.inference.export_onnx`` (the replicas' own
 export function) writes from the same registered version. Every server decodes the same JSON body, ``{"windows": [one
 test window, T x F floats]}`` (bench/serve_load.py's ``bodies``), and answers class probabilities; each first answer is
 checked against ONNX Runtime in this process (max |p - p_ref| in the table).
@@ -319,7 +319,7 @@ def build_model(preset: str, home: Path, work: Path):
     from stocktrend.platform.data.dataset import build_dataset
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
-    from stocktrend.serve.backends import export_onnx
+    from stocktrend.platform.registry.inference import export_onnx
     data = build_dataset()
     x = data.windows(data.samples["test"][:32]).astype(np.float32)
     model, _, version = serve_load.register_model(data, preset, str(home))
@@ -386,7 +386,7 @@ def report(servers: list[Server], args, meta: dict, versions: dict[str, dict]) -
           "pinned to N); FastAPI + uvicorn = `uvicorn --workers N`, pydantic body model, sync handler; LitServe = N "
           "inference workers + N API servers (its default), no batching; BentoML = workers=N, threads=1; "
           "floor = bench/noop_app.py under uvicorn")
-    print(f"ONNX export (stocktrend.serve.backends.export_onnx of {meta['spec']}) vs torch fp32: max |dp| "
+    print(f"ONNX export (stocktrend.platform.registry.inference.export_onnx of {meta['spec']}) vs torch fp32: max |dp| "
           f"{meta['export_diff']:.1e}")
     print("\nversions:")
     for where, v in versions.items():

@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from stocktrend.cli.common import _finish, _interruptible, app
+from stocktrend.models.zoo import DEFAULT_KIND
 
 
 @app.command("score")
@@ -143,7 +144,7 @@ def replay_cmd(
     every: int = typer.Option(21, min=1, help="Trading days between steps (retrains); at least the label horizon."),
     universe: Optional[str] = typer.Option(None, "--universe", "-u", help="Embedded universe (default msft)."),
     data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files instead."),
-    model: str = typer.Option("hybrid", "--model", "-m", help="Model kind retrained at every step."),
+    model: str = typer.Option(DEFAULT_KIND, "--model", "-m", help="Model kind retrained at every step."),
     preset: str = typer.Option("small", help="Model preset."),
     label: str = typer.Option("binary", help="Label kind (excess / rank for market-neutral replays of a panel)."),
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default: the universe's)."),

@@ -9,6 +9,7 @@ import typer
 
 from stocktrend.cli.common import STATE, _finish, _interruptible, app
 from stocktrend.cli.data import data_config, features_option, ticker_id_option, universe_option
+from stocktrend.models.zoo import DEFAULT_KIND
 from stocktrend.quickstart import DEFAULT_UNIVERSE
 
 @app.command("train")
@@ -20,7 +21,7 @@ def train_cmd(
     universe: str = universe_option(),
     data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files (default: embedded)."),
     ticker_id: bool = ticker_id_option(),
-    model: str = typer.Option("hybrid", "--model", "-m", help="hybrid | lstm | dual_tower | lstm_transformer "
+    model: str = typer.Option(DEFAULT_KIND, "--model", "-m", help="hybrid | lstm | dual_tower | lstm_transformer "
                               "(regresses the return) | mtl_lstm (classes + return) | rf | gbm (scikit-learn)."),
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default 30, or the universe's "
                                                   "own)."),

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from stocktrend.models.zoo import DEFAULT_KIND
 from stocktrend.loop.gate import GateOptions
 from stocktrend.platform.data.sources import DataValidationError, as_of_day
 
@@ -53,7 +54,7 @@ class ReplayOptions:
     name: str = "replay"
     universe: str | None = "msft"
     data_dir: str | None = None
-    model: str = "hybrid"
+    model: str = DEFAULT_KIND
     preset: str = "small"
     label: str = "binary"
     sequence_length: int | None = None  # default: the universe's own (30; 10 for sp500_2010)

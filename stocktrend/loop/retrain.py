@@ -107,7 +107,7 @@ def _check_universe(champion, universe) -> None:
 def train_challenger(champion, data, opts: RetrainOptions, name: str, as_of: str, say) -> tuple[int, str, Any]:
     """Retrain the champion's configuration on ``data`` (split with the gate window as test); register it without an
     alias. Returns (version, MLflow run id, the challenger's Predictor)."""
-    from stocktrend.platform.evaluation.retrain import config_for_columns, retrain_config
+    from stocktrend.platform.evaluation.walkforward import config_for_columns, retrain_config
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.platform.training.jobs import train_job
     tcfg = retrain_config(champion, opts.epochs)
@@ -150,7 +150,7 @@ def refit_challenger(gated, gated_version: int, panel, data_cfg, opts: RetrainOp
     """The gated version's configuration and epoch count, trained on every labelled day through the as-of day;
     registered with lineage to the gated version (no alias). Returns (version, Predictor)."""
     from stocktrend.platform.data.dataset import prepare
-    from stocktrend.platform.evaluation.retrain import config_for_columns, retrain_config
+    from stocktrend.platform.evaluation.walkforward import config_for_columns, retrain_config
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.platform.training.jobs import train_job

@@ -6,7 +6,7 @@ The work is two stages, on Ray Data or, for small jobs, in this process (the sam
    scored day's window is cut from that matrix (``ticker_windows``; on Ray Data the block carries the rows the
    windows span, ``ticker_rows``, and the windows are cut in the inference actor: 1/seq_len of the data to ship);
 2. **inference**: ``map_batches`` with a callable class that loads each model once per actor, on ONNX Runtime where
-   the model allows it (``stocktrend.serve.backends``), with as many threads as the actor has CPUs (``Scorer``).
+   the model allows it (``stocktrend.platform.registry.inference``), with as many threads as the actor has CPUs (``Scorer``).
 Champion and challenger are scored in one pass: the features are built once, each model gets its own windows.
 
 Output: ``$STOCKTREND_HOME/scores/<name>/v<version>/as_of=<YYYY-MM-DD>/scores.parquet``, one file per model and day
@@ -227,7 +227,7 @@ class Scorer:
 
         from stocktrend.platform.registry.checkpoint import Predictor
         from stocktrend.platform.training.jobs import resolve_model
-        from stocktrend.serve.backends import ServedModel
+        from stocktrend.platform.registry.inference import ServedModel
         torch.set_num_threads(max(1, threads))
         self.models = [ServedModel(Predictor.load(path if os.path.isfile(path) else resolve_model(pinned)[0]),
                                    backend, threads=threads) for path, pinned in refs]

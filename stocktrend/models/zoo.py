@@ -32,6 +32,7 @@ SPECS: tuple[ModelSpec, ...] = (
 )
 _BY_KIND: dict[str, ModelSpec] = {s.kind: s for s in (*SPECS, *plugins.load())}
 KINDS: tuple[str, ...] = tuple(_BY_KIND)
+DEFAULT_KIND = "hybrid"  # the model a command trains when none is named (the seeds' hybrid network)
 
 
 def get(kind: str | ModelSpec) -> ModelSpec:

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 
-from stocktrend.serve.backends import BACKENDS
+from stocktrend.platform.registry.inference import BACKENDS
 from stocktrend.serve.config import BUILDER_ARGS, DEFAULT_USER_CONFIG
 from stocktrend.serve.host import ModelHost
 from stocktrend.serve.http import (NPY_TYPES, PREDICT_BODY, BodyLimit, ClientError, check_token, read_body,

@@ -2,7 +2,7 @@
 catches what Ray's own schema lets through."""
 from typing import Any
 
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # stocktrend.serve.backends
+from stocktrend.platform.registry import BACKENDS  # noqa: F401  (re-exported for the CLI and the app)
 
 DEFAULT_USER_CONFIG: dict[str, Any] = {
     "model": "stocktrend@production",  # NAME@ALIAS, NAME@VERSION or a checkpoint path
@@ -11,7 +11,7 @@ DEFAULT_USER_CONFIG: dict[str, Any] = {
     "batch_wait_timeout_s": 0.0,  # no wait for more: a batch is what has arrived (bench/peers/serving.py)
     "max_items": 256,  # windows per /predict request
     "max_history_days": 5000,  # bars per /predict/ticker request
-    "backend": "onnx",  # torch | torch-bf16 | onnx | onnx-int8 (stocktrend.serve.backends; falls back to torch)
+    "backend": "onnx",  # torch | torch-bf16 | onnx | onnx-int8 (stocktrend.platform.registry.inference; falls back to torch)
     "challenger": "",  # NAME@ALIAS or NAME@VERSION of a challenger deployment ("" = none; set at build time)
     "challenger_routes": "all",  # all | ticker (a challenger with other inputs answers /predict/ticker only)
     "challenger_split": 0.0,  # share of requests the challenger answers, sticky per key (stocktrend.serve.routing)

@@ -58,7 +58,7 @@ class ModelHost:
     def _load(self, spec: str) -> None:
         from stocktrend.platform.registry.checkpoint import Predictor
         from stocktrend.platform.training.jobs import resolve_model
-        from stocktrend.serve.backends import ServedModel
+        from stocktrend.platform.registry.inference import ServedModel
         import ray
         import torch
         path, info = resolve_model(spec)

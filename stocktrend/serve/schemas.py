@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stocktrend.models.zoo import DEFAULT_KIND
+
 
 class PredictRequest(BaseModel):
     """Windows already scaled and selected as ``GET /model`` describes: [batch][sequence_length][n_features]."""
@@ -79,7 +81,7 @@ class ModelInfo(BaseModel):
     name: str
     version: int | None
     alias: str | None
-    model_kind: str = "hybrid"  # stocktrend.models.zoo.KINDS
+    model_kind: str = DEFAULT_KIND  # stocktrend.models.zoo.KINDS
     outputs: list[str] = []  # columns of the model's output: class names, then return (and confidence)
     label_kind: str
     class_names: list[str]

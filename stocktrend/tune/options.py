@@ -12,7 +12,7 @@ from stocktrend.models.spec import ModelSpec
 class SearchOptions:
     name: str = "search"
     preset: str = "small"  # search space and model preset (stocktrend.tune.space)
-    model: str = "hybrid"  # model kind, or several comma-separated (then the model is a search dimension)
+    model: str = zoo.DEFAULT_KIND  # model kind, or several comma-separated (then the model is a search dimension)
     num_samples: int = 8
     max_epochs: int = 12  # ASHA max_t
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped

@@ -124,7 +124,7 @@ def test_presets_and_sizes():
 def test_retraining_on_other_columns_rebuilds_the_towers_by_name():
     """Walk-forward folds and the seeds' protocol select and order their own top-K features: dual_tower's and
     lstm_transformer's column positions must follow the names, not the original model's positions."""
-    from stocktrend.platform.evaluation.retrain import config_for_columns
+    from stocktrend.platform.evaluation.walkforward import config_for_columns
     from stocktrend.platform.training.local import model_config_for
 
     data = build_dataset(DataConfig(top_k=16, sequence_length=10), universe=planted_signal_universe(600, seed=3),

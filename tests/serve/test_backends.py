@@ -8,8 +8,8 @@ from stocktrend.platform.data.dataset import DataConfig, build_dataset
 from stocktrend.platform.data.synthetic import planted_signal_universe
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
 from stocktrend.platform.training.local import TrainConfig, fit
-from stocktrend.serve import backends
-from stocktrend.serve.backends import BACKENDS, BOUNDS, ServedModel
+from stocktrend.platform.registry import inference as backends
+from stocktrend.platform.registry.inference import BACKENDS, BOUNDS, ServedModel
 
 
 @pytest.fixture(scope="module")

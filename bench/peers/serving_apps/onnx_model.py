@@ -1,5 +1,5 @@
 """The ONNX model as every peer server of bench/peers/serving.py runs it (imported in the peers' own venvs: onnxruntime
-and numpy only): the platform's exported graph (stocktrend.serve.backends.export_onnx) in ONNX Runtime with 1 intra-op
+and numpy only): the platform's exported graph (stocktrend.platform.registry.inference.export_onnx) in ONNX Runtime with 1 intra-op
 and 1 inter-op thread, the whole graph run as the platform's replica runs it (``run(None, ...)``), and a softmax of the
 ``logits`` output (what the platform's ``Predictor.post`` does for a classifier)."""
 import os

@@ -21,7 +21,7 @@ from stocktrend.models import zoo
 from stocktrend.platform.evaluation.metrics import backtest, baseline_probabilities, classification_scores
 from stocktrend.platform.evaluation.regression import REG_COLS, score_returns
 from stocktrend.platform.evaluation.regression import report_lines as regression_lines
-from stocktrend.platform.evaluation.retrain import SCORE_COLS, leakage_audit, walk_forward
+from stocktrend.platform.evaluation.walkforward import SCORE_COLS, leakage_audit, walk_forward
 from stocktrend.platform.training.jobs import resolve_model
 
 log = logging.getLogger(__name__)

@@ -50,7 +50,7 @@ def _plain(v: Any) -> Any:
 
 
 def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: dict[str, float] | None = None,
-                    extra: dict[str, Any] | None = None, kind: str | ModelSpec = "hybrid") -> dict[str, Any]:
+                    extra: dict[str, Any] | None = None, kind: str | ModelSpec = zoo.DEFAULT_KIND) -> dict[str, Any]:
     """Everything needed to predict, as plain data. ``model`` is a torch network of the zoo, or (``rf`` / ``gbm``) a
     SklearnNet whose estimator is stored as skops bytes (a uint8 tensor: no pickle anywhere in the file). Regression
     models also get their confidence calibrated on the validation segment here (see ``calibrate``)."""
@@ -177,7 +177,7 @@ class Predictor:
 
     def _load(self, ckpt: dict[str, Any]) -> None:
         self.ckpt = ckpt
-        self.model_kind = ckpt.get("model_kind", "hybrid")
+        self.model_kind = ckpt.get("model_kind", zoo.DEFAULT_KIND)
         self.spec = zoo.get(self.model_kind)
         self.config = self.spec.config_from_dict(ckpt["model_config"])
         if self.spec.is_sklearn:

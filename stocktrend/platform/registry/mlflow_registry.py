@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from stocktrend.models.zoo import DEFAULT_KIND
 from stocktrend.platform.data.cache import default_home
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def register_checkpoint(ckpt_path: str | Path, run_id: str, name: str = DEFAULT_
     except MlflowException:
         c.create_registered_model(name, description="stocktrend models (MLflow pyfunc + weights-only checkpoint)")
     tags = {f"metric.{k}": f"{v:.6g}" for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    tags.update({"model_kind": ckpt.get("model_kind", "hybrid"), "label_kind": ckpt["label_kind"]})
+    tags.update({"model_kind": ckpt.get("model_kind", DEFAULT_KIND), "label_kind": ckpt["label_kind"]})
     mv = c.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags, description=description)
     c.set_tag(run_id, "stocktrend.registered_version", f"{name}/{mv.version}")
     if first_takes_production:
@@ -226,7 +227,7 @@ def list_versions(name: str = DEFAULT_MODEL) -> list[dict[str, Any]]:
         out.append({"version": int(mv.version), "aliases": by_version.get(str(mv.version), []),
                     "run_id": mv.run_id, "created": mv.creation_timestamp, "source": mv.source,
                     "metrics": {k[7:]: v for k, v in (mv.tags or {}).items() if k.startswith("metric.")},
-                    "model_kind": (mv.tags or {}).get("model_kind", "hybrid"),
+                    "model_kind": (mv.tags or {}).get("model_kind", DEFAULT_KIND),
                     "label_kind": (mv.tags or {}).get("label_kind", ""),
                     "description": mv.description or ""})
     return out

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "small"  # model preset (each model file's PRESETS: seed, small, tiny)
-    model: str = "hybrid"  # model kind (stocktrend.models.zoo.KINDS); ``spec`` is its ModelSpec
+    model: str = zoo.DEFAULT_KIND  # model kind (stocktrend.models.zoo.KINDS); ``spec`` is its ModelSpec
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     batch_size: int = 64
     lr: float = 2e-4  # AdamW base learning rate (OneCycle starts here)
@@ -92,7 +92,7 @@ def pick_precision(accelerator: str, requested: str = "auto") -> str:
     return "32-true"
 
 
-def model_config_for(data: PreparedData, name: str, spec: ModelSpec | str = "hybrid",
+def model_config_for(data: PreparedData, name: str, spec: ModelSpec | str = zoo.DEFAULT_KIND,
                      input_names: list[str] | None = None, **overrides: Any):
     """A model preset sized for a data set: its input width, window, classes, and (for the models that route their
     inputs) which columns go where, chosen by feature name (``input_names``: the columns of windows built some other

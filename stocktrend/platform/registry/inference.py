@@ -1,5 +1,6 @@
-"""Inference backends for a served model: torch fp32, torch bf16 (autocast), ONNX Runtime fp32 and ONNX Runtime
-dynamic INT8, behind one ``predict_proba`` (scikit-learn models, rf and gbm, always run in scikit-learn).
+"""Inference backends for a loaded model, used by the endpoint's replicas (stocktrend/serve) and by batch scoring
+(stocktrend/loop/score.py), the one inference layer behind both: torch fp32, torch bf16 (autocast), ONNX Runtime fp32
+and ONNX Runtime dynamic INT8, behind one ``predict_proba`` (scikit-learn models, rf and gbm, always run in scikit-learn).
 
 The ONNX graph is exported from the loaded checkpoint when the replica loads it (0.3-0.4 s for the presets here; the
 legacy TorchScript exporter, so no onnxscript is needed) with a dynamic batch axis, and kept in memory. Every backend is
@@ -19,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+log = logging.getLogger("stocktrend.inference")
 
-log = logging.getLogger("stocktrend.serve")
-
-from stocktrend.serve.config import BACKENDS  # noqa: E402  (one list for the CLI, the app and this module)
+from stocktrend.platform.registry import BACKENDS  # noqa: E402  (one list for the CLI, the app and this module)
 DEFAULT_BACKEND = "onnx"
 # Largest allowed |p_backend - p_fp32| on the probe windows: probabilities and confidences as they are, predicted
 # returns divided by their standard deviation over the probe windows (at least 0.01).
