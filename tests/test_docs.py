@@ -22,7 +22,7 @@ def fenced_commands(text: str) -> list[str]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #", 1)[0].strip().removeprefix("$ ")
-            for part in re.split(r"\s*(?:&&|;|\|)\s*", line):
+            for part in re.split(r"\s*(?:&&|;|\||&$|& )\s*", line):
                 words = shlex.split(part, comments=True) if part else []
                 while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):  # VAR=value prefixes
                     words = words[1:]

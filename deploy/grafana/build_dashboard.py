@@ -30,8 +30,10 @@ PANELS = [
          f"sum(rate(ray_stocktrend_predictions_total{{{M}}}[15m]))", "{{label}}")]),
     ("Class-mix shift against validation (pp; alert above 10)", "timeseries", "none", [
         (f"max by (version, role) (ray_stocktrend_class_mix_shift_pp{{{M}}})", "v{{version}} {{role}}")]),
-    ("Mean confidence over the served window (alert below 0.6)", "timeseries", "percentunit", [
-        (f"avg by (version, role) (ray_stocktrend_mean_confidence{{{M}}})", "v{{version}} {{role}}")]),
+    ("Mean confidence, served window and validation (alert 10 points below validation)", "timeseries",
+     "percentunit", [
+        (f"avg by (version, role) (ray_stocktrend_mean_confidence{{{M}}})", "v{{version}} {{role}}"),
+        (f"avg by (version, role) (ray_stocktrend_reference_confidence{{{M}}})", "v{{version}} {{role}} validation")]),
     ("Feature drift: largest input PSIs (0.1 moderate, 0.25 significant)", "timeseries", "none", [
         (f"topk(10, max by (feature, version) (ray_stocktrend_feature_psi{{{M}}}))", "{{feature}} v{{version}}"),
         (f"max by (version, role) (ray_stocktrend_feature_psi_max{{{M}}})", "max v{{version}} {{role}}")]),

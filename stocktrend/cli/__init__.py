@@ -11,7 +11,7 @@ import sys
 import typer
 
 # Importing them registers the commands (run first in --help).
-from stocktrend.cli import run, loop, models, data, k8s  # noqa: F401,I001
+from stocktrend.cli import run, loop, models, data, k8s, monitoring  # noqa: F401,I001
 from stocktrend.cli.common import STATE, app
 
 

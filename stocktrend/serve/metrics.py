@@ -121,6 +121,8 @@ class ServeMetrics:
                                "served share and its validation share, percentage points", tag_keys=tags),
                 "mean_conf": Gauge("stocktrend_mean_confidence", "mean confidence over the served window",
                                    tag_keys=tags),
+                "ref_conf": Gauge("stocktrend_reference_confidence", "mean confidence on the validation segment: "
+                                  "the reference of stocktrend_mean_confidence", tag_keys=tags),
                 "window": Gauge("stocktrend_drift_window_rows", "rows in the served window behind the drift gauges",
                                 tag_keys=tags),
                 "share": Gauge("stocktrend_challenger_share", "share of traffic routed to the challenger (0 when "
@@ -193,6 +195,8 @@ class ServeMetrics:
             return
         s = drift_summary(self._reference, rows, self._names, labels, conf)
         m["mean_conf"].set(s["mean_confidence"], tags=tags)
+        if np.isfinite(s.get("reference_mean_confidence", float("nan"))):
+            m["ref_conf"].set(s["reference_mean_confidence"], tags=tags)
         if np.isfinite(s["psi_max"]):
             m["psi_max"].set(s["psi_max"], tags=tags)
             top = sorted(s["psi"].items(), key=lambda kv: -kv[1])[:PSI_TOP]

@@ -1,5 +1,5 @@
 """Issue 26: challenger traffic (split, shadow, reconfigure under load, a broken challenger), drift gauges, the alert
-rules (promtool where it is installed: `bash deploy/prometheus/get-promtool.sh`; otherwise every expression is parsed
+rules (promtool where it is installed: `bash deploy/prometheus/get-prometheus.sh`; otherwise every expression is parsed
 with promql-parser and the promtool cases are skipped, with a reason) and the Grafana dashboard, over real HTTP."""
 
 import json
@@ -22,7 +22,7 @@ CLI = str(Path(sys.executable).parent / "stocktrend")
 
 
 def promtool() -> str | None:
-    local = ROOT / ".tools" / "promtool" / "usr" / "bin" / "promtool"
+    local = ROOT / ".tools" / "prometheus" / "usr" / "bin" / "promtool"
     return str(local) if local.is_file() else shutil.which("promtool")
 
 
@@ -55,7 +55,7 @@ def test_every_alert_and_panel_query_parses_and_names_known_metrics():
     assert build_dashboard.dashboard() == dash
 
 
-@pytest.mark.skipif(promtool() is None, reason="promtool not installed (bash deploy/prometheus/get-promtool.sh); "
+@pytest.mark.skipif(promtool() is None, reason="promtool not installed (bash deploy/prometheus/get-prometheus.sh); "
                                                "the rules are still parsed by promql-parser above")
 def test_promtool_checks_and_unit_tests_the_rules():
     tool = promtool()
@@ -176,6 +176,103 @@ def test_a_broken_challenger_never_takes_the_champion_down(endpoint):
 
 
 @pytest.mark.slow
+def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(endpoint, tmp_path):
+    """Issue 40: the real Prometheus and Alertmanager (Debian's binaries, `bash deploy/prometheus/get-prometheus.sh`;
+    missing binaries fail this test with that advice, they never skip it) over the live endpoint: Prometheus scrapes
+    Ray's service-discovery file, evaluates a rule file generated from the real one (every `for:` 2 s); with
+    in-distribution traffic the drift alert stays silent, with shifted traffic it goes pending then firing and the
+    webhook behind Alertmanager receives it. Every metric an alert or a dashboard panel names has a live series."""
+    import ray
+    import yaml
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from stocktrend.serve import stack as st
+    from tests.ray.local_head import free_port
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    sd_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "prom_metrics_service_discovery.json"
+    url = endpoint["url"] + "/ab/predict"
+
+    def traffic(windows):
+        def send(i):
+            with httpx.Client() as c:
+                return _post(c, url, windows).status_code
+        with ThreadPoolExecutor(4) as pool:  # 12 x 256 rows fill the champion's 2,000-row drift window
+            assert list(pool.map(send, range(12))) == [200] * 12
+
+    def drift_alerts(prom):
+        alerts = httpx.get(f"{prom}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "StocktrendFeatureDrift"
+                and a["labels"].get("role") == "champion"]
+
+    def psi_max(prom):
+        r = httpx.get(f"{prom}/api/v1/query", params={"query": 'max(ray_stocktrend_feature_psi_max{role="champion"})'},
+                      timeout=10).json()["data"]["result"]
+        return float(r[0]["value"][1]) if r else None
+
+    rules = st.fast_rules(ALERTS, tmp_path / "alerts-fast.yml", hold="2s")
+    try:
+        stack = st.start(tmp_path / "home", free_port(), free_port(), f"http://127.0.0.1:{hook.server_port}/hook",
+                         rules, sd_file, scrape_interval="1s", evaluation_interval="1s", group_wait="1s")
+    except st.StackError as exc:
+        pytest.fail(str(exc))
+    with stack:
+        prom = stack.prometheus_url
+        traffic(endpoint["windows"][:256])  # in distribution: the test segment's own windows
+        deadline, psi = time.time() + 60, None
+        while time.time() < deadline and psi is None:  # scraped from the live endpoint
+            psi = psi_max(prom)
+            time.sleep(1)
+        assert psi is not None, "Prometheus scraped no ray_stocktrend_feature_psi_max series"
+        time.sleep(6)  # three times the rule's 2 s hold, every rule evaluated each second
+        psi = psi_max(prom)
+        quiet = drift_alerts(prom)
+        print(f"in-distribution: PSI max {psi:.3f}, drift alerts {[a['state'] for a in quiet]}")
+        assert (quiet == []) == (psi <= 0.25), (psi, quiet)
+
+        traffic(endpoint["windows"][:256] + 3.0)  # every input +3 training standard deviations
+        states, deadline = [], time.time() + 90
+        while time.time() < deadline and "firing" not in states:
+            states += [a["state"] for a in drift_alerts(prom) if a["state"] not in states[-1:]]
+            time.sleep(0.5)
+        print(f"shifted: PSI max {psi_max(prom):.3f}, drift alert states seen {states}")
+        assert "firing" in states, states
+        assert states[0] == "pending" or quiet, states  # it goes pending before it fires
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(
+                a["labels"]["alertname"] == "StocktrendFeatureDrift" and a["status"] == "firing"
+                for msg in received for a in msg["alerts"]):
+            time.sleep(0.5)
+        delivered = [a for msg in received for a in msg["alerts"] if a["labels"]["alertname"] ==
+                     "StocktrendFeatureDrift"]
+        assert delivered, f"the webhook received {len(received)} message(s), none with the drift alert"
+        assert delivered[0]["labels"]["severity"] == "warning" and "drifted" in delivered[0]["annotations"]["summary"]
+
+        # Every metric an alert expression or a dashboard panel names has at least one live series.
+        exprs = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+        exprs += [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+        names = sorted(set().union(*(metric_names(e) for e in exprs)))
+        missing, deadline = names, time.time() + 60
+        while missing and time.time() < deadline:
+            missing = [n for n in missing if not httpx.get(f"{prom}/api/v1/series", params={"match[]": n},
+                                                           timeout=10).json()["data"]]
+            time.sleep(1 if missing else 0)
+        assert not missing, f"named by an alert or a panel, no live series: {missing}"
+    hook.shutdown()
+
+
+@pytest.mark.slow
 def test_shifted_inputs_raise_the_psi_gauge_and_the_alert_fires_on_it(endpoint):
     """Windows from a shifted distribution (every input +3 training standard deviations) push the largest PSI past
     0.25; the value scraped from Ray's metrics endpoint, fed to promtool, fires StocktrendFeatureDrift. Also: every
@@ -232,7 +329,7 @@ tests:
             exp_annotations:
               summary: "mon v1 (champion): an input drifted (PSI {psi:.2f})"
               description: "The largest population stability index of a model input over the served window against its training deciles is above 0.25 (significant shift) for 1 hour."
-              runbook_url: "https://github.com/stocktrend/stocktrend/blob/main/README.md#runbook-feature-drift"
+              runbook_url: "docs/monitoring.md#runbook-feature-drift"
 """)
     r = subprocess.run([tool, "test", "rules", str(case)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
