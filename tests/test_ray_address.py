@@ -74,3 +74,12 @@ def test_train_and_serve_against_a_dead_address_fail_within_the_bound_with_one_l
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and took < 20, (took, r.stderr)
     assert len(lines) == 1 and "(RAY_ADDRESS)" in lines[0] and "unset RAY_ADDRESS" in lines[0], r.stderr
+
+
+def test_a_wide_panel_names_its_ray_train_run_within_the_file_system_limit():
+    """Issue 41: a 524-ticker panel's Ray Train run was named with every ticker ("[errno 36] File name too long")."""
+    from stocktrend.platform.training.distributed import tickers_label
+    tickers = [f"T{i:04d}" for i in range(524)]
+    label = tickers_label(tickers)
+    assert label == "-".join(tickers[:8]) + "-..." and len(f"train-{label}-20261205-120000") < 255
+    assert tickers_label(["A", "B"]) == "A-B"

@@ -202,6 +202,11 @@ def _restore_cluster_mode() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = flag
 
 
+def tickers_label(tickers: list[str], first: int = 8) -> str:
+    """The first ``first`` tickers joined, ``-...`` when there are more: run names and folder names."""
+    return "-".join(tickers[:first]) + ("-..." if len(tickers) > first else "")
+
+
 RAY_STATE = {"started_local": False, "verbose": True, "where": ""}
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: bool | None = None) -> bool:
@@ -338,7 +343,9 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     os.environ[START_TIMEOUT_ENV] = _USER_START_TIMEOUT or f"{rcfg.start_timeout_s:g}"
     base = os.environ.get("STOCKTREND_STORAGE")  # shared by every node on a cluster, e.g. s3://bucket/stocktrend
     storage = rcfg.storage or (f"{base.rstrip('/')}/ray" if base else str(default_home() / "ray"))
-    name = rcfg.run_name or f"train-{'-'.join(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # A folder name (Ray Train's run directory): bounded, whatever the panel's breadth (every ticker of a 500-name
+    # panel joined passed the file system's 255-byte limit: "[errno 36] File name too long").
+    name = (rcfg.run_name or f"train-{tickers_label(data.tickers)}-{time.strftime('%Y%m%d-%H%M%S')}")[:160]
     loop_cfg: dict[str, Any] = {"train_config": replace(tcfg, progress=False), "model_config": mcfg,
                                 "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,
                                 "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}

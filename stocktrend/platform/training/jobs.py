@@ -12,6 +12,7 @@ from stocktrend.platform.registry import mlflow_registry as registry
 from stocktrend.platform.data.cache import default_home
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint, save_checkpoint
 from stocktrend.platform.data.dataset import DataConfig, PreparedData, build_dataset, config_dict
+from stocktrend.platform.training.distributed import tickers_label
 from stocktrend.platform.training.local import TrainConfig, fit, model_config_for, train_config_dict
 from stocktrend.platform.training.results import FitResult
 
@@ -84,7 +85,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
               **{f"model.{k}": v for k, v in mcfg.to_dict().items()},
               "data.hash": data.panel.data_hash, "finetune_from": finetune_from or ""}
     run_name = run_name or (f"{'finetune' if finetune_from else 'train'}-{train_cfg.model}-{train_cfg.preset}-"
-                            f"{'-'.join(data.tickers[:8])}{'-...' if len(data.tickers) > 8 else ''}")
+                            f"{tickers_label(data.tickers)}")
     if ray_config is not None:
         params.update({f"ray.{k}": v for k, v in vars(ray_config).items()})
         run_name = f"ray{ray_config.workers}-{run_name}"
