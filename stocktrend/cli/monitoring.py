@@ -43,8 +43,9 @@ def up_cmd(
     def stop(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
+    from stocktrend.loop import textfile
     stack = st.start(default_home(), prometheus_port, alertmanager_port, webhook, rule_file, Path(sd_file),
-                     scrape_interval, scrape_interval)
+                     scrape_interval, scrape_interval, textfile_dir=textfile.folder(default_home()))
     try:
         typer.echo(f"prometheus   : {stack.prometheus_url} (alerts: {stack.prometheus_url}/alerts; rules {rule_file})")
         where = f"posts to {webhook}" if webhook else "no webhook: alerts are held, see its page"

@@ -112,8 +112,11 @@ def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[st
             f"momentum {realised['momentum_hit_rate']:.3f}) over {realised['days_known']} days"
             + (f"; rank IC {realised['model_rank_ic']:.3f} (t {realised['model_rank_ic_t']:.1f}), momentum "
                f"{realised['momentum_rank_ic']:.3f}" if "model_rank_ic" in realised else ""))
-    say(f"report       : {folder / 'monitor.md'}")
+    from stocktrend.loop import textfile
+    prom = textfile.write(default_home(), m.name, m.version, realised)  # for Prometheus (stocktrend monitoring up)
+    say(f"report       : {folder / 'monitor.md'} (Prometheus series: {prom})")
     result["report"] = str(folder / "monitor.md")
+    result["prometheus_file"] = str(prom)
     return result
 
 

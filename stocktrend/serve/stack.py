@@ -3,6 +3,8 @@
 Prometheus scrapes every Ray node listed in Ray's service-discovery file (``/tmp/ray/prom_metrics_service_discovery
 .json`` on the head: the metrics ports of Ray and of the endpoint's replicas), evaluates ``deploy/prometheus/
 alerts.yml`` and sends what fires to Alertmanager, which delivers it to a webhook (or holds it, with no webhook).
+With ``textfile_dir`` it also scrapes the realised-performance series ``stocktrend monitor`` writes there
+(``stocktrend.loop.textfile``).
 Both bind 127.0.0.1 and keep their data under ``$STOCKTREND_HOME/monitoring/``; Alertmanager's cluster (gossip) port,
 which would listen on every interface, is off. The binaries are Debian's packages unpacked by
 ``deploy/prometheus/get-prometheus.sh`` (or any on PATH, or ``STOCKTREND_PROMETHEUS_BIN``: a folder holding them).
@@ -66,14 +68,46 @@ def fast_rules(source: Path, out: Path, hold: str = "2s") -> Path:
     return out
 
 
+def serve_textfiles(folder: Path, port: int = 0):
+    """An HTTP server on 127.0.0.1 whose ``/metrics`` is every ``*.prom`` file of ``folder`` (the realised series
+    ``stocktrend monitor`` writes), for Prometheus to scrape: node_exporter's textfile collector does the same, this
+    avoids a third daemon for one folder. Returns the started server (``.server_port``, ``.shutdown()``)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = "".join(p.read_text(errors="replace") for p in sorted(Path(folder).glob("*.prom"))
+                           if p.is_file()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, name="stocktrend-textfiles", daemon=True).start()
+    return server
+
+
 @dataclass
 class Stack:
     prometheus_url: str
     alertmanager_url: str
     folder: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
+    textfiles: object | None = None
 
     def stop(self, timeout_s: float = 15.0) -> None:
+        if self.textfiles is not None:
+            self.textfiles.shutdown()
+            self.textfiles.server_close()
+            self.textfiles = None
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -113,7 +147,8 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, what: str, timeout_
 
 def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093, webhook: str | None = None,
           rules: Path = RULES, sd_file: Path = RAY_SD_FILE, scrape_interval: str = "15s",
-          evaluation_interval: str = "15s", group_wait: str = "30s", timeout_s: float = 60.0) -> Stack:
+          evaluation_interval: str = "15s", group_wait: str = "30s", timeout_s: float = 60.0,
+          textfile_dir: Path | None = None) -> Stack:
     """Start Alertmanager then Prometheus on 127.0.0.1; returns when both answer their readiness endpoints."""
     bins = find_binaries()
     import socket
@@ -142,7 +177,15 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
         "scrape_configs": [{"job_name": "ray", "file_sd_configs": [{"files": [str(sd_file)],
                                                                      "refresh_interval": "5s"}]}]},
         sort_keys=False))
-    stack = Stack(prom_url, am_url, folder)
+    textfiles = None
+    if textfile_dir is not None:  # the realised series of `stocktrend monitor` (stocktrend.loop.textfile)
+        Path(textfile_dir).mkdir(parents=True, exist_ok=True)
+        textfiles = serve_textfiles(Path(textfile_dir))
+        scrape = yaml.safe_load((folder / "prometheus.yml").read_text())
+        scrape["scrape_configs"].append({"job_name": "stocktrend-batch", "honor_labels": True, "static_configs": [
+            {"targets": [f"127.0.0.1:{textfiles.server_port}"]}]})
+        (folder / "prometheus.yml").write_text(yaml.safe_dump(scrape, sort_keys=False))
+    stack = Stack(prom_url, am_url, folder, textfiles=textfiles)
     try:
         am_log = folder / "alertmanager.log"
         with open(am_log, "w") as out:

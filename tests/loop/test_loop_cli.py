@@ -168,6 +168,11 @@ s.write_partitions(frame, Path({str(home / "scores")!r}), s.resolve("stocktrend@
     report = json.loads((home / "reports" / "monitor-stocktrend-v1" / "monitor.json").read_text())
     assert report["predictions"] == len(frame) and report["realised"]["predictions_known"] > 0
     assert report["psi"] and all(v >= 0 for v in report["psi"].values())
+    # ... and as Prometheus series (issue 40): the same realised hit rates, for `stocktrend monitoring up` to serve
+    prom = (home / "monitoring" / "textfile" / "realised-stocktrend.prom").read_text()
+    hit = report["realised"]["hit_rate"]
+    assert f'stocktrend_realised_hit_rate{{model="stocktrend",version="1",who="model"}} {hit:.6g}' in prom, prom
+    assert "# TYPE stocktrend_realised_days_known gauge" in prom
     bad = cli(home, "score", "--as-of", "2030-01-02", ok=(2,))
     assert "outside the data (" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     bad = cli(home, "score", "--start", "2004-03-13", "--end", "2004-03-14", ok=(2,))  # a weekend

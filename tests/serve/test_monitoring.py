@@ -222,9 +222,17 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
         return float(r[0]["value"][1]) if r else None
 
     rules = st.fast_rules(ALERTS, tmp_path / "alerts-fast.yml", hold="2s")
+    # The realised series as `stocktrend monitor` writes them (its own run is tested in tests/loop), served by the
+    # stack's textfile endpoint: here a model below always-up on the same days.
+    from stocktrend.loop import textfile
+    realised_dir = textfile.folder(tmp_path / "home")
+    textfile.write(tmp_path / "home", "mon", 1, {"hit_rate": 0.45, "always_up_hit_rate": 0.52,
+                                                  "momentum_hit_rate": 0.5, "model_rank_ic": -0.01,
+                                                  "momentum_rank_ic": 0.0, "days_known": 40})
     try:
         stack = st.start(tmp_path / "home", free_port(), free_port(), f"http://127.0.0.1:{hook.server_port}/hook",
-                         rules, sd_file, scrape_interval="1s", evaluation_interval="1s", group_wait="1s")
+                         rules, sd_file, scrape_interval="1s", evaluation_interval="1s", group_wait="1s",
+                         textfile_dir=realised_dir)
     except st.StackError as exc:
         pytest.fail(str(exc))
     with stack:
@@ -269,6 +277,9 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
                                                            timeout=10).json()["data"]]
             time.sleep(1 if missing else 0)
         assert not missing, f"named by an alert or a panel, no live series: {missing}"
+        realised = [a["labels"]["alertname"] for a in httpx.get(f"{prom}/api/v1/alerts", timeout=10).json()["data"]
+                    ["alerts"] if a["labels"]["alertname"].startswith("StocktrendRealised")]
+        assert set(realised) == {"StocktrendRealisedHitRateBelowBaseline", "StocktrendRealisedRankICNegative"}, realised
     hook.shutdown()
 
 
