@@ -47,6 +47,8 @@ def up_cmd(
     stack = st.start(default_home(), prometheus_port, alertmanager_port, webhook, rule_file, Path(sd_file),
                      scrape_interval, scrape_interval, textfile_dir=textfile.folder(default_home()))
     try:
+        for line in stack.reaped:
+            typer.echo(f"note         : {line}")
         typer.echo(f"prometheus   : {stack.prometheus_url} (alerts: {stack.prometheus_url}/alerts; rules {rule_file})")
         where = f"posts to {webhook}" if webhook else "no webhook: alerts are held, see its page"
         typer.echo(f"alertmanager : {stack.alertmanager_url} ({where})")

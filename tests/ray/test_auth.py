@@ -56,6 +56,9 @@ def test_a_private_instance_needs_the_token_and_keeps_it_0600(tmp_path, token_be
         token_file.chmod(token_before)
     p = subprocess.Popen([sys.executable, "-c", PRIVATE], env=user_env(home), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import threading
+    watchdog = threading.Timer(240, p.kill)  # a start that hangs must not hang the suite
+    watchdog.start()
     try:
         out = []
         deadline = time.monotonic() + 120
@@ -70,7 +73,12 @@ def test_a_private_instance_needs_the_token_and_keeps_it_0600(tmp_path, token_be
         assert jobs_api(dashboard, "not-the-token") == 403
         assert jobs_api(dashboard, token) == 200
     finally:
-        rest = p.communicate(input="", timeout=120)[0]
+        try:
+            rest = p.communicate(input="", timeout=120)[0]
+        finally:
+            watchdog.cancel()
+            if p.poll() is None:
+                p.kill()
     said = "".join(out) + rest
     assert p.returncode == 0 and "ENDED" in rest, said[-3000:]
     assert token not in said

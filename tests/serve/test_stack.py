@@ -49,3 +49,42 @@ def test_monitoring_up_serves_on_loopback_refuses_a_taken_port_and_stops_on_ctrl
     assert "stopped" in out, out
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_killed_monitoring_up_leaves_servers_that_the_next_one_ends(tmp_path):
+    """SIGKILL of `monitoring up` cannot stop its children: the next `up` on the same home ends them by their PID
+    files (only while their command line still names this home's folder), says so, and starts on the same ports."""
+    from stocktrend.serve import stack
+    try:
+        stack.find_binaries()
+    except stack.StackError as exc:
+        pytest.fail(str(exc))
+    env = cli_env(tmp_path / "home")
+    prom, am = free_port(), free_port()
+    args = [CLI, "monitoring", "up", "--prometheus-port", str(prom), "--alertmanager-port", str(am),
+            "--sd-file", str(tmp_path / "none.json")]
+
+    def up():
+        p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Timer(120, p.kill).start()
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("data") or line.startswith("error"):
+                break
+        return p, lines
+    first, _ = up()
+    servers = psutil.Process(first.pid).children()
+    first.kill()
+    first.wait(timeout=30)
+    assert servers and all(s.is_running() for s in servers)  # orphans, still holding the ports
+    second, lines = up()
+    try:
+        ended = [ln for ln in lines if "left running by a stopped `stocktrend monitoring up`" in ln]
+        assert len(ended) == 2 and all(any(str(s.pid) in ln for ln in ended) for s in servers), lines
+        assert any(ln.startswith(f"prometheus   : http://127.0.0.1:{prom}") for ln in lines), lines
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.communicate(timeout=60)
+    time.sleep(0.5)
+    assert not [s for s in servers if s.is_running() and s.status() != psutil.STATUS_ZOMBIE]

@@ -181,7 +181,7 @@ def _loopback_only() -> None:
     from ray._private import ray_constants
 
     var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    RAY_STATE["cluster_mode_before"] = (os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER)
+    RAY_STATE.setdefault("cluster_mode_before", (os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER))
     os.environ[var] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
 
@@ -243,7 +243,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     for line in processes.reap_leftovers():  # what a killed command on this home left running (by recorded PID)
         log.warning(line)
     _loopback_only()
-    ray.init(address="local", num_cpus=num_cpus, **kw)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, **kw)
+    except BaseException:
+        _restore_cluster_mode()  # nothing started: the process is as it was
+        raise
     RAY_STATE["started_local"] = True
     RAY_STATE["where"] = (f"a private local Ray instance ({ray.cluster_resources().get('CPU', 0):g} CPUs; "
                           f"--address auto joins a running local cluster instead)")
