@@ -14,16 +14,22 @@ from tests.cli import CLI, ROOT, cli_env
 from tests.ray.local_head import free_port
 
 
-def test_monitoring_up_serves_on_loopback_refuses_a_taken_port_and_stops_on_ctrl_c(tmp_path):
+def monitoring_up_command(tmp_path):
+    """The environment, ports and command line of a `monitoring up` on a fresh home; missing binaries fail the test
+    with the advice (never a skip)."""
     from stocktrend.serve import stack
     try:
         stack.find_binaries()
     except stack.StackError as exc:
         pytest.fail(str(exc))
-    env = cli_env(tmp_path / "home")
     prom, am = free_port(), free_port()
     args = [CLI, "monitoring", "up", "--prometheus-port", str(prom), "--alertmanager-port", str(am),
             "--sd-file", str(tmp_path / "none.json")]
+    return cli_env(tmp_path / "home"), prom, am, args
+
+
+def test_monitoring_up_serves_on_loopback_refuses_a_taken_port_and_stops_on_ctrl_c(tmp_path):
+    env, prom, am, args = monitoring_up_command(tmp_path)
     p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     threading.Timer(120, p.kill).start()
     lines = []
@@ -54,15 +60,7 @@ def test_monitoring_up_serves_on_loopback_refuses_a_taken_port_and_stops_on_ctrl
 def test_a_killed_monitoring_up_leaves_servers_that_the_next_one_ends(tmp_path):
     """SIGKILL of `monitoring up` cannot stop its children: the next `up` on the same home ends them by their PID
     files (only while their command line still names this home's folder), says so, and starts on the same ports."""
-    from stocktrend.serve import stack
-    try:
-        stack.find_binaries()
-    except stack.StackError as exc:
-        pytest.fail(str(exc))
-    env = cli_env(tmp_path / "home")
-    prom, am = free_port(), free_port()
-    args = [CLI, "monitoring", "up", "--prometheus-port", str(prom), "--alertmanager-port", str(am),
-            "--sd-file", str(tmp_path / "none.json")]
+    env, prom, am, args = monitoring_up_command(tmp_path)
 
     def up():
         p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
