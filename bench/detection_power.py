@@ -39,6 +39,13 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--logistic-max", type=int, default=30000, help="training windows for logistic regression")
     ap.add_argument("--seeds", default="1", help="comma-separated: one planted signal and one fit per model each")
+    ap.add_argument("--signals", default="column", help="comma-separated signal kinds: column (one input column "
+                    "replaced), volume (the raw volume carries it; the features must find it), momentum "
+                    "(idiosyncratic momentum planted in prices)")
+    ap.add_argument("--label", default="excess", help="the data set's label for every model: excess (direction of "
+                    "the excess return), excess_regression, rank (regressors; classifiers keep excess)")
+    ap.add_argument("--monitor", default="val_loss", help="torch models' checkpoint and early-stopping metric: "
+                    "val_loss | val_rank_ic")
     args = ap.parse_args()
     os.environ.setdefault("STOCKTREND_HOME", os.path.expanduser("~/stocktrend-bench"))
     import logging
@@ -48,10 +55,13 @@ def main() -> None:
     import torch
     from sklearn.linear_model import LogisticRegression
 
+    from dataclasses import replace
+
+    from stocktrend.models import zoo
     from stocktrend.platform.data.dataset import DataConfig, build_dataset
-    from stocktrend.platform.data.universes import data_defaults
-    from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary, prediction_frame
-    from stocktrend.platform.evaluation.power import DETECT_T, plant_signal
+    from stocktrend.platform.data.universes import data_defaults, load_universe
+    from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary, prediction_frame, score_of
+    from stocktrend.platform.evaluation.power import DETECT_T, plant_raw_signal, plant_signal
     from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
     from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
     torch.set_num_threads(os.cpu_count() or 1)
@@ -61,7 +71,12 @@ def main() -> None:
         ic = ic_summary(daily_ic(prediction_frame(data, rows, score)), data.config.horizon)
         return ic["rank_ic_mean"], ic["rank_ic_t"], int(ic["days"])
 
-    def run_model(data, model):
+    def run_model(data_by_label, model):
+        spec = None if model == "logistic" else zoo.get(model)
+        label = spec.label_for(args.label) if spec else "excess"
+        if spec and spec.task(label) == "classification" and args.label != "excess":
+            label = "excess"  # classifiers learn the direction of the same excess return
+        data = data_by_label(label)
         rows = data.samples["test"]
         if model == "logistic":
             train = data.samples["train"]
@@ -71,55 +86,94 @@ def main() -> None:
             lr = LogisticRegression(C=0.05, max_iter=2000).fit(w.reshape(len(w), -1), data.targets(train))
             wt = data.windows(rows)
             return lr.predict_proba(wt.reshape(len(wt), -1))[:, 1]
+        monitor = args.monitor if not spec.is_sklearn else "val_loss"
         tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=2, accumulate=1,
-                           epoch_windows=0 if model == "gbm" else args.epoch_windows, progress=False)
+                           epoch_windows=0 if spec.is_sklearn else args.epoch_windows, progress=False,
+                           monitor=monitor, monitor_mode="max" if monitor == "val_rank_ic" else "min")
         res = fit(data, tcfg, model_config_for(data, "small", model), run_test=False)
         pred = Predictor(make_checkpoint(res.module.model, res.model_config, data, kind=model))
         out, _ = pred.predict_proba(data.windows(rows))
-        return out[:, 1]
+        return score_of(out, data.kind)
 
     rows = []
     for universe in args.universes.split(","):
         d = data_defaults(universe)
+        cfg = DataConfig(universe=universe, label_kind="excess", features=d["features"],
+                         sequence_length=d["sequence_length"], fractions=tuple(d["fractions"]), top_k=args.top_k)
         t0 = time.perf_counter()
-        base = build_dataset(DataConfig(universe=universe, label_kind="excess", features=d["features"],
-                                        sequence_length=d["sequence_length"], fractions=tuple(d["fractions"]),
-                                        top_k=args.top_k), n_jobs=2)
+        base = build_dataset(cfg, n_jobs=2)
         print(f"\n{universe}: {len(base.tickers)} tickers, train {len(base.samples['train']):,} / test "
               f"{len(base.samples['test']):,} windows ({' .. '.join(base.date_range('test'))}), window "
               f"{base.seq_len} days; data {time.perf_counter() - t0:.0f} s", flush=True)
-        for rho in [float(r) for r in args.rhos.split(",")]:
-            for seed in [int(x) for x in args.seeds.split(",")]:
-                data, column, realised = plant_signal(base, rho, seed=seed)
-                col = list(data.transforms.selected).index(column)
-                torch.manual_seed(seed)
-                np.random.seed(seed)
-                t_oracle = None
-                for model in ["oracle", *args.models.split(",")]:
+        raw = load_universe(None, None, universe=universe) if set(args.signals.split(",")) - {"column"} else None
+        for signal in args.signals.split(","):
+            for rho in [float(r) for r in args.rhos.split(",")]:
+                for seed in [int(x) for x in args.seeds.split(",")]:
                     t0 = time.perf_counter()
-                    score = data.x[data.samples["test"], col] if model == "oracle" else run_model(data, model)
-                    ric, t, days = score_ic(data, score)
-                    t_oracle = t if model == "oracle" else t_oracle
-                    rows.append({"universe": universe, "breadth": len(base.tickers), "rho": rho, "seed": seed,
-                                 "realised": realised, "model": model, "rank_ic": ric, "t": t, "days": days,
-                                 "efficiency": t / t_oracle if t_oracle else float("nan"),
-                                 "detected": bool(t > DETECT_T), "seconds": time.perf_counter() - t0})
-                    r = rows[-1]
-                    print(f"  rho {rho:.2f} seed {seed} (realised {realised:.3f}, column {column}) {model:<9} "
-                          f"rank IC {ric:+.4f} t {t:+.2f} efficiency {r['efficiency']:.2f} over {days} days "
-                          f"{'DETECTED' if r['detected'] else ''} ({r['seconds']:.0f} s)", flush=True)
+                    if signal == "column":
+                        data, column, realised = plant_signal(base, rho, seed=seed)
+                        col = list(data.transforms.selected).index(column)
+                        oracle = data.x[data.samples["test"], col]
+                        where = f"column {column}"
+                        # other labels: the same planted vector (same seed, same rows) in that data set's own
+                        # weakest selected column (top-K selection is fitted on the label)
+                        by_label = {"excess": data}
+
+                        def data_by_label(label, by_label=by_label, rho=rho, seed=seed):
+                            if label not in by_label:
+                                other = build_dataset(replace(cfg, label_kind=label), n_jobs=2)
+                                by_label[label] = plant_signal(other, rho, seed=seed)[0]
+                            return by_label[label]
+                    else:
+                        planted, oracle_frame, realised = plant_raw_signal(raw, signal, rho, seed=seed,
+                                                                           horizon=base.config.horizon)
+                        by_label = {}
+
+                        def data_by_label(label, planted=planted, by_label=by_label):
+                            if label not in by_label:
+                                by_label[label] = build_dataset(replace(cfg, label_kind=label), universe=planted,
+                                                                use_cache=False, n_jobs=2)
+                            return by_label[label]
+                        data = data_by_label("excess")
+                        test = data.samples["test"]
+                        lookup = oracle_frame.stack()
+                        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(data.dates[test]),
+                                                          data.ticker_of(test)])
+                        oracle = lookup.reindex(keys).to_numpy(dtype=np.float64)
+                        sel = [c for c in data.transforms.selected if "vol" in c] if signal == "volume" else []
+                        where = (f"volume features selected: {', '.join(sel) or 'none'}" if signal == "volume"
+                                 else "in prices")
+                    print(f"  {signal} rho {rho:.2f} seed {seed}: planted (realised {realised:.3f}, {where}) in "
+                          f"{time.perf_counter() - t0:.0f} s", flush=True)
+                    torch.manual_seed(seed)
+                    np.random.seed(seed)
+                    t_oracle = None
+                    for model in ["oracle", *args.models.split(",")]:
+                        t0 = time.perf_counter()
+                        score = oracle if model == "oracle" else run_model(data_by_label, model)
+                        ric, t, days = score_ic(data, score)
+                        t_oracle = t if model == "oracle" else t_oracle
+                        rows.append({"universe": universe, "breadth": len(base.tickers), "signal": signal,
+                                     "rho": rho, "seed": seed, "realised": realised, "model": model,
+                                     "rank_ic": ric, "t": t, "days": days,
+                                     "efficiency": t / t_oracle if t_oracle else float("nan"),
+                                     "detected": bool(t > DETECT_T), "seconds": time.perf_counter() - t0})
+                        r = rows[-1]
+                        print(f"    {model:<16} rank IC {ric:+.4f} t {t:+.2f} efficiency {r['efficiency']:.2f} "
+                              f"over {days} days {'DETECTED' if r['detected'] else ''} ({r['seconds']:.0f} s)",
+                              flush=True)
     table = pd.DataFrame(rows)
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    med = (table.groupby(["universe", "rho", "model"], sort=False)
+    med = (table.groupby(["universe", "signal", "rho", "model"], sort=False)
            .agg(t=("t", "median"), efficiency=("efficiency", "median"), realised=("realised", "median"),
                 seeds=("seed", "nunique")).reset_index())
     print("\nmedian over seeds (efficiency = t(model) / t(oracle) on the same test days):")
     print(med.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nsmallest rho detected (t > 3):")
-    for (universe, breadth), g in table.groupby(["universe", "breadth"], sort=False):
+    for (universe, breadth, signal), g in table.groupby(["universe", "breadth", "signal"], sort=False):
         found = {m: (f"{g[(g.model == m) & g.detected].rho.min():.2f}" if (g[g.model == m].detected).any()
                      else "none") for m in g.model.unique()}
-        print(f"  {universe:<11} breadth {breadth:>3}: " + ", ".join(f"{m} {v}" for m, v in found.items()))
+        print(f"  {universe:<11} breadth {breadth:>3} {signal:<8}: " + ", ".join(f"{m} {v}" for m, v in found.items()))
 
 
 if __name__ == "__main__":

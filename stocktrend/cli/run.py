@@ -36,8 +36,10 @@ def train_cmd(
     lr: float = typer.Option(2e-4, help="AdamW learning rate (OneCycle start)."),
     max_lr: float = typer.Option(1e-3, help="OneCycle peak learning rate."),
     accumulate: int = typer.Option(4, min=1, help="Gradient accumulation steps."),
-    patience: int = typer.Option(15, min=1, help="Early-stopping patience (epochs, on val_loss)."),
-    monitor: str = typer.Option("val_loss", help="Best-checkpoint metric (val_loss, val_auc, val_acc, ...)."),
+    patience: int = typer.Option(15, min=1, help="Early-stopping patience (epochs without a better --monitor)."),
+    monitor: str = typer.Option("val_loss", help="Validation metric that picks the best checkpoint and stops early: "
+                                "val_loss | val_rank_ic (panels: the daily cross-sectional rank IC) | val_auc | "
+                                "val_acc | val_mcc | val_mae | ..."),
     accelerator: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps."),
     precision: str = typer.Option("auto", help="auto (bf16-mixed where fast) | 32-true | bf16-mixed | 16-mixed."),
     seed: int = typer.Option(42),
@@ -68,7 +70,9 @@ def train_cmd(
         from stocktrend.platform.training.ray_address import check_address
         check_address(address)  # a dead cluster is one line now, not after the data set is built
     from stocktrend.platform.training.jobs import train_job
-    from stocktrend.platform.training.local import TrainConfig
+    from stocktrend.platform.training.local import MONITORS, TrainConfig, mode_of
+    if monitor not in MONITORS:
+        raise typer.BadParameter(f"unknown --monitor {monitor!r}; choose from {', '.join(MONITORS)}")
     cfg = data_config(ticker, data, None, None, sequence_length, horizon, label, top_k, split, embargo, universe,
                       ticker_id, features)
     from stocktrend.models import zoo
@@ -76,8 +80,8 @@ def train_cmd(
     if preset not in spec.presets:
         raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(spec.presets)}")
     tcfg = TrainConfig(preset=preset, model=spec.kind, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
-                       accumulate=accumulate, patience=patience, monitor=monitor,
-                       monitor_mode="min" if monitor.endswith("loss") else "max", accelerator=accelerator,
+                       accumulate=accumulate, patience=patience, monitor=monitor, monitor_mode=mode_of(monitor),
+                       accelerator=accelerator,
                        precision=precision, seed=seed)
     ray_config = None
     if workers:

@@ -8,6 +8,8 @@ Recipe (the seeds'): AdamW (lr 2e-4, weight decay 5e-3), OneCycleLR up to 1e-3 o
   Huber loss; MAE and directional accuracy;
 - multitask (mtl_lstm): focal loss on the action head + Huber on the return head, weighted ``cls_weight`` :
   ``reg_weight`` (the seed's 20 : 50); the classification metrics plus the return head's MAE.
+On panels (3 or more tickers) the validation and test segments also report the daily cross-sectional rank IC of the
+score against the realised forward return (``val_rank_ic``, ``test_rank_ic``; ``stocktrend.models.rank_ic``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torchmetrics
 from torch import nn
 
 from stocktrend.models import zoo
+from stocktrend.models.rank_ic import DailyRankIC, score_from_output
 
 
 def classification_metrics(n_classes: int) -> torchmetrics.MetricCollection:
@@ -64,6 +67,8 @@ class TrendModule(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_m": metrics.clone(prefix=f"{s}_") for s in stages})
         if self.task == "multitask":
             self.ret_mae = nn.ModuleDict({f"{s}_m": torchmetrics.MeanAbsoluteError() for s in stages})
+        # Evaluation batches of a panel carry (day, forward return): the daily rank IC of the score (val_rank_ic)
+        self.rank_ic = nn.ModuleDict({f"{s}_m": DailyRankIC() for s in ("val", "test")})
         self.last_confusion: dict[str, list[list[int]]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,9 +95,20 @@ class TrendModule(pl.LightningModule):
 
     def _shared_step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         x, y, *rest = batch
+        # rest: the forward return (multi-task models), then (day, forward return) rows on a panel's evaluation
+        # segments (2-D; StockDataModule's with_day)
+        meta = rest.pop() if rest and rest[-1].ndim == 2 else None
         r = rest[0] if rest else None
         out = self.model.outputs(x)
         loss = self._loss(out, y, r)
+        if meta is not None and f"{stage}_m" in self.rank_ic:
+            if self.task == "regression":
+                score = score_from_output(out["ret"].float(), 0)
+            else:
+                score = score_from_output(self.probabilities(out["logits"]), self.n_classes)
+            self.rank_ic[f"{stage}_m"].update(score, meta[:, 0], meta[:, 1])
+            self.log(f"{stage}_rank_ic", self.rank_ic[f"{stage}_m"], on_step=False, on_epoch=True,
+                     prog_bar=stage == "val", batch_size=len(y))
         self.log(f"{stage}_loss", loss, prog_bar=stage != "train", on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(y))
         if self.task != "regression":

@@ -18,7 +18,7 @@ class SearchOptions:
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped
     epoch_windows: int = 0  # > 0: training windows per trial epoch (a fresh random draw each epoch); 0 = all
     reduction_factor: int = 2
-    metric: str = "val_loss"  # or val_auc
+    metric: str = "val_loss"  # or val_rank_ic (panels: the daily rank IC), val_auc, ...
     max_concurrent: int = 0  # 0 = as many 1-worker trials as the cluster has CPUs for
     workers_per_trial: int = 1  # 1: train inside the trial's process; > 1: Ray Train (DDP) inside the trial
     cpus_per_worker: float = 1.0  # also the torch threads of an in-process trial
@@ -56,7 +56,8 @@ class SearchOptions:
 
     @property
     def mode(self) -> str:
-        return "min" if self.metric.endswith("loss") else "max"
+        from stocktrend.platform.training.local import mode_of
+        return mode_of(self.metric)
 
     @property
     def in_process(self) -> bool:

@@ -16,15 +16,19 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
     for order, r in enumerate(grid):
         df = r.metrics_dataframe
         epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
-        best = None
-        if df is not None and opts.metric in df:
-            best = float(df[opts.metric].min() if opts.mode == "min" else df[opts.metric].max())
+        best, extra = None, {}
+        if df is not None and opts.metric in df and df[opts.metric].notna().any():
+            at = df[opts.metric].idxmin() if opts.mode == "min" else df[opts.metric].idxmax()
+            best = float(df.loc[at, opts.metric])
+            # what panel users judge a model by, at the epoch the search ranked the trial by
+            if opts.metric != "val_rank_ic" and "val_rank_ic" in df:
+                extra["val_rank_ic"] = float(df.loc[at, "val_rank_ic"])
         status = "error" if r.error else ("stopped early" if epochs < opts.max_epochs else "completed")
         if interrupted and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
             status = "interrupted"
         trial_id = r.metrics.get("trial_id") if r.metrics else None
         rows.append({"order": order, "trial_id": trial_id, **r.config,
-                     f"best_{opts.metric}": best, "epochs": epochs, "stopped_early": status == "stopped early",
+                     f"best_{opts.metric}": best, **extra, "epochs": epochs, "stopped_early": status == "stopped early",
                      "status": status, "restarts": int(restarts.get(trial_id, 0)),
                      "error": str(r.error).splitlines()[0][:200] if r.error else ""})
         if status == "interrupted":

@@ -139,6 +139,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     from stocktrend.platform.training.distributed import init_ray
     from stocktrend.platform.data.features import feature_set
     from stocktrend.platform.data.universes import data_defaults, load_universe
+    from stocktrend.models.rank_ic import MIN_NAMES
     from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import search_defaults, search_space
 
@@ -153,8 +154,8 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
         raise ValueError(f"{opts.model} mixes torch and scikit-learn models: their validation losses do not compare "
                          f"(the torch models' is class-weighted with label smoothing, scikit-learn's a plain log-loss); "
                          f"rank them with --metric val_auc (or val_acc / val_mcc)")
-    if tasks == {"regression"} and opts.metric not in ("val_loss", "val_mae"):
-        raise ValueError(f"{opts.model} regresses the forward return: use --metric val_loss or val_mae")
+    if tasks == {"regression"} and opts.metric not in ("val_loss", "val_mae", "val_rank_ic"):
+        raise ValueError(f"{opts.model} regresses the forward return: use --metric val_loss, val_mae or val_rank_ic")
     t0 = time.perf_counter()
     init_ray(opts.address, verbose=opts.verbose)
     opts = _check_capacity(opts)
@@ -171,6 +172,9 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
         universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
         panel = load_or_build_panel(universe, feature_set(data_config.features))
         log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
+    if opts.metric == "val_rank_ic" and len(panel.tickers) < MIN_NAMES:
+        raise ValueError(f"--metric val_rank_ic needs a panel of {MIN_NAMES} or more tickers (the daily cross-sectional "
+                         f"rank IC); this one has {len(panel.tickers)}: use val_loss or val_auc")
     storage = opts.storage or _storage_root("tune")
     exp_path = os.path.join(storage, opts.name)
     trainable = tune.with_resources(
@@ -283,7 +287,10 @@ def parse_args(argv: list[str] | None = None) -> SearchOptions:
                     help="training windows per trial epoch, a fresh random draw each epoch (default 0: all); caps "
                          "what an epoch costs on a large panel")
     ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
-    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_auc", "val_acc", "val_mcc", "val_mae"])
+    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc",
+                                                           "val_mae"],
+                    help="what trials are ranked, stopped (ASHA) and checkpointed by; val_rank_ic: the daily "
+                    "cross-sectional rank IC of a panel's validation days")
     ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
                     help="trials at once (default 0: as many as the cluster has CPUs for)")
     ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial,

@@ -1,6 +1,7 @@
 """Ray Train with real Ray: 2 workers, storage + MLflow, fault tolerance, two nodes, and `ray job submit`."""
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from stocktrend.platform.registry.checkpoint import Predictor
 from stocktrend.platform.data.dataset import DataConfig, build_dataset
 from stocktrend.platform.training.jobs import train_job
 from stocktrend.platform.training.distributed import DistributedTrainingError, RayConfig, fit_ray
-from stocktrend.platform.data.synthetic import planted_signal_universe
+from stocktrend.platform.data.synthetic import planted_cross_section_universe, planted_signal_universe
 from stocktrend.platform.training.local import TrainConfig, model_config_for
 from tests.ray import helpers
 from tests.ray.local_head import local_head, submit
@@ -56,10 +57,18 @@ def test_two_workers_train_register_and_predict_the_same(ray_local, data, tmp_pa
     np.testing.assert_array_equal(pred.predict_proba(windows)[0], expected)
 
 
-def test_shared_path_transport(ray_local, data, tmp_path):
+def test_shared_path_transport_on_a_panel_monitoring_val_rank_ic(ray_local, tmp_path):
+    """Workers read the feature cache from shared storage; the daily rank IC is gathered across the two workers'
+    validation shards and picks the checkpoint."""
+    panel = build_dataset(DataConfig(tickers=(), top_k=12, sequence_length=10, label_kind="excess"),
+                          universe=planted_cross_section_universe(700, 6, seed=3), cache_dir=tmp_path / "cache")
     rcfg = RayConfig(workers=2, storage=str(tmp_path), run_name="shared", data_transport="shared-path")
-    result, info = fit_ray(data, TINY, model_config_for(data, "tiny"), rcfg, run_test=False)
+    tcfg = replace(TINY, monitor="val_rank_ic", monitor_mode="max", patience=3)
+    result, info = fit_ray(panel, tcfg, model_config_for(panel, "tiny"), rcfg, run_test=False)
     assert result.epochs_run == 3 and Path(info.best_checkpoint_dir, "checkpoint.ckpt").is_file()
+    seen = [row["val_rank_ic"] for row in result.history]
+    assert len(seen) == 3 and all(np.isfinite(seen))
+    assert result.best_score == pytest.approx(max(seen), abs=1e-6)
 
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(ray_local, data, tmp_path):

@@ -28,6 +28,8 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
     res = run_search(opts)
     table = res["table"]
     assert len(table) == 3 and (table["status"] != "error").all()
+    # Ranked by val_loss, the table still shows what panel users judge: the rank IC at each trial's best epoch
+    assert table["val_rank_ic"].notna().all()
     assert table["stopped_early"].any()  # ASHA stopped at least one trial
     assert (table.loc[table["stopped_early"], "epochs"] < 4).all()
     assert table["sequence_length"].nunique() >= 2  # windows were rebuilt per trial...
@@ -59,6 +61,8 @@ def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
     with pytest.raises(ValueError, match="--metric val_auc"):  # torch and scikit-learn losses do not compare
         run_search(SearchOptions(name="zoo", preset="tiny", model="lstm,gbm"))
+    with pytest.raises(ValueError, match="needs a panel of 3 or more tickers"):  # msft alone has no cross-section
+        run_search(SearchOptions(name="ric", preset="tiny", model="lstm", metric="val_rank_ic"))
     opts = SearchOptions(name="zoo", preset="tiny", model="lstm,gbm", num_samples=3, max_epochs=2, grace_period=1,
                          model_name="zoo-search", metric="val_auc")
     res = run_search(opts)

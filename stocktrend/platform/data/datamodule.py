@@ -16,14 +16,18 @@ from stocktrend.platform.data.dataset import PreparedData, WindowDataset
 
 class StockDataModule(pl.LightningDataModule):
     def __init__(self, data: PreparedData, batch_size: int = 64, num_workers: int = 0, eval_batch_size: int = 256,
-                 with_return: bool = False):
+                 with_return: bool = False, with_day: bool | None = None):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         # with_return: batches also carry the forward return (multi-task models regress it beside the class)
-        self.datasets = {seg: WindowDataset(data, rows, with_return) for seg, rows in data.samples.items()}
+        # with_day (default: panels of MIN_NAMES or more tickers): evaluation batches carry (day, forward return) for
+        # the daily rank IC (val_rank_ic, test_rank_ic)
+        self.with_day = data.is_panel if with_day is None else with_day
+        self.datasets = {seg: WindowDataset(data, rows, with_return, with_day=self.with_day and seg != "train")
+                         for seg, rows in data.samples.items()}
 
     def _loader(self, seg: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(self.datasets[seg], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from stocktrend.models.rank_ic import MIN_NAMES
 from stocktrend.platform.data.cache import FeaturePanel, load_or_build_panel, ticker_offsets
 from stocktrend.platform.data.features import FeatureConfig, feature_set
 from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
@@ -217,6 +218,11 @@ class PreparedData:
         return LabelKind(self.config.label_kind)
 
     @property
+    def is_panel(self) -> bool:
+        """Enough tickers for a daily cross-section (rank IC, long-short) to mean something."""
+        return len(self.tickers) >= MIN_NAMES
+
+    @property
     def seq_len(self) -> int:
         return self.config.sequence_length
 
@@ -400,21 +406,30 @@ def config_dict(cfg: DataConfig) -> dict[str, Any]:
 class WindowDataset(torch.utils.data.Dataset):
     """Lazy windows: ``__getitem__`` slices a view of the shared matrix; only the collated batch is a copy.
 
-    Items are (window, target), or (window, class, forward return) with ``with_return`` (multi-task models)."""
+    Items are (window, target), or (window, class, forward return) with ``with_return`` (multi-task models); with
+    ``with_day`` (the evaluation segments of a panel) a last element ``(day, forward return)`` (float64, the day as
+    days since the epoch) lets the module compute the daily cross-sectional rank IC (``val_rank_ic``)."""
 
-    def __init__(self, data: PreparedData, rows: np.ndarray, with_return: bool = False):
+    def __init__(self, data: PreparedData, rows: np.ndarray, with_return: bool = False, with_day: bool = False):
         self.x = torch.from_numpy(data.x)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.L = data.seq_len
         targets = data.y[self.rows]
         self.y = torch.from_numpy(targets.astype(np.float32 if data.kind.is_value else np.int64))
         self.r = torch.from_numpy(data.target_value[self.rows].astype(np.float32)) if with_return else None
+        self.meta = None
+        if with_day:
+            day = data.dates[self.rows].astype("datetime64[D]").astype(np.int64).astype(np.float64)
+            self.meta = torch.from_numpy(np.stack([day, data.forward_return[self.rows]], axis=1))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         r = int(self.rows[i])
+        item: tuple[torch.Tensor, ...] = (self.x[r - self.L + 1: r + 1], self.y[i])
         if self.r is not None:
-            return self.x[r - self.L + 1: r + 1], self.y[i], self.r[i]
-        return self.x[r - self.L + 1: r + 1], self.y[i]
+            item = (*item, self.r[i])
+        if self.meta is not None:
+            item = (*item, self.meta[i])
+        return item

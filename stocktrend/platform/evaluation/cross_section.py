@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stocktrend.models.rank_ic import MIN_NAMES
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.data.labels import LabelKind
 from stocktrend.platform.evaluation.metrics import Backtest, backtest_stats, classification_scores
 
-MIN_NAMES = 3
 
 
 def score_of(out: np.ndarray, kind: LabelKind) -> np.ndarray:

@@ -89,7 +89,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
                                      prepare_trainer)
 
-    from stocktrend.platform.training.local import data_module, make_module
+    from stocktrend.platform.training.local import data_module, early_stopping, make_module
 
     tcfg: TrainConfig = cfg["train_config"]
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
@@ -100,8 +100,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
         module.model.load_state_dict(cfg["init_state_dict"])
     accelerator = _worker_accelerator(cfg["gpus_per_worker"])
     # patience 0: a fixed-length run (a refit), no early stopping; the last epoch's weights are kept (fit_ray)
-    early = [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)] \
-        if tcfg.patience > 0 else []
+    early = [early_stopping(tcfg)] if tcfg.patience > 0 else []
     callbacks = [*early, RayTrainReportCallback(), *cfg.get("callbacks", [])]
     trainer = pl.Trainer(max_epochs=tcfg.epochs, accelerator=accelerator, devices="auto",
                          strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
@@ -337,6 +336,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     t0 = time.perf_counter()
     if rcfg.workers < 1:
         raise ValueError("--workers must be >= 1 (Ray Train local mode does not persist checkpoints)")
+    tcfg.check_monitor(data)
     if rcfg.gpus_per_worker == 0 and rcfg.workers > 1 and torch.backends.mps.is_available():
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")

@@ -1,7 +1,7 @@
 """Local Lightning training of any backbone on PreparedData (Ray Train reuses these pieces in a later issue).
 
-``fit`` builds the Trainer with the seeds' recipe (clipping 1.0, accumulation 4, early stopping on val_loss with
-patience 15, best checkpoint by a validation metric), restores the best weights at the end, and returns them with
+``fit`` builds the Trainer with the seeds' recipe (clipping 1.0, accumulation 4, early stopping with patience 15 and
+the best checkpoint, both by one validation metric: ``monitor``, val_loss by default), restores the best weights at the end, and returns them with
 the epoch history. The caller decides where the resulting checkpoint goes (file, MLflow registry).
 """
 
@@ -19,6 +19,7 @@ import torch
 from stocktrend.models import zoo
 from stocktrend.models.spec import ModelSpec
 from stocktrend.models.module import TrendModule
+from stocktrend.models.rank_ic import MIN_NAMES
 from stocktrend.platform.data.datamodule import StockDataModule
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.training.results import FitResult
@@ -38,9 +39,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     accumulate: int = 4  # gradient accumulation steps
-    patience: int = 15  # early stopping on val_loss; 0 = a fixed-length run of ``epochs`` keeping the last weights
+    patience: int = 15  # early stopping on ``monitor``; 0 = a fixed-length run of ``epochs`` keeping the last weights
     # (a refit on every labelled day, whose validation segment is in-sample and decides nothing)
-    monitor: str = "val_loss"  # best-checkpoint metric
+    monitor: str = "val_loss"  # best-checkpoint and early-stopping metric (val_rank_ic on panels: the daily rank IC)
     monitor_mode: str = "min"
     accelerator: str = "auto"  # auto = cuda > mps > cpu
     precision: str = "auto"  # auto = bf16-mixed on CPUs with bf16 support and on bf16 GPUs, else 32
@@ -55,11 +56,27 @@ class TrainConfig:
     def spec(self):
         return zoo.get(self.model)
 
+    def check_monitor(self, data: PreparedData) -> None:
+        """A clear error before training when the monitored metric cannot exist on this data set."""
+        if self.monitor == "val_rank_ic" and not data.is_panel:
+            raise ValueError(f"--monitor val_rank_ic needs a panel of {MIN_NAMES} or more tickers (the daily "
+                             f"cross-sectional rank IC); this data set has {len(data.tickers)}: use val_loss or val_auc")
+        if self.monitor_mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode must be min or max, got {self.monitor_mode!r}")
+
     def train_batch_limit(self, world_size: int = 1) -> int | None:
         """Batches per epoch (per worker) for ``epoch_windows``; None = no limit."""
         if self.epoch_windows <= 0:
             return None
         return max(1, -(-self.epoch_windows // (self.batch_size * max(1, world_size))))
+
+
+MONITORS = ("val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc", "val_f1", "val_mae", "val_dir_acc")
+
+
+def mode_of(metric: str) -> str:
+    """Whether a validation metric is better low (losses, errors) or high (everything else)."""
+    return "min" if metric.endswith(("loss", "mae")) else "max"
 
 
 def pick_accelerator(requested: str = "auto") -> str:
@@ -144,6 +161,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     tcfg = tcfg or TrainConfig()
     spec = tcfg.spec
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    tcfg.check_monitor(data)
     mcfg = model_config or model_config_for(data, tcfg.preset, spec)
     n_classes = data.kind.n_classes if spec.task(data.config.label_kind) != "regression" else 0
     if mcfg.n_features != data.n_features or mcfg.n_classes != n_classes:
@@ -161,7 +179,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
                                             save_top_k=1, save_weights_only=True, filename="best")
         fixed = tcfg.patience <= 0
-        early = [] if fixed else [pl.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=tcfg.patience)]
+        early = [] if fixed else [early_stopping(tcfg)]
         trainer = build_trainer(tcfg, [*([] if fixed else [ckpt]), *early, history, *(callbacks or [])], Path(tmp))
         trainer.fit(module, datamodule=dm)
         best_epoch = trainer.current_epoch - 1 if fixed else None
@@ -177,6 +195,11 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
             test_metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
     module.eval()
     return FitResult(module, mcfg, tcfg, best, best_epoch, trainer.current_epoch, history.rows, test_metrics)
+
+
+def early_stopping(tcfg: TrainConfig) -> pl.callbacks.EarlyStopping:
+    """Stop after ``patience`` epochs without a better ``monitor`` (the metric the best checkpoint is chosen by)."""
+    return pl.callbacks.EarlyStopping(monitor=tcfg.monitor, mode=tcfg.monitor_mode, patience=tcfg.patience)
 
 
 def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:

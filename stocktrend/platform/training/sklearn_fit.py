@@ -38,6 +38,11 @@ def segment_metrics(estimator, data: PreparedData, segment: str) -> dict[str, fl
     out = {f"{segment}_loss": float(skm.log_loss(y, p, labels=list(range(data.kind.n_classes)))),
            f"{segment}_acc": float(skm.accuracy_score(y, p.argmax(1))),
            f"{segment}_mcc": float(skm.matthews_corrcoef(y, p.argmax(1)))}
+    if data.is_panel:
+        from stocktrend.models.rank_ic import mean_daily_rank_ic, score_from_output
+        day = data.dates[rows].astype("datetime64[D]").astype(np.int64)
+        out[f"{segment}_rank_ic"] = mean_daily_rank_ic(day, score_from_output(p, p.shape[1]),
+                                                       data.forward_return[rows])
     if len(np.unique(y)) > 1:
         out[f"{segment}_auc"] = float(skm.roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else
                                       skm.roc_auc_score(y, p, multi_class="ovr"))
