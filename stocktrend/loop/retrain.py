@@ -129,6 +129,7 @@ def search_challenger(champion, panel, data_cfg, bounds, opts: RetrainOptions, n
     """A small Tune search over the champion's kind on the same split; the best trial is the challenger."""
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.evaluation.walkforward import monitored_metric
     from stocktrend.tune.options import SearchOptions
     preset = champion.ckpt.get("extra", {}).get("train_config", {}).get("preset", "small")
     sopts = SearchOptions(name=f"retrain-{name}-{as_of}-{int(time.time())}", preset=preset,
@@ -136,7 +137,7 @@ def search_challenger(champion, panel, data_cfg, bounds, opts: RetrainOptions, n
                           grace_period=min(2, opts.search_epochs), tickers=data_cfg.tickers,
                           data_dir=data_cfg.data_dir, universe=data_cfg.universe, label_kind=data_cfg.label_kind,
                           ticker_id=data_cfg.ticker_id, model_name=name, address=opts.address,
-                          metric="val_loss")
+                          metric=monitored_metric(champion))
     say(f"retrain      : a {opts.search_trials}-trial search over {champion.model_kind} as of {as_of}")
     from stocktrend.tune.search import run_search
     res = run_search(sopts, panel=panel, data_config=data_cfg, bounds=bounds)

@@ -116,7 +116,8 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
                 model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         best_value = float(table.iloc[0][f"best_{opts.metric}"])
         ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
-                               extra={"search": opts.name, "trial_config": best_config}, kind=spec)
+                               extra={"search": opts.name, "trial_config": best_config,
+                                      "search_metric": opts.metric}, kind=spec)
         path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
         mlflow.log_metric(f"best_{opts.metric}", best_value)
         version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],

@@ -75,7 +75,7 @@ def test_three_class_auc_has_a_bootstrap_interval():
 
 
 def test_bytetheory_rows_are_repaired_or_dropped_with_a_count(monkeypatch, caplog):
-    from stocktrend.platform.data import packaged
+    from stocktrend.platform.data.universes import packaged
     prices, sectors = packaged._bytetheory()
     bad = prices[prices["Symbol"].isin(["AAPL", "ADP", "MSFT"])].copy()
     broken = bad.iloc[[5]].assign(Close=-1.0)  # a non-positive price on another day of AAPL

@@ -129,7 +129,7 @@ def test_named_universes(monkeypatch):
         universes.load_named("tech", ["TSLA"])
     with pytest.raises(DataValidationError, match="unknown universe 'nope'"):
         universes.load_named("nope")
-    monkeypatch.setattr(universes.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(DataValidationError, match=r"stocktrend\[sp20\]"):
         universes.load_named("sp20")
 

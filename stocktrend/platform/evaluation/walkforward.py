@@ -16,16 +16,23 @@ from stocktrend.platform.evaluation.cross_section import MIN_NAMES, evaluate_pan
 from stocktrend.platform.evaluation.metrics import backtest, classification_scores
 from stocktrend.platform.evaluation.regression import REG_COLS, score_returns
 from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
-from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
+from stocktrend.platform.training.local import TrainConfig, fit, mode_of, model_config_for
 
 log = logging.getLogger(__name__)
 
 SCORE_COLS = ("accuracy", "balanced_accuracy", "f1", "auc", "mcc")
 
 
+def monitored_metric(pred: Predictor) -> str:
+    """The validation metric a model was chosen by: its training's ``monitor``, or the search's ``--metric``."""
+    extra = pred.ckpt.get("extra", {})
+    return extra.get("train_config", {}).get("monitor") or extra.get("search_metric") or "val_loss"
+
+
 def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
     """The recipe a model was trained with (its checkpoint's train config); a search trial's best configuration
-    (learning rate, weight decay, batch size) when a search registered it, with the quickstart's retrain length."""
+    (learning rate, weight decay, batch size, the search's metric) when a search registered it, with the quickstart's
+    retrain length."""
     extra = pred.ckpt.get("extra", {})
     tc = dict(extra.get("train_config", {}))
     if tc:
@@ -33,9 +40,11 @@ def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
     elif "trial_config" in extra:
         trial = extra["trial_config"]
         lr = float(trial.get("lr", 2e-4))
+        metric = monitored_metric(pred)
         tcfg = TrainConfig(epochs=10, patience=3, accumulate=1, lr=lr, max_lr=lr * 5,
                            batch_size=int(trial.get("batch_size", 64)),
-                           weight_decay=float(trial.get("weight_decay", 5e-3)))
+                           weight_decay=float(trial.get("weight_decay", 5e-3)), monitor=metric,
+                           monitor_mode=mode_of(metric))
     else:
         tcfg = TrainConfig()
     return replace(tcfg, model=pred.model_kind, epochs=epochs or tcfg.epochs, progress=False)

@@ -1,4 +1,7 @@
-"""Named embedded universes: real daily prices shipped inside PyPI packages, offline after install.
+"""Named embedded universes: real daily prices shipped inside PyPI packages, offline after install. One
+``UniverseSpec`` per universe (what it holds, its data defaults, how its tickers are listed and loaded); one loader
+module per source: ``sources.load_embedded`` (msft), ``bokeh`` (tech), ``skfolio`` (sp20), ``packaged`` (us29,
+sp500_2010). A new universe is a loader and one ``UNIVERSES`` entry.
 
 | name | tickers | what | package |
 |---|---|---|---|
@@ -21,7 +24,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,12 @@ from typing import Any, Callable
 import pandas as pd
 
 from stocktrend.platform.data.sources import (ColumnAliases, DataValidationError, Universe, load_directory,
-                                              load_embedded, validate_prices)
+                                              load_embedded)
+from stocktrend.platform.data.universes.bokeh import read_tech
+from stocktrend.platform.data.universes.skfolio import SP20_TICKERS, read_sp20, sp20_file
+
+__all__ = ["UNIVERSES", "SP20_TICKERS", "UniverseSpec", "audit_step", "audit_violations", "data_defaults", "describe",
+           "load_named", "load_universe", "read_sp20", "read_tech", "sp20_file", "spec"]
 
 log = logging.getLogger(__name__)
 
@@ -52,83 +59,69 @@ class UniverseSpec:
     # Data settings that fit its length (what the CLI uses unless told otherwise): e.g. a one-year universe cannot
     # purge a 30-day window out of a 10% validation block.
     defaults: dict[str, Any] = field(default_factory=dict)
+    # Tickers listed from the package when ``tickers`` is empty (a universe of hundreds of names: read on demand)
+    list_tickers: Callable[[], tuple[str, ...]] | None = None
+    # The whole Universe (prices and context) in one call, for a source that ships its own context; default: the
+    # loader's prices beside the embedded S&P 500 / NASDAQ context
+    load_with_context: Callable[[list[str], list[str] | None, list[str] | None], Universe] | None = None
+    details: Callable[[tuple[str, ...]], dict[str, str]] | None = None  # more rows for `stocktrend data universes`
+
+    def known_tickers(self) -> tuple[str, ...]:
+        """Every ticker the universe has (no price is read)."""
+        return self.tickers or (self.list_tickers() if self.list_tickers else ())
+
+    def load(self, tickers: list[str] | None = None, market: list[str] | None = None,
+             indicators: list[str] | None = None) -> Universe:
+        """The universe (optionally a subset of its tickers) with its market context; unknown tickers are named."""
+        known = self.known_tickers()
+        tickers = tickers or list(known)
+        unknown = [t for t in tickers if t not in known]
+        if unknown and self.load_with_context is None:
+            raise DataValidationError(f"unknown ticker(s) {', '.join(unknown)} in universe {self.name!r}; available: "
+                                      f"{', '.join(known[:40])}{' ...' if len(known) > 40 else ''}")
+        if self.load_with_context is not None:
+            return self.load_with_context(tickers, market, indicators)
+        base = load_embedded(["MSFT"], list(self.market) if market is None else market, indicators)
+        return Universe(tickers=self.loader(tickers), market=base.market, indicators=base.indicators,
+                        source=f"universe:{self.name}", drop_short=self.drop_short)
 
 
 def _msft(tickers: list[str]) -> dict[str, pd.DataFrame]:
     return load_embedded(tickers, market=[]).tickers
 
 
-def _bokeh(tickers: list[str]) -> dict[str, pd.DataFrame]:
-    try:
-        from bokeh_sampledata import stocks
-    except ImportError:
-        raise DataValidationError("universe 'tech' needs the bokeh-sampledata package (pip install "
-                                  "bokeh-sampledata; a dependency of stocktrend)") from None
-    raw = stocks.data
-    out = {}
-    for t in tickers:
-        frame = raw[raw["ticker"] == t].sort_values("date")
-        factor = (frame["adj_close"] / frame["close"]).to_numpy()
-        adj = pd.DataFrame({"Date": pd.to_datetime(frame["date"]).dt.normalize().to_numpy(),
-                            **{c: frame[c].to_numpy() * factor for c in ("open", "high", "low", "close")},
-                            "volume": frame["volume"].to_numpy() / factor})
-        out[t] = validate_prices(adj, f"embedded {t} (bokeh-sampledata, split/dividend adjusted)")
-    return out
-
-
-def sp20_file() -> Path:
-    """skfolio's data file, found without importing skfolio."""
-    spec = importlib.util.find_spec("skfolio")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataValidationError("universe 'sp20' needs the skfolio package: pip install 'stocktrend[sp20]' "
-                                  "(about 600 MB with its dependencies)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "sp500_dataset.csv.gz"
-    if not path.is_file():
-        raise DataValidationError(f"skfolio is installed but {path} is missing")
-    return path
-
-
-def read_sp20(path: Path, tickers: list[str]) -> dict[str, pd.DataFrame]:
-    """A wide CSV (Date + one adjusted-close column per ticker) -> close-only price frames."""
-    wide = pd.read_csv(path)
-    date_col = wide.columns[0]
-    out = {}
-    for t in tickers:
-        if t not in wide.columns:
-            raise DataValidationError(f"{path}: no column {t!r}")
-        frame = wide[[date_col, t]].dropna()
-        out[t] = validate_prices(frame.rename(columns={date_col: "Date", t: "close"}), f"embedded {t} (skfolio)",
-                                 required=("close",))
-    return out
-
-
-SP20_TICKERS = ("AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY", "MRK", "MSFT", "PEP", "PFE",
-                "PG", "RRC", "UNH", "WMT", "XOM")
-
 def _us29(tickers: list[str]) -> dict[str, pd.DataFrame]:
-    from stocktrend.platform.data.packaged import read_us29
+    from stocktrend.platform.data.universes.packaged import read_us29
     return read_us29(tickers)
 
 
 def _sp500_2010(tickers: list[str]) -> dict[str, pd.DataFrame]:
-    from stocktrend.platform.data.packaged import read_sp500_2010
+    from stocktrend.platform.data.universes.packaged import read_sp500_2010
     return read_sp500_2010(tickers)
+
+
+def _sp500_2010_sectors(names: tuple[str, ...]) -> dict[str, str]:
+    from stocktrend.platform.data.universes.packaged import sp500_2010_sectors
+    counts = sp500_2010_sectors()["sector"].value_counts()
+    return {"sectors": f"{int(counts.sum())} of {len(names)} names have a sector: "
+                       + ", ".join(f"{k} {v}" for k, v in counts.items())}
 
 
 def _sp500_2010_names() -> tuple[str, ...]:
     try:
-        from stocktrend.platform.data.packaged import sp500_2010_tickers
+        from stocktrend.platform.data.universes.packaged import sp500_2010_tickers
         return sp500_2010_tickers()
     except DataValidationError:  # package missing: the universe still lists, loading says what to install
         return ()
 
 
 UNIVERSES: dict[str, UniverseSpec] = {
+    # the historical default: MSFT, or GOOG/MSFT from the same embedded set (which ships its own context)
     "msft": UniverseSpec("msft", ("MSFT",), "OHLCV", "1986-03-13 .. 2017-11-10", "pmdarima.datasets.load_msft",
-                         "pmdarima's bundled sample data (MIT package)", _msft),
+                         "pmdarima's bundled sample data (MIT package)", _msft, load_with_context=load_embedded),
     "tech": UniverseSpec("tech", ("AAPL", "IBM", "MSFT", "GOOG"), "OHLCV (split/dividend adjusted)",
                          "2000-03-01 .. 2013-03-01 (GOOG from 2004-08-19)", "bokeh_sampledata.stocks (Quandl WIKI)",
-                         "public domain (bokeh-sampledata licenses/datasets.json)", _bokeh),
+                         "public domain (bokeh-sampledata licenses/datasets.json)", read_tech),
     "sp20": UniverseSpec("sp20", SP20_TICKERS, "adjusted close only", "1990-01-02 .. 2022-12-28",
                          "skfolio datasets/data/sp500_dataset.csv.gz",
                          "BSD-3 package; data for testing and examples only, not investment or commercial use",
@@ -153,7 +146,8 @@ UNIVERSES: dict[str, UniverseSpec] = {
                                        "out, each logged; default windows of 10 days and a 60/20/20 split (a 30-day "
                                        "window cannot be purged out of a 10% validation block)",
                                drop_short=True, features="short",
-                               defaults={"sequence_length": 10, "fractions": (0.6, 0.2, 0.2)}),
+                               defaults={"sequence_length": 10, "fractions": (0.6, 0.2, 0.2)},
+                               list_tickers=_sp500_2010_names, details=_sp500_2010_sectors),
 }
 
 
@@ -176,25 +170,14 @@ def spec(name: str) -> UniverseSpec:
 def load_named(name: str, tickers: list[str] | None = None, market: list[str] | None = None,
                indicators: list[str] | None = None, as_of: str | pd.Timestamp | None = None) -> Universe:
     """A named universe (optionally a subset of its tickers) with its market context, as it was on ``as_of``."""
-    s = spec(name)
-    if name == "msft":  # the historical default: MSFT, or GOOG/MSFT from the same embedded set
-        return load_embedded(tickers or list(s.tickers), market, indicators).cut(as_of)
-    known = s.tickers or (_sp500_2010_names() if name == "sp500_2010" else ())
-    tickers = tickers or list(known)
-    unknown = [t for t in tickers if t not in known]
-    if unknown:
-        raise DataValidationError(f"unknown ticker(s) {', '.join(unknown)} in universe {name!r}; available: "
-                                  f"{', '.join(known[:40])}{' ...' if len(known) > 40 else ''}")
-    base = load_embedded(["MSFT"], list(s.market) if market is None else market, indicators)
-    return Universe(tickers=s.loader(tickers), market=base.market, indicators=base.indicators,
-                    source=f"universe:{name}", drop_short=s.drop_short).cut(as_of)
+    return spec(name).load(tickers, market, indicators).cut(as_of)
 
 
 def describe() -> list[dict[str, str]]:
     """What ``stocktrend data universes`` prints (no data is loaded)."""
     out = []
     for s in UNIVERSES.values():
-        names = s.tickers or (_sp500_2010_names() if s.name == "sp500_2010" else ())
+        names = s.known_tickers()
         tickers = ", ".join(names) if len(names) <= 30 else f"{len(names)} names ({', '.join(names[:8])}, ...)"
         row = {"name": s.name, "tickers": tickers, "columns": s.columns, "dates": s.dates,
                "market": ", ".join(s.market), "source": s.source, "licence": s.licence,
@@ -202,11 +185,8 @@ def describe() -> list[dict[str, str]]:
                "features": s.features}
         if s.caveats:
             row["caveats"] = s.caveats
-        if s.name == "sp500_2010" and names:
-            from stocktrend.platform.data.packaged import sp500_2010_sectors
-            counts = sp500_2010_sectors()["sector"].value_counts()
-            row["sectors"] = (f"{int(counts.sum())} of {len(names)} names have a sector: "
-                              + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if s.details is not None and names:
+            row.update(s.details(names))
         out.append(row)
     return out
 
