@@ -322,5 +322,5 @@ def _inputs_of(pred) -> dict:
     """A loaded checkpoint's inputs as ``ModelHost.describe_inputs`` gives them (for the start-up check)."""
     t = pred.transforms
     return {"names": list(t.input_names), "seq_len": pred.seq_len, "label_kind": pred.kind.value,
-            "class_names": list(pred.class_names), "horizon": int(pred.ckpt["horizon"]), "task": pred.task,
+            "class_names": list(pred.class_names), "horizon": int(pred.ckpt["horizon"]), "task": pred.task.value,
             "tickers": sorted(pred.ckpt["tickers"])}

@@ -36,7 +36,7 @@ class GateRefusal(Exception):
 
 
 def regression_of(pred) -> bool:
-    return pred.task == "regression"
+    return pred.task.is_regression
 
 
 def outputs_on_window(pred, data) -> np.ndarray:

@@ -71,7 +71,7 @@ def score_served(frame: pd.DataFrame, context: tuple[dict, dict], feature_config
             continue
         raw, _ = pred.predict_proba(block["x_0"])
         k = len(pred.class_names)
-        score = score_of(raw[:, :1] if pred.task == "regression" else raw[:, :k], pred.kind)
+        score = score_of(raw[:, :1] if pred.task.is_regression else raw[:, :k], pred.kind)
         out.append(pd.DataFrame({"ticker": block["ticker"].astype(str), "date": block["as_of"], "version": version,
                                  "score": score}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["ticker", "date", "version", "score"])

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -85,5 +85,5 @@ class DualTowerNet(nn.Module):
 
 
 SPEC = ModelSpec(kind="dual_tower", config=DualTowerConfig, net=DualTowerNet, presets=PRESETS,
-                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="classification", input_groups=towers,
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=Task.classification, input_groups=towers,
                  description="seed 002: stock tower x context tower, interaction layer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stocktrend.models.common import ConfigMixin
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -42,5 +42,5 @@ TINY_SPACE: dict[str, tuple] = {"max_leaf_nodes": ("choice", [3, 4]), "learning_
 
 
 SPEC = ModelSpec(kind="gbm", config=GBMConfig, presets=PRESETS, space={"default": SPACE, "tiny": TINY_SPACE},
-                 fitted_by="sklearn", class_task="classification", fit_uses_validation=True,
+                 fitted_by="sklearn", class_task=Task.classification, fit_uses_validation=True,
                  description="histogram gradient boosting on the flattened window, trees picked on validation")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,6 @@ def count_parameters(model: nn.Module) -> int:
 SPEC = ModelSpec(
     kind="hybrid", config=HybridConfig, net=HybridNet, presets=PRESETS,
     space={"default": SPACE, "seed": SEED_SPACE, "tiny": TINY_SPACE},
-    class_task="classification", value_task="regression", attention=True,
+    class_task=Task.classification, value_task=Task.regression, attention=True,
     param_defaults={"width": 1.0}, params=from_params,
     description="seeds' v2: Conv1d blocks -> BiLSTM -> Transformer -> attention pooling -> dense head")

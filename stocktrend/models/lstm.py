@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -58,5 +58,5 @@ class LSTMNet(nn.Module):
 
 
 SPEC = ModelSpec(kind="lstm", config=LSTMConfig, net=LSTMNet, presets=PRESETS,
-                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="classification",
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=Task.classification,
                  description="seed 002's SimpleLSTM: 2-layer LSTM -> last state -> dense head")

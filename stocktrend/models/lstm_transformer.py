@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,6 @@ class LSTMTransformerNet(nn.Module):
 
 
 SPEC = ModelSpec(kind="lstm_transformer", config=LSTMTransformerConfig, net=LSTMTransformerNet, presets=PRESETS,
-                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=None, value_task="regression",
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=None, value_task=Task.regression,
                  static_inputs=True, input_groups=static_columns,
                  description="seed 003: LSTM -> Transformer + static branch; mean and variance of the return")

@@ -53,7 +53,7 @@ class TrendModule(pl.LightningModule):
                              if class_weights is not None and self.n_classes else torch.zeros(0), persistent=False)
         self.huber = nn.HuberLoss(delta=0.02)
         stages = ("train", "val", "test")
-        if self.task != "regression":
+        if self.task.predicts_classes:
             self.ce = nn.CrossEntropyLoss(weight=self.class_weight if len(self.class_weight) else None,
                                           label_smoothing=label_smoothing)
             metrics = classification_metrics(self.n_classes)
@@ -62,10 +62,10 @@ class TrendModule(pl.LightningModule):
                 for s in ("val", "test")})
         else:
             metrics = torchmetrics.MetricCollection({"mae": torchmetrics.MeanAbsoluteError()})
-        self.loss_fn = self.ce if self.task == "classification" else self.huber  # the plain per-batch loss
+        self.loss_fn = self.ce if self.task.is_classification else self.huber  # the plain per-batch loss
         # Keys like "train" would clash with nn.Module.train, so the collections are keyed "<stage>_m".
         self.metrics = nn.ModuleDict({f"{s}_m": metrics.clone(prefix=f"{s}_") for s in stages})
-        if self.task == "multitask":
+        if self.task.is_multitask:
             self.ret_mae = nn.ModuleDict({f"{s}_m": torchmetrics.MeanAbsoluteError() for s in stages})
         # Evaluation batches of a panel carry (day, forward return): the daily rank IC of the score (val_rank_ic)
         self.rank_ic = nn.ModuleDict({f"{s}_m": DailyRankIC() for s in ("val", "test")})
@@ -78,9 +78,9 @@ class TrendModule(pl.LightningModule):
         return torch.softmax(logits.float(), dim=-1)
 
     def _loss(self, out: dict[str, torch.Tensor], y: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
-        if self.task == "classification":
+        if self.task.is_classification:
             return self.ce(out["logits"].float(), y)
-        if self.task == "regression":
+        if self.task.is_regression:
             if "log_var" in out:  # Gaussian NLL in the model's scaled units (return x scale) for conditioning
                 s = float(self.cfg.return_scale)
                 mu, log_var = out["ret"].float() * s, out["log_var"].float() + 2 * torch.log(torch.tensor(s))
@@ -102,7 +102,7 @@ class TrendModule(pl.LightningModule):
         out = self.model.outputs(x)
         loss = self._loss(out, y, r)
         if meta is not None and f"{stage}_m" in self.rank_ic:
-            if self.task == "regression":
+            if self.task.is_regression:
                 score = score_from_output(out["ret"].float(), 0)
             else:
                 score = score_from_output(self.probabilities(out["logits"]), self.n_classes)
@@ -111,12 +111,12 @@ class TrendModule(pl.LightningModule):
                      prog_bar=stage == "val", batch_size=len(y))
         self.log(f"{stage}_loss", loss, prog_bar=stage != "train", on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=len(y))
-        if self.task != "regression":
+        if self.task.predicts_classes:
             probs = self.probabilities(out["logits"])
             self.metrics[f"{stage}_m"].update(probs[:, 1] if self.n_classes == 2 else probs, y)
             if f"{stage}_m" in self.confusion:
                 self.confusion[f"{stage}_m"].update(probs.argmax(-1), y)
-            if self.task == "multitask":
+            if self.task.is_multitask:
                 self.ret_mae[f"{stage}_m"].update(out["ret"].float(), r)
                 self.log(f"{stage}_ret_mae", self.ret_mae[f"{stage}_m"], on_step=False, on_epoch=True,
                          batch_size=len(y))
@@ -137,7 +137,7 @@ class TrendModule(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def _end_confusion(self, stage: str) -> None:
-        if self.task != "regression":
+        if self.task.predicts_classes:
             self.last_confusion[stage] = self.confusion[f"{stage}_m"].compute().cpu().tolist()
             self.confusion[f"{stage}_m"].reset()
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from stocktrend.models.common import ConfigMixin, mlp
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -76,5 +76,5 @@ def focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float, weight: torc
 
 
 SPEC = ModelSpec(kind="mtl_lstm", config=MTLConfig, net=MTLNet, presets=PRESETS,
-                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task="multitask",
+                 space={"default": SPACE, "tiny": TINY_SPACE}, class_task=Task.multitask,
                  description="seed 004: shared LSTM, action head (focal loss) + return head (Huber)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stocktrend.models.common import ConfigMixin
-from stocktrend.models.spec import ModelSpec
+from stocktrend.models.spec import ModelSpec, Task
 
 
 @dataclass(frozen=True)
@@ -38,5 +38,5 @@ TINY_SPACE: dict[str, tuple] = {"n_estimators": ("choice", [5, 10]), "max_depth"
 
 
 SPEC = ModelSpec(kind="rf", config=RFConfig, presets=PRESETS, space={"default": SPACE, "tiny": TINY_SPACE},
-                 fitted_by="sklearn", class_task="classification", fit_uses_validation=False,
+                 fitted_by="sklearn", class_task=Task.classification, fit_uses_validation=False,
                  description="seed 004: random forest on the flattened window")

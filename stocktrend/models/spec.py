@@ -14,9 +14,43 @@ its value twin (``value_label``), one that can only classify refuses a value lab
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from typing import Any, Callable, Mapping, Sequence
 
-TASKS = ("classification", "regression", "multitask")
+
+class Task(str, Enum):
+    """What a model predicts for a label: classes, a value, or both (a class head and a return head). A str enum:
+    it prints, serialises and compares as its name."""
+
+    classification = "classification"
+    regression = "regression"
+    multitask = "multitask"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def is_regression(self) -> bool:
+        return self is Task.regression
+
+    @property
+    def is_classification(self) -> bool:
+        return self is Task.classification
+
+    @property
+    def is_multitask(self) -> bool:
+        return self is Task.multitask
+
+    @property
+    def predicts_classes(self) -> bool:
+        """A class head: probabilities over the label's classes (classification and multitask)."""
+        return self is not Task.regression
+
+
+TASKS = tuple(t.value for t in Task)
 # Label kinds whose target is a number (the forward return, the excess return over the day's universe mean, the day's
 # cross-sectional rank); every other kind is a class. A class label's value twin is what a regressor trains on when
 # that class label is asked for.
@@ -36,8 +70,8 @@ class ModelSpec:
     space: Mapping[str, Mapping[str, tuple]]  # search space per preset; "default" serves presets without their own
     net: type | None = None  # the torch network (``outputs(x) -> dict``); None for scikit-learn models
     fitted_by: str = "lightning"  # lightning | sklearn
-    class_task: str | None = "classification"  # what it predicts for a class label (None: it cannot take one)
-    value_task: str | None = None  # what it predicts for a value label (None: it cannot take one)
+    class_task: Task | str | None = Task.classification  # what it predicts for a class label (None: cannot take one)
+    value_task: Task | str | None = None  # what it predicts for a value label (None: it cannot take one)
     static_inputs: bool = False  # reads slow per-ticker columns from the window's last day (see ``input_groups``)
     attention: bool = False  # returns per-day attention weights
     fit_uses_validation: bool = False  # scikit-learn: the fit sees the validation segment (early stopping)
@@ -54,9 +88,12 @@ class ModelSpec:
             raise ValueError(f"{self.kind}: fitted_by must be lightning or sklearn, got {self.fitted_by!r}")
         if (self.net is None) != (self.fitted_by == "sklearn"):
             raise ValueError(f"{self.kind}: a lightning model needs a net, a scikit-learn one none")
-        for t in (self.class_task, self.value_task):
+        for name in ("class_task", "value_task"):
+            t = getattr(self, name)
             if t is not None and t not in TASKS:
                 raise ValueError(f"{self.kind}: unknown task {t!r}; tasks: {', '.join(TASKS)}")
+            if t is not None:
+                object.__setattr__(self, name, Task(t))
         if self.class_task is None and self.value_task is None:
             raise ValueError(f"{self.kind}: a model must predict something (class_task or value_task)")
         if "default" not in self.space:
@@ -82,7 +119,7 @@ class ModelSpec:
             return value_label(label_kind)
         return label_kind
 
-    def task(self, label_kind: str) -> str:
+    def task(self, label_kind: str) -> Task:
         """classification | regression | multitask: what the model predicts for a label kind it trains on."""
         task = self.value_task if _is_value_label(label_kind) else self.class_task
         if task is None:
@@ -106,7 +143,7 @@ class ModelSpec:
         """A preset sized for a data set: its input width, window and classes, and (models that route columns) which
         columns go where, chosen by feature name."""
         sized: dict[str, Any] = {"n_features": n_features, "seq_len": seq_len,
-                                 "n_classes": 0 if self.task(label_kind) == "regression" else n_classes}
+                                 "n_classes": n_classes if self.task(label_kind).predicts_classes else 0}
         if self.input_groups is not None:
             sized.update(self.input_groups(list(input_names), ticker_features))
         return self.preset(preset, **{**sized, **overrides})

@@ -144,7 +144,7 @@ class ModelHost:
         t = pred.transforms
         self._inputs = {"names": list(t.input_names), "mean": t.mean.tolist(), "scale": t.scale.tolist(),
                 "n_selected": len(t.selected), "seq_len": pred.seq_len, "label_kind": pred.kind.value,
-                "class_names": list(pred.class_names), "horizon": int(pred.ckpt["horizon"]), "task": pred.task,
+                "class_names": list(pred.class_names), "horizon": int(pred.ckpt["horizon"]), "task": pred.task.value,
                 "tickers": sorted(pred.ckpt["tickers"]), "version": self.info.get("version"),
                 "name": self.info.get("name")}
         return self._inputs

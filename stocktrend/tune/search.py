@@ -140,6 +140,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     from stocktrend.platform.data.features import feature_set
     from stocktrend.platform.data.universes import data_defaults, load_universe
     from stocktrend.models.rank_ic import MIN_NAMES
+    from stocktrend.models.spec import Task
     from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import search_defaults, search_space
 
@@ -154,7 +155,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
         raise ValueError(f"{opts.model} mixes torch and scikit-learn models: their validation losses do not compare "
                          f"(the torch models' is class-weighted with label smoothing, scikit-learn's a plain log-loss); "
                          f"rank them with --metric val_auc (or val_acc / val_mcc)")
-    if tasks == {"regression"} and opts.metric not in ("val_loss", "val_mae", "val_rank_ic"):
+    if tasks == {Task.regression} and opts.metric not in ("val_loss", "val_mae", "val_rank_ic"):
         raise ValueError(f"{opts.model} regresses the forward return: use --metric val_loss, val_mae or val_rank_ic")
     t0 = time.perf_counter()
     init_ray(opts.address, verbose=opts.verbose)

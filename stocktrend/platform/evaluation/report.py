@@ -215,14 +215,14 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
              f"Test segment: {data.date_range('test')[0]} .. {data.date_range('test')[1]}, "
              f"{len(data.samples['test'])} windows; {test_note}",
              ""]
-    if pred.task == "regression":
+    if pred.task.is_regression:
         result, files, verdict_lines = _regression_report(pred, data, out_matrix[:, 0], opts, out, lines)
     else:
         result, files, verdict_lines = _classification_report(pred, data, out_matrix, opts, out, lines)
     if opts.walk_forward:
         wf = walk_forward(pred, data, opts, score_all)
         wf.to_csv(out / "walk_forward.csv", index=False)
-        first = list(REG_COLS) if pred.task == "regression" else list(SCORE_COLS)
+        first = list(REG_COLS) if pred.task.is_regression else list(SCORE_COLS)
         cols = [*first, "sharpe", *(c for c in ("rank_ic", "ls_sharpe") if c in wf)]
         agg = wf.groupby("who", sort=False)[cols].agg(["mean", "std"])
         lines += [f"## Walk-forward ({opts.walk_forward} folds, retrained per fold)", "",
@@ -248,7 +248,7 @@ def evaluate(spec: str, out_dir: str | Path | None = None, opts: EvalOptions | N
     report = out / "report.md"
     report.write_text("\n".join(lines))
     (out / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
-    result.update(report=str(report), verdict=verdict_lines, model_kind=pred.model_kind, task=pred.task)
+    result.update(report=str(report), verdict=verdict_lines, model_kind=pred.model_kind, task=pred.task.value)
     if log_to_mlflow:
         _log(out, info, spec)
     return result
@@ -274,7 +274,7 @@ def _classification_report(pred: Predictor, data: PreparedData, out_matrix: np.n
               _table({k: v.row() for k, v in tests.items()},
                      ("annual_return", "sharpe", "max_drawdown", "win_rate", "turnover", "exposure")), ""]
     result: dict[str, Any] = {"scores": scores, "backtest": {k: v.row() for k, v in tests.items()}}
-    if pred.task == "multitask":
+    if pred.task.is_multitask:
         reg = score_returns(data, out_matrix[:, -1])
         lines += regression_lines(reg, data.config.horizon)
         result["regression"] = reg["scores"]

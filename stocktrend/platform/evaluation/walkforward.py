@@ -82,7 +82,7 @@ def walk_forward(pred: Predictor, data: PreparedData, opts, score_all) -> pd.Dat
         log.info("walk-forward fold %d/%d: test %s..%s", k + 1, len(bounds), *fold.date_range("test"))
         out = retrained_outputs(pred, fold, fold.windows(fold.samples["test"]), opts.epochs)
         base = {"fold": k + 1, "test_start": fold.date_range("test")[0]}
-        if pred.task == "regression":
+        if pred.task.is_regression:
             reg = score_returns(fold, out[:, 0])
             outputs = {n: p[:, None] for n, p in reg["predictions"].items()}
             cs = evaluate_panel(fold, outputs, opts.cost_bps) if len(fold.tickers) >= MIN_NAMES else None
@@ -112,7 +112,7 @@ def leakage_audit(pred: Predictor, data: PreparedData, opts) -> pd.DataFrame:
 
     from stocktrend.platform.data.datamodule import ArrayDataModule, StockDataModule
     from stocktrend.platform.evaluation.audit import seeds_protocol
-    if pred.task != "classification" or pred.spec.is_sklearn:
+    if not pred.task.is_classification or pred.spec.is_sklearn:
         raise ValueError("the leakage audit retrains classifiers trained with Lightning (hybrid, lstm, dual_tower)")
     seeds, seeds_names = seeds_protocol(data, with_names=True)
     names = list(data.kind.class_names)

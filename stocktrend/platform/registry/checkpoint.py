@@ -79,7 +79,7 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
     if spec.is_sklearn:
         from stocktrend.models.sklearn_base import dumps
         ckpt["sklearn"] = torch.frombuffer(bytearray(dumps(model.estimator)), dtype=torch.uint8).clone()
-    if spec.task(data.config.label_kind) == "regression":
+    if spec.task(data.config.label_kind).is_regression:
         ckpt["calibration"] = calibrate(Predictor(ckpt), data)
     ckpt["reference"] = drift_reference(Predictor(ckpt), data)
     return ckpt
@@ -223,9 +223,9 @@ class Predictor:
     def output_names(self) -> list[str]:
         """Columns of ``predict_proba``'s output: class probabilities, then ``return`` (and ``confidence`` for
         regression models)."""
-        if self.task == "regression":
+        if self.task.is_regression:
             return ["return", "confidence"]
-        return [*self.class_names, *(["return"] if self.task == "multitask" else [])]
+        return [*self.class_names, *(["return"] if self.task.is_multitask else [])]
 
     @property
     def has_attention(self) -> bool:
@@ -249,7 +249,7 @@ class Predictor:
             cols.append(torch.softmax(torch.from_numpy(np.asarray(raw["logits"], dtype=np.float32)), -1).numpy())
         if "ret" in raw:
             cols.append(raw["ret"].astype(np.float32)[:, None])
-            if self.task == "regression":
+            if self.task.is_regression:
                 c = self.calibration
                 cols.append((1 / (1 + np.exp(-(c["a"] * _z(raw) + c["b"])))).astype(np.float32)[:, None])
         return np.concatenate(cols, axis=1)
@@ -270,10 +270,10 @@ class Predictor:
 
     def output_matrix(self, p: Prediction) -> np.ndarray:
         """A Prediction back to the output matrix (what describe() reads)."""
-        if self.task == "regression":
+        if self.task.is_regression:
             return np.column_stack([p.predicted_return, p.confidence]).astype(np.float32)
         cols = [np.asarray(p.probabilities, dtype=np.float32)]
-        if self.task == "multitask":
+        if self.task.is_multitask:
             cols.append(np.asarray(p.predicted_return, dtype=np.float32)[:, None])
         return np.concatenate(cols, axis=1)
 
@@ -282,7 +282,7 @@ class Predictor:
         return and its calibrated confidence; multi-task: the action head's class and the predicted return)."""
         att = attention.tolist() if attention is not None else None
         signal = {"Alcista": "BUY", "Bajista": "SELL", "Neutral": "HOLD"}
-        if self.task == "regression":
+        if self.task.is_regression:
             r, conf = out[:, 0], out[:, 1]
             labels = ["Alcista" if v >= 0 else "Bajista" for v in r]
             return Prediction([[] for _ in r], labels, [signal[lb] for lb in labels], conf.tolist(), att,
@@ -291,7 +291,7 @@ class Predictor:
         probs = out[:, :k]
         labels = [self.class_names[i] for i in probs.argmax(1)]
         return Prediction(probs.tolist(), labels, [signal[lb] for lb in labels], probs.max(1).tolist(), att,
-                          out[:, k].tolist() if self.task == "multitask" else None)
+                          out[:, k].tolist() if self.task.is_multitask else None)
 
     def features_from_prices(self, prices: pd.DataFrame, market: dict[str, pd.DataFrame] | None = None,
                              indicators: dict[str, pd.DataFrame] | None = None, ticker: str | None = None

@@ -163,7 +163,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     tcfg.check_monitor(data)
     mcfg = model_config or model_config_for(data, tcfg.preset, spec)
-    n_classes = data.kind.n_classes if spec.task(data.config.label_kind) != "regression" else 0
+    n_classes = data.kind.n_classes if spec.task(data.config.label_kind).predicts_classes else 0
     if mcfg.n_features != data.n_features or mcfg.n_classes != n_classes:
         raise ValueError(f"model expects {mcfg.n_features} features / {mcfg.n_classes} classes, data has "
                          f"{data.n_features} / {n_classes}")
@@ -212,7 +212,7 @@ def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:
 def data_module(data: PreparedData, tcfg: TrainConfig) -> StockDataModule:
     """Batches for the model's task (multi-task models also get each window's forward return)."""
     return StockDataModule(data, batch_size=tcfg.batch_size,
-                           with_return=tcfg.spec.task(data.config.label_kind) == "multitask")
+                           with_return=tcfg.spec.task(data.config.label_kind).is_multitask)
 
 
 def test_metrics_of(module: TrendModule, data: PreparedData, tcfg: TrainConfig) -> dict[str, float]:
