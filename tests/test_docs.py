@@ -44,16 +44,10 @@ def parse(argv: list[str]) -> None:
     from stocktrend.cli import app
     if argv[0] == "python":
         module, argv = argv[2], argv[3:]
-        if module == "stocktrend.tune.search":
-            from stocktrend.tune.search import parse_args
-            parse_args(argv)
-            return
+        if module == "stocktrend.tune.search":  # the module's entry point is `stocktrend tune`
+            argv = ["tune", *argv]
     else:
         argv = argv[1:]
-    if argv[:1] == ["tune"]:  # the CLI's tune passes the search's own flags on: the search's parser decides
-        from stocktrend.tune.search import parse_args
-        parse_args(argv[1:])
-        return
     cmd = typer.main.get_command(app)  # typer's own click (typer._click in recent releases): duck-typed below
     ctx, name = None, "stocktrend"
     while True:
@@ -103,7 +97,7 @@ def test_every_documented_command_parses():
     for page, line in commands:
         try:
             parse(shlex.split(line))
-        except SystemExit as exc:  # argparse (tune.search): 0 for --help
+        except SystemExit as exc:  # click's --help: exit 0
             if exc.code not in (0, None):
                 bad.append(f"{page}: {line}: exit {exc.code}")
         except Exception as exc:  # click's UsageError family: a bad command, flag or value
@@ -119,9 +113,11 @@ def test_a_bad_flag_fails_to_parse():
         parse(["stocktrend", "modelz", "list"])
     with pytest.raises(Exception, match="valid integer"):
         parse(["stocktrend", "train", "--epochs", "three"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(Exception, match="No such option: --num-samplez"):
         parse(["python", "-m", "stocktrend.tune.search", "--num-samplez", "3"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(Exception, match="No such option: --num-samplez"):
         parse(["stocktrend", "tune", "--num-samplez", "3"])
+    with pytest.raises(Exception, match="'val_rank' is not one of"):
+        parse(["stocktrend", "tune", "--metric", "val_rank"])
     assert fenced_commands("```bash\nVAR=1 stocktrend train \\\n  --epochs 3  # x\n```\n") == \
         ["stocktrend train --epochs 3"]

@@ -43,10 +43,21 @@ def area(module: str) -> str | None:
     return None
 
 
+def _is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":``: a module's entry point (``python -m ...``), not an import of the library."""
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and isinstance(node.test.left, ast.Name)
+            and node.test.left.id == "__name__" and len(node.test.comparators) == 1
+            and isinstance(node.test.comparators[0], ast.Constant) and node.test.comparators[0].value == "__main__")
+
+
 def imports_of(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     out: set[str] = set()
+    guards = [n for n in tree.body if _is_main_guard(n)]
+    skipped = {id(n) for g in guards for n in ast.walk(g)}
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("stocktrend."))
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("stocktrend"):

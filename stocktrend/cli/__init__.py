@@ -11,16 +11,16 @@ import sys
 import typer
 
 # Importing them registers the commands (run first in --help).
-from stocktrend.cli import run, loop, models, data, k8s, monitoring  # noqa: F401,I001
+from stocktrend.cli import run, tune, loop, models, data, k8s, monitoring  # noqa: F401,I001
 from stocktrend.cli.common import STATE, app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, prog_name: str | None = None) -> None:
     # The platform's user errors (DataValidationError, CheckpointError, RegistryError: ValueErrors;
     # DistributedTrainingError: a RuntimeError) are caught by their bases, so that nothing heavy (torch, Lightning)
     # is imported before the command needs it.
     try:
-        app()
+        app(args=argv, prog_name=prog_name)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         if STATE["debug"]:
             raise

@@ -1,4 +1,5 @@
-"""``stocktrend train``, ``serve``, ``quickstart`` and ``tune``: the commands that start work (and Ray)."""
+"""``stocktrend train``, ``serve`` and ``quickstart``: the commands that start work (and Ray); ``tune`` is in
+``stocktrend/cli/tune.py``."""
 
 from __future__ import annotations
 
@@ -300,22 +301,6 @@ def quickstart_cmd(
             ray_serve.shutdown()
             typer.echo("endpoint stopped (--no-wait)")
     _finish()
-
-
-@app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             add_help_option=False)
-def tune_cmd(ctx: typer.Context) -> None:
-    """Ray Tune + Optuna + ASHA search (same flags as python -m stocktrend.tune.search; --help lists them)."""
-    from stocktrend.tune.search import main as search_main
-
-    def promote(name: str, version: int) -> int:  # --promote: the one door into production, gated
-        from stocktrend.loop.door import promote_version
-        from stocktrend.loop.gate import GateOptions
-        res = promote_version(name, version, GateOptions(), by="stocktrend tune --promote", say=typer.echo)
-        typer.echo(f"decision     : {res.decision}" + (f" ({res.reason})" if res.reason else "") +
-                   (f"; report {res.report_path}" if res.report_path else ""))
-        return res.exit_code
-    raise typer.Exit(search_main(list(ctx.args), promote))
 
 
 def _inputs_of(pred) -> dict:

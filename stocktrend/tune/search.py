@@ -1,4 +1,5 @@
-"""Ray Tune + Optuna (TPE) + ASHA over the hybrid model: ``python -m stocktrend.tune.search`` or ``stocktrend tune``.
+"""Ray Tune + Optuna (TPE) + ASHA over the zoo's models: ``run_search``; the command line is ``stocktrend tune``
+(``stocktrend/cli/tune.py``), also run as ``python -m stocktrend.tune.search`` (the ``ray job submit`` entry point).
 
 Each trial is a Tune function trainable (``stocktrend.tune.trial``). With one worker per trial (the default) it trains
 in its own process with the platform's Lightning module and reports each epoch with a checkpoint; with
@@ -11,7 +12,7 @@ The Optuna study lives in SQLite (``$STOCKTREND_HOME/optuna.db`` by default; opt
 experiment under ``$STOCKTREND_HOME/tune/<name>``: rerunning the same command (same ``--name``) resumes an interrupted
 search. At the end every trial becomes an MLflow run nested under the search run, the trial table is printed and saved
 (CSV + Parquet), and the best trial's checkpoint is registered (``--promote``: offered to ``production`` through the
-gate of ``stocktrend models promote``; only the ``stocktrend tune`` entry point has that door).
+gate of ``stocktrend models promote``).
 
 Console: one line per trial event and the final table; ``--verbose`` shows Ray's own table and logs. Ctrl-C ends the
 search (Tune saves its state), writes the table of the trials so far and exits 130; the same command resumes it.
@@ -19,19 +20,18 @@ search (Tune saves its state), writes the table of the trials so far and exits 1
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from stocktrend.platform.data.cache import default_home
 from stocktrend.tune.options import SearchOptions
-from stocktrend.tune.results import best_checkpoint, print_summary, register_best, trial_table
+from stocktrend.tune.results import best_checkpoint, register_best, trial_table
 
 log = logging.getLogger(__name__)
 
@@ -273,119 +273,8 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> SearchOptions:
-    ap = argparse.ArgumentParser(prog="python -m stocktrend.tune.search", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    d = SearchOptions()
-    ap.add_argument("--name", default=d.name, help="search name: Tune experiment, Optuna study, rerun to resume")
-    ap.add_argument("--preset", default=d.preset, help="search space / model preset: small, seed, tiny")
-    ap.add_argument("--model", default=d.model, help="model kind (hybrid, lstm, dual_tower, lstm_transformer, "
-                    "mtl_lstm, rf, gbm), or several comma-separated: then the model is a search dimension")
-    ap.add_argument("--num-samples", type=int, default=d.num_samples)
-    ap.add_argument("--max-epochs", type=int, default=d.max_epochs)
-    ap.add_argument("--grace-period", type=int, default=d.grace_period)
-    ap.add_argument("--epoch-windows", type=int, default=d.epoch_windows,
-                    help="training windows per trial epoch, a fresh random draw each epoch (default 0: all); caps "
-                         "what an epoch costs on a large panel")
-    ap.add_argument("--reduction-factor", type=int, default=d.reduction_factor)
-    ap.add_argument("--metric", default=d.metric, choices=["val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc",
-                                                           "val_mae"],
-                    help="what trials are ranked, stopped (ASHA) and checkpointed by; val_rank_ic: the daily "
-                    "cross-sectional rank IC of a panel's validation days")
-    ap.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
-                    help="trials at once (default 0: as many as the cluster has CPUs for)")
-    ap.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial,
-                    help="1: train in the trial's own process; N > 1: Ray Train (DDP) with N workers per trial")
-    ap.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker,
-                    help="CPUs (and torch threads) per trial worker")
-    ap.add_argument("--gpus-per-worker", type=float, default=d.gpus_per_worker)
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--ticker", default="", help="comma-separated target tickers (default: every ticker of the "
-                    "universe / every file of --data)")
-    ap.add_argument("--universe", default=d.universe, help="embedded universe: msft, tech, sp20, us29, sp500_2010 "
-                    "(stocktrend data universes)")
-    ap.add_argument("--data", default=None, help="directory of CSV/Parquet files (default: embedded universe)")
-    ap.add_argument("--label", default=d.label_kind, choices=["binary", "ternary", "excess"],
-                    help="binary (Bajista/Alcista), ternary (with Neutral) or excess (the direction against the day's "
-                         "universe mean; panels)")
-    ap.add_argument("--ticker-id", action="store_true", help="the ticker's identity as a one-hot model input")
-    ap.add_argument("--features", default=None, choices=["standard", "short"],
-                    help="feature set (default: the universe's own; short = look-backs up to 60 days)")
-    ap.add_argument("--storage", default=None, help="Tune/Train storage: local dir or URI shared by all nodes")
-    ap.add_argument("--optuna-storage", default=None, help="Optuna RDB URL (default sqlite in $STOCKTREND_HOME)")
-    ap.add_argument("--model-name", default=d.model_name)
-    ap.add_argument("--promote", action="store_true", help="offer the best trial's version to production through the "
-                    "gate (stocktrend models promote: judged against production on days neither saw)")
-    ap.add_argument("--kept-exit-code", type=int, default=3, help="exit code of --promote when production is kept "
-                    "(0 for a Ray Job or scheduler that treats any other code as a failure)")
-    ap.add_argument("--no-register", action="store_true")
-    ap.add_argument("--address", default=None, help="Ray cluster to join (host:port, ray://host:port, or auto = the "
-                    "running local cluster); default $RAY_ADDRESS, else a private local instance")
-    ap.add_argument("--searcher", default=d.searcher, choices=["optuna", "random"])
-    ap.add_argument("--scheduler", default=d.scheduler, choices=["asha", "fifo"])
-    ap.add_argument("--nested-train", action="store_true",
-                    help="run Ray Train inside 1-worker trials too (the slower pre-0.2 path, for comparisons)")
-    ap.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
-                    help="seconds a trial's Ray Train workers may take to start before the trial fails")
-    ap.add_argument("--max-failures", type=int, default=d.max_failures,
-                    help="restarts of a failed trial from its last checkpoint (a lost node, a killed worker); 0 = a "
-                         "failed trial stays failed (a trial that fails for its own config fails again: keep it low)")
-    ap.add_argument("--verbose", action="store_true", help="show Ray's trial table and logs on the console")
-    ap.add_argument("--smoke-test", action="store_true",
-                    help="tiny preset, 2 trials x 2 epochs (ASHA grace 1), registered as <model-name>-smoke-test: "
-                         "checks the whole search path in about a minute")
-    a = ap.parse_args(argv)
-    if a.smoke_test:
-        a.preset, a.num_samples, a.max_epochs, a.grace_period = "tiny", 2, 2, 1
-        a.name = a.name if a.name != d.name else f"smoke-test-{time.strftime('%Y%m%d-%H%M%S')}"
-        a.model_name = f"{a.model_name}-smoke-test"
-    return SearchOptions(name=a.name, preset=a.preset, model=a.model, num_samples=a.num_samples,
-                         max_epochs=a.max_epochs, epoch_windows=max(0, a.epoch_windows),
-                         grace_period=a.grace_period, reduction_factor=a.reduction_factor, metric=a.metric,
-                         max_concurrent=a.max_concurrent, workers_per_trial=a.workers_per_trial,
-                         cpus_per_worker=a.cpus_per_worker, gpus_per_worker=a.gpus_per_worker, seed=a.seed,
-                         tickers=tuple(t for t in a.ticker.split(",") if t), data_dir=a.data, universe=a.universe,
-                         label_kind=a.label, ticker_id=a.ticker_id, features=a.features, storage=a.storage,
-                         optuna_storage=a.optuna_storage, model_name=a.model_name, promote=a.promote,
-                         kept_exit_code=a.kept_exit_code,
-                         register=not a.no_register, address=a.address, searcher=a.searcher,
-                         scheduler=a.scheduler, nested_train=a.nested_train, start_timeout_s=a.start_timeout,
-                         max_failures=max(0, a.max_failures), verbose=a.verbose)
-
-
-def main(argv: list[str] | None = None, promote: Callable[[str, int], int] | None = None) -> int:
-    """``promote(name, version) -> exit code``: the door into production (``stocktrend tune`` passes the gated one
-    of ``stocktrend.loop.door``; this layer cannot import it)."""
-    from stocktrend.platform import console
-    from stocktrend.platform.training.distributed import shutdown_ray
-    opts = parse_args(argv)
-    if opts.promote and promote is None:
-        print("error: --promote goes through the gate: run the search as `stocktrend tune ... --promote` (or "
-              "`python -m stocktrend tune ...`), or promote the registered version later with `stocktrend models "
-              "promote NAME VERSION`", file=sys.stderr)
-        return 2
-    console.setup("tune", opts.verbose)
-    try:
-        res = run_search(opts)
-    except SearchInterrupted as exc:
-        print(f"\ninterrupted: {exc.summary}", file=sys.stderr, flush=True)
-        shutdown_ray()
-        return 130
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: rerun the same command (--name {opts.name}) to resume", file=sys.stderr, flush=True)
-        shutdown_ray()
-        return 130
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}{console.where()}", file=sys.stderr)
-        shutdown_ray()
-        return 2
-    print_summary(res, opts)
-    shutdown_ray()
-    if opts.promote and res.get("version"):
-        code = promote(opts.model_name, int(res["version"]))
-        return opts.kept_exit_code if code == 3 else code
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m stocktrend.tune.search ...`` (the ``ray job submit`` entry point) is ``stocktrend tune ...``: one
+    # command line, parsed by the CLI (an entry point, not a library import: tests/test_layering.py skips this block).
+    from stocktrend.cli import main as cli_main
+    cli_main(["tune", *sys.argv[1:]], prog_name="stocktrend")
