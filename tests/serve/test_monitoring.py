@@ -181,7 +181,8 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
     missing binaries fail this test with that advice, they never skip it) over the live endpoint: Prometheus scrapes
     Ray's service-discovery file, evaluates a rule file generated from the real one (every `for:` 2 s); with the test
     segment's windows the drift alert is present exactly when the scraped PSI is above 0.25 (on this fixture it is:
-    even training windows score PSI > 1 against the reference, an open question noted in issue 40), with shifted
+    ~90 consecutive days sit in a few deciles of the slow inputs; tests/platform/test_drift.py shows windows spread
+    over the training years silent and a short stretch loud), with shifted
     traffic it has gone pending then firing and the webhook behind Alertmanager receives it. Every metric an alert or
     a dashboard panel names has a live series."""
     import ray
