@@ -18,8 +18,8 @@ def up_cmd(
     alertmanager_port: int = typer.Option(9093, "--alertmanager-port", help="Alertmanager on 127.0.0.1:PORT."),
     webhook: Optional[str] = typer.Option(None, "--webhook", help="Where Alertmanager posts alerts (a webhook "
                                           "receiver URL: a chat bridge, an incident tool); none: they are held."),
-    rules: Optional[str] = typer.Option(None, "--rules", help="Alert rule file (default deploy/prometheus/alerts.yml "
-                                        "of this checkout)."),
+    rules: Optional[str] = typer.Option(None, "--rules", help="Alert rule file (default the package's own, "
+                                        "stocktrend/serve/assets/alerts.yml, linked as deploy/prometheus/alerts.yml)."),
     sd_file: str = typer.Option("/tmp/ray/prom_metrics_service_discovery.json", "--sd-file",
                                 help="Ray's service-discovery file: every node's metrics port (written by the head)."),
     scrape_interval: str = typer.Option("15s", "--scrape-interval", help="How often Prometheus scrapes and "

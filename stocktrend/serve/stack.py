@@ -22,7 +22,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
+# The alert rules ship inside the package (package data: a pip install without the repository has them too);
+# deploy/prometheus/alerts.yml is a link to this file for Kubernetes and promtool users.
+RULES = Path(__file__).resolve().parent / "assets" / "alerts.yml"
 RAY_SD_FILE = Path("/tmp/ray/prom_metrics_service_discovery.json")
 NAMES = {"prometheus": ("prometheus",), "alertmanager": ("prometheus-alertmanager", "alertmanager")}
 
