@@ -72,14 +72,18 @@ def data_build(
     ticker_id: bool = ticker_id_option(),
     cache_dir: Optional[str] = typer.Option(None, help="Feature cache directory (default $STOCKTREND_HOME/cache)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features and do not write the cache."),
+    jobs: int = typer.Option(0, min=0, help="Processes computing features (0 = one per CPU). A killed build keeps the "
+                             "tickers it finished; the same command resumes it."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build the data set and print a summary (tickers and their dates, splits, class balance, features, purge and
     embargo counts, cache)."""
+    import os
+
     from stocktrend.platform.data.dataset import build_dataset
     cfg = data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
                       universe, ticker_id, features)
-    prepared = build_dataset(cfg, cache_dir=cache_dir, use_cache=not no_cache)
+    prepared = build_dataset(cfg, cache_dir=cache_dir, use_cache=not no_cache, n_jobs=jobs or os.cpu_count() or 1)
     summary = prepared.summary()
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 

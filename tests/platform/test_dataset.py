@@ -124,3 +124,68 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path):
     again = build_dataset(DataConfig(tickers=()), universe=u, cache_dir=tmp_path)
     assert not again.panel.cache_hit
     assert build_dataset(DataConfig(tickers=()), universe=u, cache_dir=tmp_path).panel.cache_hit
+
+
+def test_an_interrupted_feature_build_keeps_finished_tickers_and_resumes(tmp_path, monkeypatch, caplog):
+    """Issue 41: each ticker's features are written as they are computed; a build that fails on one ticker names it,
+    keeps the others, writes no panel file, and the next build computes only what is missing (same panel as a build
+    from scratch)."""
+    import logging
+
+    from stocktrend.platform.data.sources import DataValidationError
+    u = random_walk_universe(700, n_tickers=6, seed=11)
+    real = cache.build_features
+
+    def broken(frame, market, indicators, cfg, name=None):
+        if name == "RW3":
+            raise FloatingPointError("disk full, say")
+        return real(frame, market, indicators, cfg, name=name)
+    monkeypatch.setattr(cache, "build_features", broken)
+    with pytest.raises(DataValidationError, match="features of ticker RW3 failed: FloatingPointError"):
+        load_or_build_panel(u, cache_dir=tmp_path)
+    parts = next(tmp_path.glob("features-*.parts"))
+    assert sorted(p.name for p in parts.iterdir()) == ["RW0.parquet", "RW1.parquet", "RW2.parquet"]
+    assert not list(tmp_path.glob("features-*.parquet"))  # no panel file from a failed build
+    monkeypatch.setattr(cache, "build_features", real)
+    before = cache.COMPUTE_COUNT["tickers"]
+    with caplog.at_level(logging.INFO, logger="stocktrend.platform.data.cache"):
+        panel = load_or_build_panel(u, cache_dir=tmp_path)
+    assert cache.COMPUTE_COUNT["tickers"] == before + 3
+    assert "3 of 6 ticker(s) kept from an interrupted build" in caplog.text
+    assert not parts.exists() and panel.path.is_file()
+    fresh = load_or_build_panel(u, use_cache=False)
+    pd.testing.assert_frame_equal(panel.meta, fresh.meta)
+    np.testing.assert_array_equal(panel.values, fresh.values)
+    assert panel.feature_names == fresh.feature_names
+
+
+@pytest.mark.slow
+def test_a_killed_data_build_resumes_where_it_stopped(tmp_path):
+    """`stocktrend data build --jobs 2`, SIGKILLed once a few tickers are written: no panel file, the finished tickers
+    kept; the same command then computes only the rest and removes the per-ticker files."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from stocktrend.platform.data.synthetic import write_directory
+    from tests.cli import CLI
+    data = write_directory(random_walk_universe(2500, n_tickers=40, seed=12), tmp_path / "data")
+    env = {**os.environ, "STOCKTREND_HOME": str(tmp_path / "home")}
+    cmd = [CLI, "data", "build", "--data", data, "--jobs", "2", "--top-k", "8"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cache_dir = tmp_path / "home" / "cache"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(cache_dir.glob("features-*.parts/*.parquet"))) < 3:
+        assert p.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    kept = list(cache_dir.glob("features-*.parts/*.parquet"))
+    assert 3 <= len(kept) < 40 and not list(cache_dir.glob("features-*.parquet"))
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    logs = "".join(f.read_text() for f in (tmp_path / "home" / "logs").glob("data-*.log")) + r.stdout + r.stderr
+    kept_line = next(ln for ln in logs.splitlines() if "kept from an interrupted build" in ln)
+    assert f"{len(kept)} of 40 ticker(s) kept" in kept_line, kept_line
+    assert len(list(cache_dir.glob("features-*.parquet"))) == 1 and not list(cache_dir.glob("features-*.parts"))

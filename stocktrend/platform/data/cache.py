@@ -3,7 +3,10 @@
 The cached panel holds ``ticker, date, close`` and the float32 features of every ticker, warm-up already trimmed.
 Labels, splits, scaling, selection and windows are derived from it cheaply, so changing ``sequence_length``,
 ``horizon``, the label kind or ``top_k`` never recomputes features. Files are written to a temporary name and renamed,
-so an interrupted build never leaves a half-written cache entry.
+so an interrupted build never leaves a half-written cache entry. While a panel is built, each ticker's features go to
+``features-<key>.parts/<ticker>.parquet`` as soon as they are computed: a killed build keeps them and the next one
+computes only the missing tickers (one log line says how many were kept); the folder is removed once the panel file
+is written.
 """
 
 from __future__ import annotations
@@ -93,49 +96,121 @@ class FeaturePanel:
 
 def _one(args: tuple) -> tuple[str, pd.DataFrame]:
     name, frame, market, indicators, cfg = args
-    return name, build_features(frame, market, indicators, cfg, name=name)
+    try:
+        return name, build_features(frame, market, indicators, cfg, name=name)
+    except DataValidationError:
+        raise
+    except Exception as exc:  # one line naming the ticker, whatever broke inside the feature code
+        raise DataValidationError(f"features of ticker {name} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1) -> tuple[pd.DataFrame, np.ndarray,
-                                                                                      list[str]]:
-    """Features of every ticker (in parallel processes when ``n_jobs > 1``), stacked in ticker order."""
+def _part_path(parts_dir: Path, name: str) -> Path:
+    from urllib.parse import quote
+    return parts_dir / f"{quote(str(name), safe='')}.parquet"
+
+
+def _write_part(parts_dir: Path, name: str, part: pd.DataFrame) -> None:
+    """One ticker's features, written whole or not at all (temporary name, then rename)."""
+    path = _part_path(parts_dir, name)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        part.rename_axis("date").to_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _computed_parts(universe: Universe, cfg: FeatureConfig, n_jobs: int, parts_dir: Path | None):
+    """(name, features) of every ticker in universe order. With ``parts_dir`` every ticker's features are written
+    there as soon as they are computed and read back one at a time: a killed build keeps the finished tickers and the
+    next build computes only the others; memory holds one ticker's features at a time beyond the panel."""
     jobs = [(name, frame, universe.market, universe.indicators, cfg) for name, frame in universe.tickers.items()]
-    if n_jobs > 1 and len(jobs) > 1:
+    if parts_dir is None:
+        if n_jobs > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                parts = list(pool.map(_one, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))))
+        else:
+            parts = [_one(j) for j in jobs]
+        COMPUTE_COUNT["tickers"] += len(jobs)
+        return parts
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs if not _part_path(parts_dir, j[0]).is_file()]
+    if len(todo) < len(jobs):
+        log.info("features: %d of %d ticker(s) kept from an interrupted build (%s); computing %d", len(jobs) - len(todo),
+                 len(jobs), parts_dir, len(todo))
+    step = max(1, len(todo) // 10)
+    done = 0
+
+    def finished(name: str, part: pd.DataFrame) -> None:
+        nonlocal done
+        _write_part(parts_dir, name, part)
+        COMPUTE_COUNT["tickers"] += 1
+        done += 1
+        if len(todo) >= 50 and (done % step == 0 or done == len(todo)):
+            log.info("features: %d / %d ticker(s) computed", done, len(todo))
+    if n_jobs > 1 and len(todo) > 1:
+        from concurrent.futures import as_completed
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            parts = list(pool.map(_one, jobs, chunksize=max(1, len(jobs) // (4 * n_jobs))))
+            futures = [pool.submit(_one, j) for j in todo]
+            try:
+                for fut in as_completed(futures):
+                    finished(*fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
     else:
-        parts = [_one(j) for j in jobs]
-    COMPUTE_COUNT["tickers"] += len(jobs)
-    empty = [name for name, part in parts if len(part) == 0]
-    if empty and universe.drop_short and len(empty) < len(parts):
+        for j in todo:
+            finished(*_one(j))
+    return ((name, pd.read_parquet(_part_path(parts_dir, name))) for name in universe.tickers)
+
+
+def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1, parts_dir: Path | None = None
+                  ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Features of every ticker (in parallel processes when ``n_jobs > 1``), stacked in ticker order; with
+    ``parts_dir``, through per-ticker files there (resumable; see ``_computed_parts``)."""
+    import pyarrow.parquet as pq
+    parts = _computed_parts(universe, cfg, n_jobs, parts_dir)  # computed (and written) here; read back lazily
+    if parts_dir is not None:  # sizes and columns from the files' metadata, before any part is read
+        lengths = {name: pq.read_metadata(_part_path(parts_dir, name)).num_rows for name in universe.tickers}
+        columns = {name: [c for c in pq.read_schema(_part_path(parts_dir, name)).names if c != "date"]
+                   for name in universe.tickers}
+    else:
+        parts = list(parts)
+        lengths = {name: len(part) for name, part in parts}
+        columns = {name: list(part.columns) for name, part in parts}
+    empty = [name for name, n in lengths.items() if n == 0]
+    keep = list(universe.tickers)
+    if empty and universe.drop_short and len(empty) < len(lengths):
         log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
                     ", ".join(map(str, empty)))
-        parts = [(name, part) for name, part in parts if len(part)]
+        keep = [name for name in keep if lengths[name]]
     elif empty:
         raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
                                   f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}"
                                   f"{' (a short history needs --features short)' if cfg.warmup > 100 else ''}")
     # Features every ticker has (a close-only ticker in a panel of OHLCV ones takes the range and volume features out
     # of the whole panel: one model sees one feature list).
-    common = set.intersection(*(set(part.columns) for _, part in parts))
-    names = [c for c in parts[0][1].columns if c != "close" and c in common]
-    dropped = sorted({c for _, part in parts for c in part.columns if c not in common})
+    common = set.intersection(*(set(columns[name]) for name in keep))
+    names = [c for c in columns[keep[0]] if c != "close" and c in common]
+    dropped = sorted({c for name in keep for c in columns[name] if c not in common})
     if dropped:
         log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
-    n = sum(len(p) for _, p in parts)
-    order = [name for name, _ in parts]
+    n = sum(lengths[name] for name in keep)
     values = np.empty((n, len(names)), dtype=np.float32, order="F")
     tickers, dates, closes = [], [], []
     row = 0
-    for i in range(len(parts)):
-        name, part = parts[i]
-        parts[i] = None  # free each part once copied: peak memory stays near one panel
+    kept = set(keep)
+    for name, part in parts:  # one ticker at a time: peak memory stays near one panel
+        if name not in kept:
+            continue
         values[row:row + len(part)] = part[names].to_numpy(dtype=np.float32)
         tickers.append(np.full(len(part), name, dtype=object))
         dates.append(part.index.to_numpy(dtype="datetime64[ns]"))
         closes.append(part["close"].to_numpy(dtype=np.float64))
         row += len(part)
-    meta = pd.DataFrame({"ticker": pd.Categorical(np.concatenate(tickers), categories=order),
+        del part
+    meta = pd.DataFrame({"ticker": pd.Categorical(np.concatenate(tickers), categories=keep),
                          "date": np.concatenate(dates), "close": np.concatenate(closes)})
     return meta, values, names
 
@@ -186,7 +261,8 @@ def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, ca
                 return panel
             except (OSError, ValueError, KeyError) as exc:  # a corrupt entry is rebuilt, not trusted
                 log.warning("feature cache %s unreadable (%s); rebuilding", path, exc)
-    meta, values, names = compute_panel(universe, cfg, n_jobs=n_jobs)
+    parts_dir = path.with_name(path.stem + ".parts") if path is not None else None
+    meta, values, names = compute_panel(universe, cfg, n_jobs=n_jobs, parts_dir=parts_dir)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}")
@@ -195,6 +271,8 @@ def load_or_build_panel(universe: Universe, cfg: FeatureConfig | None = None, ca
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        import shutil
+        shutil.rmtree(parts_dir, ignore_errors=True)  # the whole panel is written: the per-ticker files are done
     return FeaturePanel(meta, values, names, data_hash, key, path, False, time.perf_counter() - t0)
 
 
