@@ -61,7 +61,7 @@ def predict_cmd(
 def models_list(name: str = typer.Argument("stocktrend")) -> None:
     """Versions of a registered model: kind, label, aliases and key metrics."""
     from stocktrend.platform.registry import mlflow_registry as registry
-    keys = ("test_acc", "test_auc", "test_mae", "test_dir_acc", "best_val_loss")
+    keys = ("test_acc", "test_auc", "test_mae", "test_dir_acc", "test_rank_ic", "best_val_loss", "best_val_rank_ic")
     for v in registry.list_versions(name):
         metrics = ", ".join(f"{k} {float(v['metrics'][k]):.3f}" for k in keys if k in v["metrics"])
         aliases = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""

@@ -38,9 +38,9 @@ def train_cmd(
     max_lr: float = typer.Option(1e-3, help="OneCycle peak learning rate."),
     accumulate: int = typer.Option(4, min=1, help="Gradient accumulation steps."),
     patience: int = typer.Option(15, min=1, help="Early-stopping patience (epochs without a better --monitor)."),
-    monitor: str = typer.Option("val_loss", help="Validation metric that picks the best checkpoint and stops early: "
-                                "val_loss | val_rank_ic (panels: the daily cross-sectional rank IC) | val_auc | "
-                                "val_acc | val_mcc | val_mae | ..."),
+    monitor: str = typer.Option("auto", help="Validation metric that picks the best checkpoint and stops early: auto "
+                                "(val_rank_ic on a panel of 3+ tickers, val_loss otherwise) | val_loss | val_rank_ic "
+                                "(the daily cross-sectional rank IC) | val_auc | val_acc | val_mcc | val_mae | ..."),
     accelerator: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps."),
     precision: str = typer.Option("auto", help="auto (bf16-mixed where fast) | 32-true | bf16-mixed | 16-mixed."),
     seed: int = typer.Option(42),
@@ -106,7 +106,7 @@ def train_cmd(
     length = f"{r.epochs_run} tree(s)" if spec.is_sklearn else f"{r.epochs_run} epoch(s)"
     where = "" if spec.is_sklearn else f" at epoch {r.best_epoch}"
     typer.echo(f"trained      : {model}, {tcfg.preset} preset, {size}, {length} in {out.seconds:.0f} s; "
-               f"best {tcfg.monitor} {r.best_score:.4f}{where}" if r.best_score is not None
+               f"best {r.train_config.monitor} {r.best_score:.4f}{where}" if r.best_score is not None
                else f"trained      : {model} (no validation score)")
     if r.test_metrics:
         typer.echo("test         : " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.test_metrics.items()))

@@ -64,9 +64,13 @@ def test_gbm_reports_val_rank_ic_the_same_way(panel):
     assert r.best_score == r.history[0]["val_rank_ic"]
 
 
-def test_val_rank_ic_needs_a_panel():
+def test_val_rank_ic_needs_a_panel(panel):
     one = build_dataset(DataConfig(top_k=8, sequence_length=10), universe=random_walk_universe(900, seed=1),
                         use_cache=False)
     assert not one.is_panel
+    # `stocktrend train`'s default, --monitor auto: the rank IC where a cross-section exists, the loss elsewhere
+    auto = TrainConfig(monitor="auto", monitor_mode="max")
+    assert (auto.resolved(panel).monitor, auto.resolved(panel).monitor_mode) == ("val_rank_ic", "max")
+    assert (auto.resolved(one).monitor, auto.resolved(one).monitor_mode) == ("val_loss", "min")
     with pytest.raises(ValueError, match="needs a panel of 3 or more tickers"):
         fit(one, TrainConfig(preset="tiny", epochs=1, progress=False, monitor="val_rank_ic", monitor_mode="max"))

@@ -336,6 +336,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     t0 = time.perf_counter()
     if rcfg.workers < 1:
         raise ValueError("--workers must be >= 1 (Ray Train local mode does not persist checkpoints)")
+    tcfg = tcfg.resolved(data)
     tcfg.check_monitor(data)
     if rcfg.gpus_per_worker == 0 and rcfg.workers > 1 and torch.backends.mps.is_available():
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.

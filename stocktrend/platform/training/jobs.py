@@ -70,12 +70,14 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     data_cfg = replace(data_cfg, label_kind=train_cfg.spec.label_for(data_cfg.label_kind))
     data = data or build_dataset(data_cfg)
     if finetune_from:
-        mcfg = base.config
         # Keep the base model's inputs: its first layer was trained on those features, in that order, on that scale
         # (and, with --ticker-id, that ticker encoding).
         log.info("fine-tuning keeps the base model's %d selected features and its scaler",
                  len(base.transforms.selected))
         data = data.with_transforms(base.transforms)
+    train_cfg = train_cfg.resolved(data)  # --monitor auto: val_rank_ic on a panel, val_loss otherwise
+    if finetune_from:
+        mcfg = base.config
     elif model_config is not None:
         mcfg = model_config
     else:

@@ -41,7 +41,9 @@ class TrainConfig:
     accumulate: int = 4  # gradient accumulation steps
     patience: int = 15  # early stopping on ``monitor``; 0 = a fixed-length run of ``epochs`` keeping the last weights
     # (a refit on every labelled day, whose validation segment is in-sample and decides nothing)
-    monitor: str = "val_loss"  # best-checkpoint and early-stopping metric (val_rank_ic on panels: the daily rank IC)
+    # best-checkpoint and early-stopping metric: val_rank_ic (a panel's daily rank IC), val_loss, ...; "auto" =
+    # val_rank_ic on a panel, val_loss otherwise (the command line's default, bench/README.md "val_rank_ic")
+    monitor: str = "val_loss"
     monitor_mode: str = "min"
     accelerator: str = "auto"  # auto = cuda > mps > cpu
     precision: str = "auto"  # auto = bf16-mixed on CPUs with bf16 support and on bf16 GPUs, else 32
@@ -55,6 +57,13 @@ class TrainConfig:
     @property
     def spec(self):
         return zoo.get(self.model)
+
+    def resolved(self, data: PreparedData) -> "TrainConfig":
+        """``monitor="auto"`` made concrete for a data set: val_rank_ic on a panel, val_loss otherwise."""
+        if self.monitor != "auto":
+            return self
+        metric = "val_rank_ic" if data.is_panel else "val_loss"
+        return replace(self, monitor=metric, monitor_mode=mode_of(metric))
 
     def check_monitor(self, data: PreparedData) -> None:
         """A clear error before training when the monitored metric cannot exist on this data set."""
@@ -71,7 +80,7 @@ class TrainConfig:
         return max(1, -(-self.epoch_windows // (self.batch_size * max(1, world_size))))
 
 
-MONITORS = ("val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc", "val_f1", "val_mae", "val_dir_acc")
+MONITORS = ("auto", "val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc", "val_f1", "val_mae", "val_dir_acc")
 
 
 def mode_of(metric: str) -> str:
@@ -161,6 +170,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     tcfg = tcfg or TrainConfig()
     spec = tcfg.spec
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    tcfg = tcfg.resolved(data)
     tcfg.check_monitor(data)
     mcfg = model_config or model_config_for(data, tcfg.preset, spec)
     n_classes = data.kind.n_classes if spec.task(data.config.label_kind).predicts_classes else 0
