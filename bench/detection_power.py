@@ -3,6 +3,12 @@ and see which models find it.
 
     python bench/detection_power.py                                   # tech, us29, sp500_2010; 5 rhos; 4 models
     python bench/detection_power.py --universes us29 --rhos 0.05,0.10 --models lstm,gbm,logistic --seeds 1,2,3
+    python bench/detection_power.py --universes us29 --rhos 0.10 --signals volume,momentum --monitor val_rank_ic
+
+Signal kinds (``--signals``): ``column`` (below), ``volume`` and ``momentum`` (``plant_raw_signal``: the raw volume
+or the prices carry the signal and the features must find it; the data set is rebuilt from the planted universe).
+``--label`` trains regressors on excess_regression / rank (classifiers keep excess); ``--monitor`` picks the torch
+models' early-stopping metric.
 
 For each universe (its own data defaults: features, window, split), the label is `excess` (the direction of the
 5-day return against the day's universe mean). For each rho, one input column (the weakest selected feature) is
@@ -55,7 +61,7 @@ def main() -> None:
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     from stocktrend.models import zoo
     from stocktrend.platform.data.dataset import DataConfig, build_dataset
@@ -71,7 +77,7 @@ def main() -> None:
         ic = ic_summary(daily_ic(prediction_frame(data, rows, score)), data.config.horizon)
         return ic["rank_ic_mean"], ic["rank_ic_t"], int(ic["days"])
 
-    def run_model(data_by_label, model):
+    def run_model(data_by_label, model, seed):
         spec = None if model == "logistic" else zoo.get(model)
         label = spec.label_for(args.label) if spec else "excess"
         if spec and spec.task(label) == "classification" and args.label != "excess":
@@ -87,10 +93,13 @@ def main() -> None:
             wt = data.windows(rows)
             return lr.predict_proba(wt.reshape(len(wt), -1))[:, 1]
         monitor = args.monitor if not spec.is_sklearn else "val_loss"
-        tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=2, accumulate=1,
+        # each seed trains its own models too (before 2026-12-06 every fit used seed 42: the seeds varied only the
+        # planted noise, and the deterministic momentum planting not at all)
+        tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=2, accumulate=1, seed=seed,
                            epoch_windows=0 if spec.is_sklearn else args.epoch_windows, progress=False,
                            monitor=monitor, monitor_mode="max" if monitor == "val_rank_ic" else "min")
-        res = fit(data, tcfg, model_config_for(data, "small", model), run_test=False)
+        overrides = {"seed": seed} if "seed" in {f.name for f in fields(spec.config)} else {}
+        res = fit(data, tcfg, model_config_for(data, "small", model, **overrides), run_test=False)
         pred = Predictor(make_checkpoint(res.module.model, res.model_config, data, kind=model))
         out, _ = pred.predict_proba(data.windows(rows))
         return score_of(out, data.kind)
@@ -150,7 +159,7 @@ def main() -> None:
                     t_oracle = None
                     for model in ["oracle", *args.models.split(",")]:
                         t0 = time.perf_counter()
-                        score = oracle if model == "oracle" else run_model(data_by_label, model)
+                        score = oracle if model == "oracle" else run_model(data_by_label, model, seed)
                         ric, t, days = score_ic(data, score)
                         t_oracle = t if model == "oracle" else t_oracle
                         rows.append({"universe": universe, "breadth": len(base.tickers), "signal": signal,

@@ -60,3 +60,24 @@ def test_a_planted_signal_of_rho_010_is_found(panel):
     # The same panel without the plant finds nothing: the signal is what the model found.
     ric0, t0, _, _ = test_scores(data, "gbm", "small")
     assert abs(ric0) < 0.05 and t0 < 2.5, (ric0, t0)
+
+
+def test_raw_signals_reach_the_asked_strength_through_the_raw_inputs():
+    """plant_raw_signal: the volume kind changes only volumes, the momentum kind only prices, and the planted signal,
+    recomputed from the planted universe's own prices, correlates with the label's excess return at about rho."""
+    import numpy as np
+
+    from stocktrend.platform.data.synthetic import random_walk_universe
+    from stocktrend.platform.evaluation.power import _corr, _label_excess, _wide, plant_raw_signal
+    u = random_walk_universe(1200, n_tickers=8, seed=3)
+    planted, z, realised = plant_raw_signal(u, "volume", 0.2, seed=1)
+    assert abs(realised - 0.2) < 0.03
+    for t in u.tickers:
+        assert np.array_equal(planted.tickers[t]["close"], u.tickers[t]["close"])
+        assert not np.allclose(planted.tickers[t]["volume"], u.tickers[t]["volume"])
+    planted, m, realised = plant_raw_signal(u, "momentum", 0.2)
+    assert abs(realised - 0.2) < 0.01
+    assert abs(_corr(m, _label_excess(_wide(planted, "close"), 5)) - realised) < 1e-9
+    assert all(np.array_equal(planted.tickers[t]["volume"], u.tickers[t]["volume"]) for t in u.tickers)
+    ratio = planted.tickers["RW0"]["high"] / planted.tickers["RW0"]["close"]
+    np.testing.assert_allclose(ratio, u.tickers["RW0"]["high"] / u.tickers["RW0"]["close"])  # bars keep their shape

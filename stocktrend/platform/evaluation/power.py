@@ -105,7 +105,8 @@ def plant_raw_signal(universe, kind: str, rho: float, seed: int = 0, horizon: in
     - ``momentum``: idiosyncratic momentum in prices: each day's return gets b x (that day's cross-sectional sd of
       returns) x m, m = the previous day's cross-sectionally standardised trailing ``horizon``-day excess return
       (computed from the already planted prices, day by day); b is calibrated so that corr(m, the label's excess
-      return) = rho. Open, high and low move with the close; volume is unchanged. The oracle is m.
+      return) = rho. Open, high and low move with the close; volume is unchanged. The oracle is m. Deterministic:
+      ``seed`` plays no part (in the bench, seeds vary the models' training only).
     """
     from stocktrend.platform.data.sources import Universe
     if kind not in RAW_KINDS:
