@@ -11,8 +11,7 @@ from typing import Callable, Optional
 import typer
 
 from stocktrend.cli.common import STATE, app
-
-METRICS = ("val_loss", "val_rank_ic", "val_auc", "val_acc", "val_mcc", "val_mae")
+from stocktrend.tune import SEARCH_METRICS as METRICS
 
 
 def _one_of(*values: str) -> Callable[[Optional[str]], Optional[str]]:

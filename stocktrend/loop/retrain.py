@@ -130,14 +130,18 @@ def search_challenger(champion, panel, data_cfg, bounds, opts: RetrainOptions, n
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.platform.evaluation.walkforward import monitored_metric
+    from stocktrend.tune import SEARCH_METRICS
     from stocktrend.tune.options import SearchOptions
     preset = champion.ckpt.get("extra", {}).get("train_config", {}).get("preset", "small")
+    search_metric = monitored_metric(champion)
+    if search_metric not in SEARCH_METRICS:  # e.g. val_f1 / val_dir_acc: trials report no such metric to rank by
+        search_metric = "val_loss"
     sopts = SearchOptions(name=f"retrain-{name}-{as_of}-{int(time.time())}", preset=preset,
                           model=champion.model_kind, num_samples=opts.search_trials, max_epochs=opts.search_epochs,
                           grace_period=min(2, opts.search_epochs), tickers=data_cfg.tickers,
                           data_dir=data_cfg.data_dir, universe=data_cfg.universe, label_kind=data_cfg.label_kind,
                           ticker_id=data_cfg.ticker_id, model_name=name, address=opts.address,
-                          metric=monitored_metric(champion))
+                          metric=search_metric)
     say(f"retrain      : a {opts.search_trials}-trial search over {champion.model_kind} as of {as_of}")
     from stocktrend.tune.search import run_search
     res = run_search(sopts, panel=panel, data_config=data_cfg, bounds=bounds)

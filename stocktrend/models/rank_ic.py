@@ -60,9 +60,10 @@ class DailyRankIC(torchmetrics.Metric):
         self.add_state("fwd", default=[], dist_reduce_fx="cat")
 
     def update(self, score: torch.Tensor, day: torch.Tensor, fwd: torch.Tensor) -> None:
-        self.score.append(score.detach().double().reshape(-1))
-        self.day.append(day.detach().long().reshape(-1))
-        self.fwd.append(fwd.detach().double().reshape(-1))
+        # float32 on the device (MPS has no float64); compute() ranks in float64 on the CPU
+        self.score.append(score.detach().float().reshape(-1))
+        self.day.append(day.detach().round().long().reshape(-1))
+        self.fwd.append(fwd.detach().float().reshape(-1))
 
     def compute(self) -> torch.Tensor:
         def cat(v):

@@ -74,3 +74,21 @@ def test_val_rank_ic_needs_a_panel(panel):
     assert (auto.resolved(one).monitor, auto.resolved(one).monitor_mode) == ("val_loss", "min")
     with pytest.raises(ValueError, match="needs a panel of 3 or more tickers"):
         fit(one, TrainConfig(preset="tiny", epochs=1, progress=False, monitor="val_rank_ic", monitor_mode="max"))
+
+
+def test_a_rank_ic_model_retrains_on_a_custom_split_by_its_loss(panel):
+    """The leakage audit retrains a model on the seeds' random split (a custom data module without days): a model
+    chosen by val_rank_ic is retrained there by val_loss; fit itself says why it cannot rank such batches."""
+    from stocktrend.platform.data.datamodule import ArrayDataModule
+    from stocktrend.platform.evaluation.walkforward import retrained_outputs
+    from stocktrend.platform.training.local import train_config_dict
+    tcfg = TrainConfig(preset="tiny", epochs=1, patience=2, batch_size=256, accumulate=1, progress=False,
+                       monitor="val_rank_ic", monitor_mode="max")
+    r = fit(panel, tcfg, run_test=False)
+    pred = Predictor(make_checkpoint(r.module.model, r.model_config, panel, kind="hybrid",
+                                     extra={"train_config": train_config_dict(r.train_config)}))
+    segs = {s: (panel.windows(rows), panel.targets(rows)) for s, rows in panel.samples.items()}
+    with pytest.raises(ValueError, match="custom data module"):
+        fit(panel, tcfg, run_test=False, datamodule=ArrayDataModule(segs, batch_size=256))
+    out = retrained_outputs(pred, panel, segs["test"][0][:50], 1, datamodule=ArrayDataModule(segs, batch_size=256))
+    assert out.shape == (50, 2) and np.isfinite(out).all()

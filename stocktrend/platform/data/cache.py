@@ -111,6 +111,7 @@ def _part_path(parts_dir: Path, name: str) -> Path:
 
 def _write_part(parts_dir: Path, name: str, part: pd.DataFrame) -> None:
     """One ticker's features, written whole or not at all (temporary name, then rename)."""
+    parts_dir.mkdir(parents=True, exist_ok=True)  # another build of the same panel may have finished and removed it
     path = _part_path(parts_dir, name)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     try:
@@ -123,7 +124,8 @@ def _write_part(parts_dir: Path, name: str, part: pd.DataFrame) -> None:
 def _computed_parts(universe: Universe, cfg: FeatureConfig, n_jobs: int, parts_dir: Path | None):
     """(name, features) of every ticker in universe order. With ``parts_dir`` every ticker's features are written
     there as soon as they are computed and read back one at a time: a killed build keeps the finished tickers and the
-    next build computes only the others; memory holds one ticker's features at a time beyond the panel."""
+    next build computes only the others. (While computing, a parallel build holds the finished results until the
+    pool ends, as the in-memory path does.)"""
     jobs = [(name, frame, universe.market, universe.indicators, cfg) for name, frame in universe.tickers.items()]
     if parts_dir is None:
         if n_jobs > 1 and len(jobs) > 1:
@@ -162,7 +164,16 @@ def _computed_parts(universe: Universe, cfg: FeatureConfig, n_jobs: int, parts_d
     else:
         for j in todo:
             finished(*_one(j))
-    return ((name, pd.read_parquet(_part_path(parts_dir, name))) for name in universe.tickers)
+    by_name = {j[0]: j for j in jobs}
+
+    def read(name: str) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(_part_path(parts_dir, name))
+        except FileNotFoundError:  # removed by a concurrent build of the same panel that finished first
+            part = _one(by_name[name])[1]
+            _write_part(parts_dir, name, part)
+            return part
+    return ((name, read(name)) for name in universe.tickers)
 
 
 def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1, parts_dir: Path | None = None
@@ -171,11 +182,15 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1, parts
     ``parts_dir``, through per-ticker files there (resumable; see ``_computed_parts``)."""
     import pyarrow.parquet as pq
     parts = _computed_parts(universe, cfg, n_jobs, parts_dir)  # computed (and written) here; read back lazily
-    if parts_dir is not None:  # sizes and columns from the files' metadata, before any part is read
-        lengths = {name: pq.read_metadata(_part_path(parts_dir, name)).num_rows for name in universe.tickers}
-        columns = {name: [c for c in pq.read_schema(_part_path(parts_dir, name)).names if c != "date"]
-                   for name in universe.tickers}
-    else:
+    try:
+        if parts_dir is not None:  # sizes and columns from the files' metadata, before any part is read
+            lengths = {name: pq.read_metadata(_part_path(parts_dir, name)).num_rows for name in universe.tickers}
+            columns = {name: [c for c in pq.read_schema(_part_path(parts_dir, name)).names if c != "date"]
+                       for name in universe.tickers}
+    except FileNotFoundError:  # a concurrent build of the same panel finished first and removed the files
+        parts_dir = None
+        parts = _computed_parts(universe, cfg, n_jobs, None)
+    if parts_dir is None:
         parts = list(parts)
         lengths = {name: len(part) for name, part in parts}
         columns = {name: list(part.columns) for name, part in parts}

@@ -407,7 +407,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """Lazy windows: ``__getitem__`` slices a view of the shared matrix; only the collated batch is a copy.
 
     Items are (window, target), or (window, class, forward return) with ``with_return`` (multi-task models); with
-    ``with_day`` (the evaluation segments of a panel) a last element ``(day, forward return)`` (float64, the day as
+    ``with_day`` (the evaluation segments of a panel) a last element ``(day, forward return)`` (float32, the day as
     days since the epoch) lets the module compute the daily cross-sectional rank IC (``val_rank_ic``)."""
 
     def __init__(self, data: PreparedData, rows: np.ndarray, with_return: bool = False, with_day: bool = False):
@@ -419,8 +419,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.r = torch.from_numpy(data.target_value[self.rows].astype(np.float32)) if with_return else None
         self.meta = None
         if with_day:
-            day = data.dates[self.rows].astype("datetime64[D]").astype(np.int64).astype(np.float64)
-            self.meta = torch.from_numpy(np.stack([day, data.forward_return[self.rows]], axis=1))
+            # float32 (exact for day numbers below 2^24; MPS has no float64)
+            day = data.dates[self.rows].astype("datetime64[D]").astype(np.int64).astype(np.float32)
+            fwd = data.forward_return[self.rows].astype(np.float32)
+            self.meta = torch.from_numpy(np.stack([day, fwd], axis=1))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -135,7 +135,9 @@ def plant_raw_signal(universe, kind: str, rho: float, seed: int = 0, horizon: in
         planted = Universe(tickers, universe.market, universe.indicators, source=universe.source,
                            drop_short=universe.drop_short)
         return planted, z, _corr(z, e_label)
-    ret = (close / close.shift(1) - 1).to_numpy()
+    # each ticker's return over its own previous close (a day it did not trade carries no move; the next day's return
+    # spans the gap), so the planted path keeps every real move
+    ret = (close / close.ffill().shift(1) - 1).to_numpy()
     avail = close.notna().to_numpy()
 
     def run(b: float):

@@ -66,7 +66,10 @@ def retrained_outputs(pred: Predictor, data: PreparedData, windows: np.ndarray, 
     """Train the model's configuration afresh on ``data`` (or ``datamodule``, whose columns are ``input_names``) and
     return its output matrix on ``windows``."""
     cfg = config_for_columns(pred, data, input_names)
-    res = fit(data, retrain_config(pred, epochs), cfg, run_test=False, datamodule=datamodule)
+    tcfg = retrain_config(pred, epochs)
+    if datamodule is not None and tcfg.monitor == "val_rank_ic":  # the seeds' random split has no days to rank
+        tcfg = replace(tcfg, monitor="val_loss", monitor_mode="min")
+    res = fit(data, tcfg, cfg, run_test=False, datamodule=datamodule)
     fresh = Predictor(make_checkpoint(res.module.model, cfg, data, kind=pred.spec))
     return fresh.predict_proba(windows)[0]
 

@@ -67,6 +67,8 @@ class TrainConfig:
 
     def check_monitor(self, data: PreparedData) -> None:
         """A clear error before training when the monitored metric cannot exist on this data set."""
+        if self.patience <= 0:  # a fixed-length run: no checkpoint is chosen, nothing stops early
+            return
         if self.monitor == "val_rank_ic" and not data.is_panel:
             raise ValueError(f"--monitor val_rank_ic needs a panel of {MIN_NAMES} or more tickers (the daily "
                              f"cross-sectional rank IC); this data set has {len(data.tickers)}: use val_loss or val_auc")
@@ -172,6 +174,9 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     tcfg = tcfg.resolved(data)
     tcfg.check_monitor(data)
+    if datamodule is not None and tcfg.monitor == "val_rank_ic" and tcfg.patience > 0:
+        raise ValueError("--monitor val_rank_ic needs the data set's own windows (a custom data module's batches carry "
+                         "no days to rank): use val_loss")
     mcfg = model_config or model_config_for(data, tcfg.preset, spec)
     n_classes = data.kind.n_classes if spec.task(data.config.label_kind).predicts_classes else 0
     if mcfg.n_features != data.n_features or mcfg.n_classes != n_classes:
