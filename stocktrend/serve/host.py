@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stocktrend.serve.http import ClientError
-from stocktrend.serve.metrics import ServeMetrics
+from stocktrend.serve.metrics import MIN_DRIFT_ROWS, ServeMetrics
 
 log = logging.getLogger("stocktrend.serve")
 
@@ -74,6 +74,7 @@ class ModelHost:
         self.drift = DriftWindow(int(self.cfg.get("drift_window", 2000)))  # a new model, a new window
         self.metrics.model(new_info["name"], new_info["version"], predictor.backend,
                            reference=predictor.ckpt.get("reference"), names=predictor.transforms.input_names)
+        self.metrics.min_drift_rows = min(MIN_DRIFT_ROWS, int(self.cfg.get("drift_window", 2000)))
         log.info("serving %s version %s (%s)", new_info["name"], new_info["version"], self.role)
 
     async def _load_and_follow(self, spec: str) -> None:

@@ -8,7 +8,7 @@ backend and the replica's role (champion or challenger):
   rate and latency compare with the champion's;
 - drift over the replica's rolling window of served rows (``stocktrend.platform.evaluation.drift``): PSI per model
   input and its maximum, the class-mix shift against the validation segment (the largest absolute shift, in
-  percentage points), the mean confidence;
+  percentage points), the mean confidence; set once the window holds ``MIN_DRIFT_ROWS`` rows (or is full);
 - routing (champion ingress only): the configured challenger share, shadow calls dropped, shadow agreement.
 They are ``ray.serve.metrics`` objects (Ray adds application, deployment and replica tags), exported with a ``ray_``
 prefix by every node's metrics agent (docs/monitoring.md; ``deploy/grafana/stocktrend.json`` plots them).
@@ -34,6 +34,9 @@ BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 ABS_RETURN_BUCKETS = [0.0025, 0.005, 0.01, 0.02, 0.05, 0.1]  # Ray's histograms take positive bounds only
 LATENCY_BUCKETS_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 1000]
 PSI_TOP = 10  # per-feature PSI gauges exported for the largest ones only (bounded label cardinality)
+# Fewer served rows than this (or than the whole window, if `drift_window` is smaller) and the drift gauges stay unset:
+# PSI over ten deciles of a handful of rows is noise (8 copies of one window score PSI ~1.6 and would fire the alert).
+MIN_DRIFT_ROWS = 200
 
 
 class ServeMetrics:
@@ -57,6 +60,7 @@ class ServeMetrics:
         self._version_dirty = False
         self._last_tags: dict[str, str] | None = None
         self._psi_tags: set[tuple] = set()
+        self.min_drift_rows = MIN_DRIFT_ROWS
         self._ray = None  # the ray.serve.metrics objects, created in the replica on first flush
 
     # -- request path (cheap) ----------------------------------------------------------------------------------------
@@ -191,7 +195,7 @@ class ServeMetrics:
         from stocktrend.platform.evaluation.drift import drift_summary
         rows, labels, conf = snapshot
         m["window"].set(len(labels), tags=tags)
-        if not len(labels):
+        if not len(labels) or len(labels) < self.min_drift_rows:  # too few rows to judge: no gauge, no alert
             return
         s = drift_summary(self._reference, rows, self._names, labels, conf)
         m["mean_conf"].set(s["mean_confidence"], tags=tags)

@@ -41,3 +41,33 @@ def test_a_short_stretch_of_days_and_a_shifted_input_are_loud(data):
     psis = feature_psis(reference, shifted, names)
     assert psis[names[col]] > PSI_SIGNIFICANT
     assert max(v for n, v in psis.items() if n != names[col]) < PSI_MODERATE / 2
+
+
+def test_the_endpoint_sets_no_drift_gauge_on_a_handful_of_rows(data):
+    """A replica that has served 8 copies of one window has no drift to report (PSI over ten deciles of 8 rows is
+    ~1.6, which fired the live alert in CI); from MIN_DRIFT_ROWS rows on, or a full smaller window, it reports."""
+    from stocktrend.serve.metrics import MIN_DRIFT_ROWS, ServeMetrics
+    names = data.transforms.input_names
+    reference = {"features": feature_reference(data.x, data.train_unbalanced, names)}
+
+    class Recorder:
+        def __init__(self):
+            self.values = []
+
+        def set(self, value, tags=None):
+            self.values.append(value)
+    sample = np.random.default_rng(2).choice(data.train_unbalanced, MIN_DRIFT_ROWS, replace=False)
+
+    def flush(rows, min_rows=MIN_DRIFT_ROWS):
+        metrics = ServeMetrics()
+        metrics.model("m", 1, "torch", reference=reference, names=names)
+        metrics.min_drift_rows = min_rows
+        gauges = {k: Recorder() for k in ("window", "mean_conf", "ref_conf", "psi_max", "psi", "shift")}
+        metrics._flush_drift(gauges, {"model": "m"}, (rows, ["up"] * len(rows), [0.6] * len(rows)))
+        return gauges
+    few = flush(np.repeat(data.x[sample[:1]], 8, axis=0))
+    assert few["window"].values == [8] and few["psi_max"].values == [] and few["mean_conf"].values == []
+    enough = flush(data.x[sample])
+    assert enough["window"].values == [MIN_DRIFT_ROWS] and enough["psi_max"].values[0] < PSI_MODERATE
+    small_window = flush(data.x[sample[:50]], min_rows=50)  # drift_window: 50 -> judged when full
+    assert len(small_window["psi_max"].values) == 1

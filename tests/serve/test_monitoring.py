@@ -222,7 +222,8 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
                 and a["labels"].get("role") == "champion"]
 
     def psi_max(prom):
-        r = httpx.get(f"{prom}/api/v1/query", params={"query": 'max(ray_stocktrend_feature_psi_max{role="champion"})'},
+        query = 'max(ray_stocktrend_feature_psi_max{role="champion",application="ab"})'  # not the "broken" app's
+        r = httpx.get(f"{prom}/api/v1/query", params={"query": query},
                       timeout=10).json()["data"]["result"]
         return float(r[0]["value"][1]) if r else None
 
