@@ -5,13 +5,15 @@ no scraper (issue 40, target: within 3%).
 
 One local Ray instance (2 CPUs, HAProxy ingress as `stocktrend serve` runs it), the stocktrend endpoint with its
 defaults (1 replica x 1 CPU, ONNX, batching on, the platform's metrics and drift gauges on), a small-preset model with
-random weights (speed does not depend on them). Each round loads it twice for ``--seconds`` with one window as JSON at
-concurrency 32 from bench/serve_load.py's bounded aiohttp client: once with no Prometheus, once with the stack of
-``stocktrend monitoring up`` (Prometheus scraping Ray's service-discovery file every 5 s, evaluating the real
-alert rules, Alertmanager beside it), started before that load and stopped after it; the order alternates between
-rounds. Printed: each load's req/s, p50 and p99, and the median over rounds of each round's ratio on/off. Every
-request must answer 200, and Prometheus must have scraped the replica's series (checked by a query) for a round to
-count. Needs the binaries of `bash deploy/prometheus/get-prometheus.sh`.
+random weights (speed does not depend on them). The stack of ``stocktrend monitoring up`` runs
+throughout (Prometheus scraping Ray's service-discovery file every 5 s and evaluating the real alert rules every 5 s,
+Alertmanager beside it); each round loads the endpoint twice for ``--seconds`` with one window as JSON at concurrency
+32 from bench/serve_load.py's bounded aiohttp client: once with Prometheus stopped (SIGSTOP: no scrape, no rule
+evaluation, no CPU), once with it running; the order alternates between rounds, so both see the same machine.
+Printed: each load's req/s, p50 and p99, the scrapes made and Prometheus' own CPU seconds during it, and the median
+over rounds of each round's ratio on/off. Every request must answer 200. On this 2-core machine Prometheus, the
+client and the endpoint share the cores: the ratio counts Prometheus' own CPU, which a real deployment runs
+elsewhere. Needs the binaries of `bash deploy/prometheus/get-prometheus.sh`.
 """
 
 from __future__ import annotations
@@ -91,20 +93,27 @@ def main() -> None:
     print(f"endpoint: {args.preset} preset, 1 replica x 1 CPU, ONNX, HAProxy ingress; load: one window as JSON, "
           f"c=32, {args.seconds:.0f} s per load, {args.rounds} round(s)", flush=True)
     ratios, rows = [], []
+    import psutil
+    stack = st.start(home, free_port(), free_port(), None, st.RULES, sd_file, scrape_interval="5s",
+                     evaluation_interval="5s")
+    prom = psutil.Process(stack.procs[-1].pid)  # Alertmanager first, then Prometheus
     try:
+        print(f"Prometheus answered; first scrape of the endpoint after {scraped(stack.prometheus_url):.1f} s",
+              flush=True)
         for r in range(args.rounds):
             got = {}
             for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                if mode == "on":
-                    with st.start(home, free_port(), free_port(), None, st.RULES, sd_file, scrape_interval="5s",
-                                  evaluation_interval="5s") as stack:
-                        waited = scraped(stack.prometheus_url)
-                        got[mode] = one_load(url, body, args.seconds)
-                        samples = stack_samples(stack.prometheus_url)
-                    got[mode]["note"] = f"first scrape after {waited:.1f} s, {samples} scrape(s) of the endpoint"
+                if mode == "off":
+                    prom.suspend()  # SIGSTOP: no scrape, no rule evaluation, no CPU
+                before = sum(prom.cpu_times()[:2])
+                n0 = scrapes(stack.prometheus_url) if mode == "on" else 0
+                got[mode] = one_load(url, body, args.seconds)
+                if mode == "off":
+                    prom.resume()
+                    got[mode]["note"] = "Prometheus stopped (SIGSTOP)"
                 else:
-                    got[mode] = one_load(url, body, args.seconds)
-                    got[mode]["note"] = "no Prometheus"
+                    got[mode]["note"] = (f"{scrapes(stack.prometheus_url) - n0} scrape(s) of Ray's targets, "
+                                         f"Prometheus {sum(prom.cpu_times()[:2]) - before:.2f} CPU-s")
                 g = got[mode]
                 print(f"  round {r + 1} scraping {mode:<3}: {g['rps']:7.1f} req/s  p50 {g['p50']:6.2f} ms  p99 "
                       f"{g['p99']:6.2f} ms  errors {g['errors']}/{g['n']}  ({g['note']})", flush=True)
@@ -113,6 +122,9 @@ def main() -> None:
             ratios.append(got["on"]["rps"] / got["off"]["rps"])
             rows.append(got)
     finally:
+        if prom.is_running() and prom.status() == psutil.STATUS_STOPPED:
+            prom.resume()
+        stack.stop()
         serve.shutdown()
         ray.shutdown()
     med = statistics.median(ratios)
@@ -122,11 +134,11 @@ def main() -> None:
           f"{statistics.median(g['on']['rps'] for g in rows):.1f}")
 
 
-def stack_samples(prom_url: str) -> int:
-    """Successful scrapes of Ray's metrics targets in the last 5 minutes (the `up` series' samples)."""
+def scrapes(prom_url: str) -> int:
+    """Scrapes of Ray's metrics targets Prometheus has stored so far (samples of its `up` series)."""
     import httpx
-    r = httpx.get(f"{prom_url}/api/v1/query", params={"query": 'sum(count_over_time(up{job="ray"}[5m]))'},
-                  timeout=5).json()["data"]["result"]
+    r = httpx.get(f"{prom_url}/api/v1/query", params={"query": 'sum(count_over_time(up{job="ray"}[1h]))'},
+                  timeout=10).json()["data"]["result"]
     return int(float(r[0]["value"][1])) if r else 0
 
 
