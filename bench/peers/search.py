@@ -795,6 +795,8 @@ def parse(argv=None):
     ap.add_argument("--timeout", type=float, default=None, help="seconds per system and seed (default 3600; "
                     "--quick: 600)")
     ap.add_argument("--work", default=None, help="work directory (default bench/peers/.work/search/<time>)")
+    ap.add_argument("--setup", action="store_true", help="only create the peers' virtual environments this run "
+                    "would use (CI does it in its install step), then exit")
     # internal: the children's roles
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--tag", default=None, help=argparse.SUPPRESS)
@@ -831,6 +833,13 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
     systems = [p for p in SYSTEMS if p in systems]
+    if a.setup:
+        sys.path.insert(0, str(HERE))
+        import _venv
+        for name, packages in (("optuna", OPTUNA_PACKAGES), ("neuralforecast", NF_PACKAGES)):
+            if name in systems:
+                print(f"[{name}] {_venv.ensure(name, packages)}")
+        return 0
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     base = HERE / ".work" / "search"
     work = Path(a.work).resolve() if a.work else base / time.strftime("%Y%m%d-%H%M%S")

@@ -412,6 +412,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, help="warm-up requests before measuring (default 300; --quick: 50)")
     ap.add_argument("--c1-cap", type=float, default=120.0, help="seconds the c=1 run may take at most")
     ap.add_argument("--client-core", type=int, default=1, help="the core the load client is pinned to")
+    ap.add_argument("--setup", action="store_true", help="only create the peers' virtual environments this run "
+                    "would use (CI does it in its install step), then exit")
     ap.add_argument("--keep", action="store_true", help="keep the run's temp dir (model, logs) under bench/peers/.work")
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
@@ -438,6 +440,10 @@ def main() -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
 
+    if args.setup:
+        for name, python in ensure_peers(peers).items():
+            print(f"[serving-{name}] {python}")
+        return 0
     (HERE / ".work").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="serving-", dir=HERE / ".work"))
     home = work / "home"

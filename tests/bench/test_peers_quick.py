@@ -1,6 +1,7 @@
 """Issue 29: the peer comparisons run end to end (their --quick variants: the platform's search against a plain
 Optuna study, the endpoint against plain FastAPI + ONNX Runtime under uvicorn). Each peer's virtual environment is
-created by the script on first use under bench/peers/.venvs (CPU torch first). The figures are not asserted: the
+created under bench/peers/.venvs (CPU torch first) by the README's setup step (`--quick --setup`, so CI counts it as
+install time), or by the script on first use. The figures are not asserted: the
 full runs, by hand, are what bench/README.md and README report."""
 
 import os
