@@ -122,8 +122,10 @@ def main() -> None:
             ratios.append(got["on"]["rps"] / got["off"]["rps"])
             rows.append(got)
     finally:
-        if prom.is_running() and prom.status() == psutil.STATUS_STOPPED:
-            prom.resume()
+        try:
+            prom.resume()  # SIGCONT: a stopped Prometheus must get its SIGTERM
+        except psutil.Error:
+            pass
         stack.stop()
         serve.shutdown()
         ray.shutdown()

@@ -433,7 +433,7 @@ def main() -> int:
     if bad:
         ap.error(f"unknown peer(s) {', '.join(bad)}; choose from {', '.join(PEERS)}")
     workers = [int(w) for w in (args.workers or ("1" if q else "1,2")).split(",")]
-    if not shutil.which("taskset"):
+    if not shutil.which("taskset") and not args.setup:
         ap.error("taskset (util-linux) is needed to pin the load client")
 
     def on_term(signum, frame):  # `timeout` sends SIGTERM: stop the servers as on Ctrl-C

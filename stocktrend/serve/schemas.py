@@ -97,6 +97,7 @@ class ModelInfo(BaseModel):
     threads: int = 1  # torch / ONNX Runtime intra-op threads of the replica
     max_abs_diff_vs_fp32: float = 0.0  # on the load-time probe windows
     fallback: str | None = None  # why the requested backend is not the one serving
+    int8_weight_bits: int | None = None  # onnx-int8: 8, or 7 where 8-bit weights missed the bound (no VNNI)
     challenger: str | None = None  # the challenger's reference, when one is deployed
     challenger_split: float = 0.0  # share of requests it answers now (0 when shadowing or after failures)
     shadow: bool = False  # it gets a copy of every request instead

@@ -61,3 +61,28 @@ def test_bad_windows_and_unknown_backend_are_clear_errors(model):
         served.predict_proba(bad)
     with pytest.raises(DataValidationError, match="shape"):
         served.predict_proba(x[:2, :5])
+
+
+def test_int8_quantises_again_with_7_bit_weights_then_falls_back(model, monkeypatch):
+    """8-bit weights that miss the bound (as on CPUs without VNNI) are quantised again with 7-bit ones; if those miss
+    it too, torch fp32 serves and says why (and no weight width is reported)."""
+    pred, x = model
+    diffs, built = [], []
+    build = ServedModel._build
+
+    def spy(self, backend, reduce_range=False):
+        built.append(reduce_range)
+        return build(self, backend, reduce_range=reduce_range)
+    monkeypatch.setattr(ServedModel, "_build", spy)
+    monkeypatch.setattr(ServedModel, "_probe_diff", lambda self: diffs.pop(0))
+    diffs[:] = [0.05, 0.005]
+    served = ServedModel(pred, "onnx-int8")
+    assert built == [False, True] and served.backend == "onnx-int8"
+    assert served.describe_backend()["int8_weight_bits"] == 7 and served.max_abs_diff == 0.005
+    from stocktrend.serve.schemas import ModelInfo
+    assert set(served.describe_backend()) <= set(ModelInfo.model_fields)  # /model drops no key of it
+    assert served.predict_proba(x[:4])[0].shape == pred.predict_proba(x[:4])[0].shape
+    diffs[:], built[:] = [0.05, 0.05], []
+    served = ServedModel(pred, "onnx-int8")
+    assert built == [False, True] and served.backend == "torch" and "int8_weight_bits" not in served.describe_backend()
+    assert "exceeds the onnx-int8 bound" in served.fallback
