@@ -393,8 +393,8 @@ def app_builder(args: dict[str, Any] | None = None):
         from stocktrend.serve.challenger import CHALLENGER_DEFAULTS, ChallengerModel
         challenger = ChallengerModel.options(
             user_config={**CHALLENGER_DEFAULTS, "model": user_config["challenger"],
-                         **{k: user_config[k] for k in ("backend", "poll_interval_s", "max_history_days", "drift_window")
-                            if k in user_config}},
+                         **{k: user_config[k] for k in ("backend", "poll_interval_s", "max_history_days",
+                                                        "drift_window") if k in user_config}},
             autoscaling_config={**autoscaling, "min_replicas": 1},
             ray_actor_options={**actor, "num_cpus": float(args.get("challenger_num_cpus", actor["num_cpus"]))}).bind()
     return StockTrendService.options(
