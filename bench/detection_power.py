@@ -8,7 +8,9 @@ and see which models find it.
 Signal kinds (``--signals``): ``column`` (below), ``volume`` and ``momentum`` (``plant_raw_signal``: the raw volume
 or the prices carry the signal and the features must find it; the data set is rebuilt from the planted universe).
 ``--label`` trains regressors on excess_regression / rank (classifiers keep excess); ``--monitor`` picks the torch
-models' early-stopping metric.
+models' early-stopping metric. Levers: ``--seq-len`` (window length), ``--cs-norm`` (inputs z-scored per day across
+tickers), ``--set FIELD=VALUE`` (model-config overrides, e.g. ``--set last_day_skip=False`` for the hybrid before
+issue 38). Each torch fit prints the epoch it kept and the monitored metric by epoch.
 
 For each universe (its own data defaults: features, window, split), the label is `excess` (the direction of the
 5-day return against the day's universe mean). For each rho, one input column (the weakest selected feature) is
@@ -43,6 +45,8 @@ def main() -> None:
                     "every training window, as the platform trains by default (8192 capped: the lstm recovered 0.28 "
                     "of the oracle at rho 0.10 instead of 0.68, bench/README.md)")
     ap.add_argument("--top-k", type=int, default=20)
+    ap.add_argument("--seq-len", type=int, default=0, help="window length in days for every model; 0 = the "
+                    "universe's default (30 on us29)")
     ap.add_argument("--logistic-max", type=int, default=30000, help="training windows for logistic regression")
     ap.add_argument("--seeds", default="1", help="comma-separated: one planted signal and one fit per model each")
     ap.add_argument("--signals", default="column", help="comma-separated signal kinds: column (one input column "
@@ -50,9 +54,23 @@ def main() -> None:
                     "(idiosyncratic momentum planted in prices)")
     ap.add_argument("--label", default="excess", help="the data set's label for every model: excess (direction of "
                     "the excess return), excess_regression, rank (regressors; classifiers keep excess)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a model-config override "
+                    "(e.g. min_samples_leaf=200), applied to every model whose config has the field; repeatable")
+    ap.add_argument("--cs-norm", action="store_true", help="a lever: every input column z-scored within each day's "
+                    "cross-section (Qlib's CSZScoreNorm) before the models see it (the oracle is unchanged)")
     ap.add_argument("--monitor", default="val_loss", help="torch models' checkpoint and early-stopping metric: "
                     "val_loss | val_rank_ic")
     args = ap.parse_args()
+    import ast
+    sets = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not key or not value:
+            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            sets[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            sets[key] = value
     os.environ.setdefault("STOCKTREND_HOME", os.path.expanduser("~/stocktrend-bench"))
     import logging
     logging.basicConfig(level=logging.WARNING)
@@ -67,7 +85,8 @@ def main() -> None:
     from stocktrend.platform.data.dataset import DataConfig, build_dataset
     from stocktrend.platform.data.universes import data_defaults, load_universe
     from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary, prediction_frame, score_of
-    from stocktrend.platform.evaluation.power import DETECT_T, plant_raw_signal, plant_signal
+    from stocktrend.platform.evaluation.power import (DETECT_T, cross_sectional_zscore, plant_raw_signal,
+                                                      plant_signal)
     from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
     from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
     torch.set_num_threads(os.cpu_count() or 1)
@@ -83,6 +102,8 @@ def main() -> None:
         if spec and spec.task(label) == "classification" and args.label != "excess":
             label = "excess"  # classifiers learn the direction of the same excess return
         data = data_by_label(label)
+        if args.cs_norm:
+            data = replace(data, x=cross_sectional_zscore(data.x, data.dates))
         rows = data.samples["test"]
         if model == "logistic":
             train = data.samples["train"]
@@ -91,24 +112,31 @@ def main() -> None:
             w = data.windows(train)
             lr = LogisticRegression(C=0.05, max_iter=2000).fit(w.reshape(len(w), -1), data.targets(train))
             wt = data.windows(rows)
-            return lr.predict_proba(wt.reshape(len(wt), -1))[:, 1]
+            return lr.predict_proba(wt.reshape(len(wt), -1))[:, 1], ""
         monitor = args.monitor if not spec.is_sklearn else "val_loss"
         # each seed trains its own models too (before 2026-12-06 every fit used seed 42: the seeds varied only the
         # planted noise, and the deterministic momentum planting not at all)
         tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=2, accumulate=1, seed=seed,
                            epoch_windows=0 if spec.is_sklearn else args.epoch_windows, progress=False,
                            monitor=monitor, monitor_mode="max" if monitor == "val_rank_ic" else "min")
-        overrides = {"seed": seed} if "seed" in {f.name for f in fields(spec.config)} else {}
+        names = {f.name for f in fields(spec.config)}
+        overrides = {k: v for k, v in sets.items() if k in names}
+        if "seed" in names:
+            overrides["seed"] = seed
         res = fit(data, tcfg, model_config_for(data, "small", model, **overrides), run_test=False)
         pred = Predictor(make_checkpoint(res.module.model, res.model_config, data, kind=model))
         out, _ = pred.predict_proba(data.windows(rows))
-        return score_of(out, data.kind)
+        path = " ".join(f"{r[monitor]:.3f}" for r in res.history if monitor in r)
+        note = (f"; kept epoch {res.best_epoch + 1} of {res.epochs_run}, {monitor} by epoch: {path}"
+                if not spec.is_sklearn and res.best_epoch is not None else "")
+        return score_of(out, data.kind), note
 
     rows = []
     for universe in args.universes.split(","):
         d = data_defaults(universe)
         cfg = DataConfig(universe=universe, label_kind="excess", features=d["features"],
-                         sequence_length=d["sequence_length"], fractions=tuple(d["fractions"]), top_k=args.top_k)
+                         sequence_length=args.seq_len or d["sequence_length"], fractions=tuple(d["fractions"]),
+                         top_k=args.top_k)
         t0 = time.perf_counter()
         base = build_dataset(cfg, n_jobs=2)
         print(f"\n{universe}: {len(base.tickers)} tickers, train {len(base.samples['train']):,} / test "
@@ -159,7 +187,7 @@ def main() -> None:
                     t_oracle = None
                     for model in ["oracle", *args.models.split(",")]:
                         t0 = time.perf_counter()
-                        score = oracle if model == "oracle" else run_model(data_by_label, model, seed)
+                        score, note = (oracle, "") if model == "oracle" else run_model(data_by_label, model, seed)
                         ric, t, days = score_ic(data, score)
                         t_oracle = t if model == "oracle" else t_oracle
                         rows.append({"universe": universe, "breadth": len(base.tickers), "signal": signal,
@@ -169,7 +197,7 @@ def main() -> None:
                                      "detected": bool(t > DETECT_T), "seconds": time.perf_counter() - t0})
                         r = rows[-1]
                         print(f"    {model:<16} rank IC {ric:+.4f} t {t:+.2f} efficiency {r['efficiency']:.2f} "
-                              f"over {days} days {'DETECTED' if r['detected'] else ''} ({r['seconds']:.0f} s)",
+                              f"over {days} days {'DETECTED' if r['detected'] else ''} ({r['seconds']:.0f} s{note})",
                               flush=True)
     table = pd.DataFrame(rows)
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -6,11 +6,39 @@ from stocktrend.models.module import TrendModule
 
 
 def test_seed_preset_matches_the_seeds_size():
-    n = count_parameters(HybridNet(preset("seed")))
+    seeds = preset("seed", last_day_skip=False)  # the seeds' network itself
+    n = count_parameters(HybridNet(seeds))
     assert n == 7_702_631  # the seeds claim 7,702,786; ff_dim=1060 is the closest feed-forward width (-155)
     assert abs(n - 7_702_786) < 1_000
-    worse = [abs(count_parameters(HybridNet(preset("seed", ff_dim=f))) - 7_702_786) for f in (1059, 1061)]
+    worse = [abs(count_parameters(HybridNet(preset("seed", ff_dim=f, last_day_skip=False))) - 7_702_786)
+             for f in (1059, 1061)]
     assert min(worse) > abs(n - 7_702_786)
+    # the shipped preset adds the last day's 50 inputs to the head's first layer (50 x 256 weights)
+    assert count_parameters(HybridNet(preset("seed"))) == n + 50 * 256
+
+
+def test_the_last_days_inputs_reach_the_head_and_old_checkpoints_load_without_them():
+    cfg = preset("tiny", n_features=6)
+    assert cfg.last_day_skip
+    net = HybridNet(cfg).eval()
+    assert net.head[0].in_features == 2 * cfg.lstm_hidden + 6
+    # the head's first layer reads the last day's inputs directly: zeroing those weights cuts the path
+    x = torch.randn(4, 10, 6)
+    y = x.clone()
+    y[:, -1] += 3.0
+    with torch.no_grad():
+        net.conv[0][0].weight.zero_()  # nothing reaches the sequence path from the inputs...
+        net.conv[0][0].bias.zero_()
+        assert not torch.allclose(net(x), net(y))  # ...and the last day still moves the output
+        net.head[0].weight[:, -6:] = 0
+        assert torch.allclose(net(x), net(y))
+    # a checkpoint written before the field existed: its config has no key, so the network is the one it trained
+    old = {k: v for k, v in cfg.to_dict().items() if k != "last_day_skip"}
+    old_cfg = HybridConfig.from_dict(old)
+    assert not old_cfg.last_day_skip
+    old_net = HybridNet(old_cfg)
+    assert old_net.head[0].in_features == 2 * cfg.lstm_hidden
+    old_net.load_state_dict(HybridNet(old_cfg).state_dict())
 
 
 def test_small_preset_is_about_30x_smaller():

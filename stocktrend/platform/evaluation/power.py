@@ -38,6 +38,25 @@ def _day_standardised(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
     return ((frame["v"] - g.transform("mean")) / sd.where(sd > 0)).to_numpy(dtype=np.float64)
 
 
+def cross_sectional_zscore(x: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """Each column standardised within each day's cross-section (Qlib's CSZScoreNorm): causal, since a day's rows
+    use only that day's values across tickers. A day with one row, or a column constant on a day, gives 0. A lever
+    measured by bench/detection_power.py (``--cs-norm``); not yet a data-pipeline option, because a served window
+    would then need the whole day's cross-section."""
+    _, day = np.unique(dates, return_inverse=True)
+    n = np.bincount(day).astype(np.float64)[:, None]
+    xf = np.asarray(x, dtype=np.float64)
+    sums = np.zeros((len(n), xf.shape[1]))
+    np.add.at(sums, day, xf)
+    mean = sums / n
+    dev = xf - mean[day]
+    sq = np.zeros_like(sums)
+    np.add.at(sq, day, dev ** 2)
+    sd = np.sqrt(sq / np.maximum(n - 1, 1))
+    out = np.divide(dev, sd[day], out=np.zeros_like(dev), where=sd[day] > 1e-12)
+    return out.astype(np.float32)
+
+
 def plant_signal(data: PreparedData, rho: float, seed: int = 0) -> tuple[PreparedData, str, float]:
     """A copy of ``data`` whose weakest selected input carries a day-ahead signal whose correlation with the label's
     excess return is ``rho``. Returns (data, the name of the column replaced, the realised correlation)."""
