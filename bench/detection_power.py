@@ -67,6 +67,9 @@ def main() -> None:
         key, _, value = item.partition("=")
         if not key or not value:
             ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+        if value.lower() in ("true", "false"):
+            sets[key] = value.lower() == "true"
+            continue
         try:
             sets[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -90,6 +93,9 @@ def main() -> None:
     from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
     from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
     torch.set_num_threads(os.cpu_count() or 1)
+    known = {f.name for m in args.models.split(",") if m != "logistic" for f in fields(zoo.get(m).config)}
+    if set(sets) - known:
+        ap.error(f"--set: no model of --models {args.models} has {', '.join(sorted(set(sets) - known))}")
 
     def score_ic(data, score):
         rows = data.samples["test"]

@@ -111,7 +111,13 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
                 from stocktrend.tune.trial import SKLEARN_FILE
                 model = SklearnNet(loads((Path(d) / SKLEARN_FILE).read_bytes()))
             else:
-                state = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+                saved = torch.load(Path(d) / "checkpoint.ckpt", map_location="cpu", weights_only=True)
+                state = saved["state_dict"]
+                # the network the trial trained, as its checkpoint records it (a search resumed across a change of
+                # the presets, e.g. the hybrid's last_day_skip, must not rebuild a different one)
+                stored = (saved.get("hyper_parameters") or {}).get("model_config")
+                if stored:
+                    mcfg = spec.config_from_dict(stored)
                 model = spec.build(mcfg)
                 model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
         best_value = float(table.iloc[0][f"best_{opts.metric}"])

@@ -86,12 +86,18 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    from ray import tune
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a resumed trial rebuilds the network its checkpoint records, whatever the presets say
+        with checkpoint.as_directory() as d:
+            saved = torch.load(os.path.join(d, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+        stored = (saved.get("hyper_parameters") or {}).get("model_config")
+        if stored:
+            mcfg = tcfg.spec.config_from_dict(stored)
     module = make_module(data, tcfg, mcfg)
     report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
-    from ray import tune
     with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
         trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
-        checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             trainer.fit(module, datamodule=data_module(data, tcfg))
             return

@@ -53,6 +53,24 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, planted, tmp
     np.testing.assert_allclose(x[-20:], planted.x[last_row - 19:last_row + 1], rtol=1e-6, atol=1e-6)
 
 
+def test_a_hybrid_checkpoint_from_before_last_day_skip_loads_and_predicts_as_it_was_trained(planted, tmp_path):
+    """Checkpoints written before issue 38 have no ``last_day_skip`` in their config: they load as the network they
+    stored (no skip), even though every preset now has it."""
+    from stocktrend.models.hybrid import HybridNet, preset
+    from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
+    cfg = preset("tiny", n_features=planted.n_features, last_day_skip=False)
+    torch.manual_seed(0)
+    net = HybridNet(cfg).eval()
+    ckpt = make_checkpoint(net, cfg, planted, kind="hybrid")
+    del ckpt["model_config"]["last_day_skip"]  # as the file of an earlier version holds it
+    pred = Predictor.load(save_checkpoint(ckpt, tmp_path / "old.pt"))
+    assert not pred.config.last_day_skip and preset("tiny").last_day_skip
+    windows = planted.windows(planted.samples["test"][:64])
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(windows)), -1).numpy()
+    np.testing.assert_allclose(pred.predict_proba(windows)[0], expected, rtol=1e-5, atol=1e-6)
+
+
 class _Evil:
     def __reduce__(self):
         import os
