@@ -53,3 +53,24 @@ class RecordStarts(pl.Callback):
                            "epoch": trainer.current_epoch, "t": time.time()})
         with open(Path(self.folder, f"rank{trainer.global_rank}-{os.getpid()}"), "a") as f:
             f.write(line + "\n")
+
+
+class CountRows(pl.Callback):
+    """Appends, per rank and epoch, how many training windows the rank stepped on and a fingerprint of them (the
+    sum of their last day's inputs, to see that ranks get different windows)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.rows, self.fingerprint = 0, 0.0
+
+    def on_train_epoch_start(self, trainer, module):
+        self.rows, self.fingerprint = 0, 0.0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.rows += len(batch[1])
+        self.fingerprint += float(batch[0][:, -1, :].double().sum())
+
+    def on_train_epoch_end(self, trainer, module):
+        import json
+        with open(Path(self.folder, f"rank{trainer.global_rank}"), "a") as f:
+            f.write(json.dumps({"epoch": trainer.current_epoch, "rows": self.rows, "fp": self.fingerprint}) + "\n")

@@ -62,6 +62,10 @@ class RayConfig:
     # fails with a ResourcesUnavailableError.
     start_timeout_s: float = 30.0
     start_retries: int = 1
+    # The streaming path (a StreamedData): actors cutting windows for the workers' shards, and the logical CPUs each
+    # holds (0: they share the Train workers' CPUs, light next to the training step; measured in bench/stream_scale.py)
+    readers: int = 2
+    reader_cpus: float = 0.0
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
@@ -77,6 +81,9 @@ def _load_worker_data(cfg: dict[str, Any]) -> PreparedData:
     import ray
     if cfg["transport"] == "object-store":
         return ray.get(cfg["data_ref"])
+    if cfg["transport"] == "stream":  # the manifest and the plan; rows arrive through the Ray Dataset shard
+        from stocktrend.platform.data.stream import PartitionedPanel, StreamedData
+        return StreamedData(PartitionedPanel.open(cfg["root"]), ray.get(cfg["plan_ref"]))
     from stocktrend.platform.data.cache import read_panel
     from stocktrend.platform.data.dataset import prepare
     return prepare(read_panel(cfg["panel_path"], cfg["data_hash"], cfg["cache_key"]), cfg["data_config"])
@@ -341,6 +348,10 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     if rcfg.gpus_per_worker == 0 and rcfg.workers > 1 and torch.backends.mps.is_available():
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
+    from stocktrend.platform.data.stream import StreamedData
+    if isinstance(data, StreamedData) and len(data.tickers) < rcfg.workers:
+        raise ValueError(f"the streaming path validates each worker on its own tickers: {len(data.tickers)} "
+                         f"ticker(s) cannot feed {rcfg.workers} workers; lower --workers")
     init_ray(rcfg.address)
     _check_fits(rcfg)
     # Propagated by Ray Train from this process to its controller (ENV_VARS_TO_PROPAGATE); a value the user exported
@@ -354,7 +365,15 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     loop_cfg: dict[str, Any] = {"train_config": replace(tcfg, progress=False), "model_config": mcfg,
                                 "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,
                                 "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}
-    if rcfg.data_transport == "object-store":
+    datasets: dict[str, Any] = {}
+    if isinstance(data, StreamedData):  # the streaming path: workers read their shard of the windows (Ray Data)
+        from stocktrend.platform.data.stream import window_dataset
+        plan_ref = ray.put(data.plan)
+        loop_cfg.update(transport="stream", root=str(data.panel.root), plan_ref=plan_ref)
+        datasets["train"] = window_dataset(data.panel, plan_ref, data.plan, "train",
+                                           with_return=tcfg.spec.task(data.config.label_kind).is_multitask,
+                                           seed=tcfg.seed, reader_cpus=rcfg.reader_cpus, readers=rcfg.readers)
+    elif rcfg.data_transport == "object-store":
         loop_cfg["data_ref"] = ray.put(data)
     elif rcfg.data_transport == "shared-path":
         if data.panel.path is None or not Path(data.panel.path).is_file():
@@ -366,7 +385,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     collector = _history_collector()
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
     trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_cfg,
+        train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]) if datasets else None,
         scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

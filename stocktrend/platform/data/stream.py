@@ -1,0 +1,708 @@
+"""Panels larger than one process's memory: a feature dataset partitioned by ticker, fitted by streaming passes, and
+cut into windows one ticker at a time (the streaming path; ``dataset.prepare`` is the in-memory one).
+
+Three pieces, each holding one ticker's rows at a time:
+
+- ``build_partitioned``: the feature cache as a directory ``features-<key>.dataset/`` with one Parquet file per ticker
+  (the same per-ticker files a resumable in-memory build writes) and ``_manifest.json``, written last: a directory
+  without a manifest is an unfinished build, and the same command resumes it (finished tickers are kept; a partition
+  that cannot be read is named and recomputed). Nothing is stacked: peak memory is one ticker's features plus the raw
+  universe.
+- ``plan_stream``: labels, the purged/embargoed chronological split, the scaler, top-K selection and class balance
+  fitted on the training segment in two streaming passes over the partitions. The rules are exactly ``prepare``'s (the
+  same ``split_ticker``, the same per-ticker blocks merged for the scaler, the same selection score from per-class
+  sums), so both paths choose the same samples, labels and transforms (tests/platform/test_stream.py compares them).
+  Cross-sectional labels (excess, rank) need every ticker's forward return on a day: pass 1 keeps that one column for
+  the whole panel (8 bytes a row), nothing else.
+- ``ticker_windows`` / ``SegmentStream`` / ``window_dataset``: a ticker's samples of one segment as materialised
+  windows (n, L, k), scaled and selected by the plan; over many tickers as a plain iterable (validation, test,
+  scoring) or a Ray Dataset whose reading stage cuts the windows (what Ray Train workers stream their shard from).
+
+Oversampling on the streaming path is ``RandomOverSampler``'s draw split by ticker: every class is brought to the
+majority's count exactly, its extra samples drawn with replacement from the whole class (the plan allots how many
+fall on each ticker; the ticker's reader draws which windows), so an epoch's length is known before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.platform.data.cache import _computed_parts, _part_path, default_home
+from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, drop_short
+from stocktrend.platform.data.features import FeatureConfig, feature_set
+from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
+from stocktrend.platform.data.sources import DataValidationError, Universe
+from stocktrend.platform.data.splits import SEGMENTS, Boundaries, chronological_boundaries, split_ticker
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_manifest.json"
+FORMAT = 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The partitioned feature dataset
+# --------------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Partition:
+    ticker: str
+    file: str  # file name inside the dataset directory
+    rows: int
+
+
+@dataclass
+class PartitionedPanel:
+    """A finished partitioned feature dataset: where it is and what its manifest says (no rows are held)."""
+
+    root: Path
+    feature_names: list[str]
+    partitions: list[Partition]
+    data_hash: str
+    cache_key: str
+    cache_hit: bool = False
+    seconds: float = 0.0
+
+    @property
+    def tickers(self) -> list[str]:
+        return [p.ticker for p in self.partitions]
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions)
+
+    def path_of(self, ticker: str) -> Path:
+        return self.root / self._by_ticker()[ticker].file
+
+    def _by_ticker(self) -> dict[str, Partition]:
+        if not hasattr(self, "_index"):
+            self._index = {p.ticker: p for p in self.partitions}
+        return self._index
+
+    def read(self, ticker: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One ticker's rows (index: date; ``columns`` of the features and ``close``), or one line naming the
+        partition and what to do when it is missing, unreadable or lacks a column the manifest promises."""
+        part = self._by_ticker().get(ticker)
+        if part is None:
+            raise DataValidationError(f"ticker {ticker} is not in the partitioned dataset {self.root}")
+        path = self.root / part.file
+        fix = (f"delete {path} (if it is there) and run the same `stocktrend data build --partitioned` again: it "
+               f"recomputes only the missing tickers")
+        if not path.is_file():
+            raise DataValidationError(f"partition of ticker {ticker} is missing ({path}): {fix}")
+        import pyarrow.parquet as pq
+        try:
+            have = set(pq.read_schema(path).names)
+            missing = [c for c in (columns or [*self.feature_names, "close"]) if c not in have]
+            if missing:
+                raise DataValidationError(
+                    f"partition of ticker {ticker} ({path}) does not have the columns the dataset's manifest lists "
+                    f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the schema changed "
+                    f"between partitions): {fix}")
+            frame = pd.read_parquet(path, columns=columns)
+        except DataValidationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - arrow's errors for a corrupt file are several types
+            raise DataValidationError(f"partition of ticker {ticker} ({path}) cannot be read ({type(exc).__name__}: "
+                                      f"{str(exc)[:200]}): {fix}") from None
+        if len(frame) != part.rows:
+            raise DataValidationError(f"partition of ticker {ticker} ({path}) has {len(frame)} rows, the manifest "
+                                      f"says {part.rows}: {fix}")
+        return frame
+
+    @classmethod
+    def open(cls, root: Path | str) -> PartitionedPanel:
+        """A finished dataset (its manifest is there); an unfinished one is a clear error."""
+        root = Path(root)
+        manifest = root / MANIFEST
+        if not manifest.is_file():
+            raise DataValidationError(f"{root} is not a finished partitioned feature dataset (no {MANIFEST}): run "
+                                      f"`stocktrend data build --partitioned` with the same data to finish it")
+        try:
+            m = json.loads(manifest.read_text())
+            parts = [Partition(p["ticker"], p["file"], int(p["rows"])) for p in m["partitions"]]
+            return cls(root, list(m["feature_names"]), parts, m["data_hash"], m["cache_key"], True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataValidationError(f"{manifest} is unreadable ({type(exc).__name__}: {exc}): delete it and run "
+                                      f"`stocktrend data build --partitioned` again (finished tickers are kept)"
+                                      ) from None
+
+
+def dataset_dir(universe: Universe, cfg: FeatureConfig, cache_dir: Path | str | None = None) -> tuple[Path, str, str]:
+    """Where a universe's partitioned dataset lives: (directory, data hash, cache key)."""
+    data_hash = universe.content_hash()
+    key = f"{data_hash}-{cfg.key()}"
+    base = Path(cache_dir) if cache_dir is not None else default_home() / "cache"
+    return base / f"features-{key}.dataset", data_hash, key
+
+
+def _readable_rows(path: Path) -> int | None:
+    import pyarrow.parquet as pq
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: recomputed
+        return None
+
+
+def build_partitioned(universe: Universe, cfg: FeatureConfig | None = None, cache_dir: Path | str | None = None,
+                      n_jobs: int = 1) -> PartitionedPanel:
+    """The universe's features as one Parquet file per ticker plus a manifest (see the module docstring)."""
+    import pyarrow.parquet as pq
+    cfg = cfg or FeatureConfig()
+    t0 = time.perf_counter()
+    root, data_hash, key = dataset_dir(universe, cfg, cache_dir)
+    if (root / MANIFEST).is_file():
+        panel = PartitionedPanel.open(root)
+        panel.seconds = time.perf_counter() - t0
+        return panel
+    root.mkdir(parents=True, exist_ok=True)
+    for name in universe.tickers:  # a file a crash or a user damaged is recomputed, the rest kept
+        path = _part_path(root, name)
+        if path.is_file() and _readable_rows(path) is None:
+            log.warning("features: the partition of ticker %s (%s) cannot be read; it is recomputed", name, path)
+            path.unlink()
+    _computed_parts(universe, cfg, n_jobs, root)  # computes and writes what is missing (the reader is not used)
+    rows, columns = {}, {}
+    for name in universe.tickers:
+        path = _part_path(root, name)
+        rows[name] = _readable_rows(path)
+        if rows[name] is None:
+            raise DataValidationError(f"features of ticker {name} were written to {path} but cannot be read back: "
+                                      f"delete the file and run the build again")
+        columns[name] = [c for c in pq.read_schema(path).names if c != "date"]
+    keep = list(universe.tickers)
+    empty = [n for n in keep if rows[n] == 0]
+    if empty and universe.drop_short and len(empty) < len(keep):
+        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
+                    ", ".join(map(str, empty)))
+        keep = [n for n in keep if rows[n]]
+    elif empty:
+        raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
+                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}")
+    common = set.intersection(*(set(columns[n]) for n in keep))
+    names = [c for c in columns[keep[0]] if c != "close" and c in common]
+    dropped = sorted({c for n in keep for c in columns[n] if c not in common})
+    if dropped:
+        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
+    manifest = {"format": FORMAT, "data_hash": data_hash, "cache_key": key, "feature_names": names,
+                "partitions": [{"ticker": str(n), "file": _part_path(root, n).name, "rows": int(rows[n])}
+                               for n in keep],
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = root / f"{MANIFEST}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, root / MANIFEST)
+    finally:
+        tmp.unlink(missing_ok=True)
+    panel = PartitionedPanel.open(root)
+    panel.cache_hit, panel.seconds = False, time.perf_counter() - t0
+    return panel
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Streaming fit: labels, split, transforms
+# --------------------------------------------------------------------------------------------------------------------
+
+class _Moments:
+    """Mean and sum of squared deviations merged block by block (the same pairwise merge as ``dataset._moments``,
+    in the same order, so the same numbers)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, b: np.ndarray) -> None:
+        if len(b) == 0:
+            return
+        nb = len(b)
+        mb = b.mean(axis=0, dtype=np.float64)
+        m2b = ((b - mb) ** 2).sum(axis=0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.mean = self.mean + delta * nb / tot
+        self.m2 = self.m2 + m2b + delta ** 2 * self.n * nb / tot
+        self.n = tot
+
+
+@dataclass
+class TickerPlan:
+    """One ticker's share of the plan: positions (in its own rows) of each segment's samples, before oversampling."""
+
+    rows: int
+    samples: dict[str, np.ndarray]
+    dates: tuple[str, str]
+    purged: int
+    embargoed: int
+    train_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # unbalanced, per class id
+    extra: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # oversampling copies, per class id
+
+    def train_rows(self) -> int:
+        """Training samples after oversampling (exact: the copies are allotted when the plan is fitted)."""
+        return int(len(self.samples["train"]) + self.extra.sum())
+
+
+@dataclass
+class StreamPlan:
+    """Everything a streamed epoch needs besides the partitions: small, picklable, put once in the object store."""
+
+    config: DataConfig
+    transforms: FittedTransforms
+    boundaries: Boundaries
+    tickers: list[str]
+    per_ticker: dict[str, TickerPlan]
+    class_counts_by_segment: dict[str, dict[str, int]]
+    train_class_counts: np.ndarray  # unbalanced, per class id (empty for value labels)
+    value: dict[str, np.ndarray] = field(default_factory=dict)  # cross-sectional labels: per ticker, per row
+    segment_dates: dict[str, tuple[str, str]] = field(default_factory=dict)
+    data_hash: str = ""
+    seconds: float = 0.0
+
+    @property
+    def kind(self) -> LabelKind:
+        return LabelKind(self.config.label_kind)
+
+    @property
+    def seq_len(self) -> int:
+        return self.config.sequence_length
+
+    @property
+    def n_features(self) -> int:
+        return len(self.transforms.input_names)
+
+    def samples(self, segment: str, balanced: bool = False) -> int:
+        """Sample count of a segment over every ticker (``balanced``: training after oversampling)."""
+        if balanced and segment == "train":
+            return sum(t.train_rows() for t in self.per_ticker.values())
+        return sum(len(t.samples[segment]) for t in self.per_ticker.values())
+
+    def ticker_index(self, ticker: str) -> int:
+        if not hasattr(self, "_index"):
+            self._index = {t: i for i, t in enumerate(self.tickers)}
+        return self._index[ticker]
+
+    def class_weights(self) -> np.ndarray:
+        """Inverse-frequency weights from the unbalanced training samples (as ``PreparedData.class_weights``)."""
+        counts = self.train_class_counts.astype(np.float64)
+        return (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(np.float32)
+
+
+def plan_stream(panel: PartitionedPanel, cfg: DataConfig, bounds: Boundaries | None = None,
+                progress_every: float = 30.0) -> StreamPlan:
+    """Fit labels, split and transforms on the training segment by two passes over the partitions (one ticker's rows
+    in memory at a time; see the module docstring)."""
+    t0 = time.perf_counter()
+    kind = LabelKind(cfg.label_kind)
+    if cfg.ticker_id:
+        raise DataValidationError("--ticker-id is not available on the streaming path (one one-hot column per "
+                                  "ticker does not scale to a whole market): leave it out")
+    need = cfg.sequence_length + cfg.horizon + 1
+    short = [p.ticker for p in panel.partitions if p.rows < need]
+    tickers = [p.ticker for p in panel.partitions if p.rows >= need]
+    if short and not (drop_short(cfg) and tickers):
+        raise DataValidationError(f"too little history after the feature warm-up: {', '.join(short[:10])}"
+                                  f"{' ...' if len(short) > 10 else ''}; each ticker needs at least sequence_length + "
+                                  f"horizon + 1 = {need} rows")
+    if short:
+        log.warning("%d ticker(s) with too little history after the feature warm-up left out (need %d rows): %s",
+                    len(short), need, ", ".join(short[:20]))
+    if kind.cross_sectional and len(tickers) < 2:
+        raise DataValidationError(f"--label {kind.value} ranks tickers against each other on the same day: it needs "
+                                  f"a panel of 2 or more tickers")
+
+    # Pass 1: dates (the timeline's boundaries) and, for cross-sectional labels, every row's forward return.
+    dates_by: dict[str, np.ndarray] = {}
+    fwd_parts: list[np.ndarray] = []
+    last = time.perf_counter()
+    for i, t in enumerate(tickers):
+        f = panel.read(t, ["close"])
+        d = f.index.to_numpy(dtype="datetime64[ns]")
+        dates_by[t] = d
+        if kind.cross_sectional:
+            fwd_parts.append(forward_returns(f["close"].to_numpy(dtype=np.float64), cfg.horizon))
+        if time.perf_counter() - last > progress_every:
+            log.info("stream plan: pass 1 (dates, returns) %d / %d tickers", i + 1, len(tickers))
+            last = time.perf_counter()
+    all_dates = np.concatenate([dates_by[t] for t in tickers])
+    bounds = bounds or chronological_boundaries(pd.DatetimeIndex(np.unique(all_dates)), cfg.fractions)
+    value: dict[str, np.ndarray] = {}
+    if kind.cross_sectional:
+        v = cross_sectional_targets(np.concatenate(fwd_parts), all_dates, kind)
+        del fwd_parts
+        a = 0
+        for t in tickers:
+            n = len(dates_by[t])
+            value[t] = v[a:a + n].copy()
+            a += n
+        del v
+    del all_dates
+
+    # Pass 2: labels, split, and the training statistics (scaler blocks, per-class sums for the selection score).
+    names = panel.feature_names
+    n_groups = 1 if kind.is_value else kind.n_classes
+    moments = _Moments()
+    sums = np.zeros((n_groups, len(names)))
+    counts = np.zeros(n_groups)
+    sq, cross = np.zeros(len(names)), np.zeros(len(names))
+    t_sum, t_sq = 0.0, 0.0
+    shift = None  # value labels: raw sums are taken around the first training block's mean (no cancellation)
+    per_ticker: dict[str, TickerPlan] = {}
+    seg_counts = {s: np.zeros(max(n_groups, 1), dtype=np.int64) for s in SEGMENTS}
+    first_last: dict[str, list] = {s: [None, None] for s in SEGMENTS}
+    last = time.perf_counter()
+    for i, t in enumerate(tickers):
+        f = panel.read(t, [*names, "close"])
+        d = f.index
+        fwd = forward_returns(f["close"].to_numpy(dtype=np.float64), cfg.horizon)
+        source = value[t] if kind.cross_sectional else fwd
+        y = make_labels(source, kind, cfg.neutral_band)
+        sp = split_ticker(pd.DatetimeIndex(d), bounds, cfg.sequence_length, cfg.horizon, cfg.embargo)
+        segs = sp.segments()
+        per_ticker[t] = TickerPlan(len(f), {s: segs[s].astype(np.int64) for s in SEGMENTS},
+                                   (str(d[0].date()), str(d[-1].date())), int(sum(sp.purged.values())),
+                                   int(sum(sp.embargoed.values())),
+                                   np.zeros(0, np.int64) if kind.is_value else
+                                   np.bincount(y[segs["train"]], minlength=n_groups).astype(np.int64))
+        for s in SEGMENTS:
+            pos = segs[s]
+            if len(pos):
+                lo, hi = d[int(pos.min())], d[int(pos.max())]
+                fl = first_last[s]
+                fl[0] = lo if fl[0] is None or lo < fl[0] else fl[0]
+                fl[1] = hi if fl[1] is None or hi > fl[1] else fl[1]
+                if not kind.is_value:
+                    seg_counts[s] += np.bincount(y[pos], minlength=n_groups)
+        train = segs["train"]
+        if len(train):
+            values = f[names].to_numpy(dtype=np.float32)
+            moments.add(values[:int(train.max()) + 1])
+            x = values[train].astype(np.float64)
+            tb = y[train]
+            if kind.is_value:
+                if shift is None:
+                    shift = x.mean(0)
+                x = x - shift
+                tb = tb.astype(np.float64)
+                sums[0] += x.sum(0)
+                sq += (x ** 2).sum(0)
+                cross += x.T @ tb
+                counts[0] += len(x)
+                t_sum += float(tb.sum())
+                t_sq += float((tb ** 2).sum())
+            else:
+                for c in range(n_groups):
+                    sel = tb == c
+                    sums[c] += x[sel].sum(0)
+                    counts[c] += sel.sum()
+        if time.perf_counter() - last > progress_every:
+            log.info("stream plan: pass 2 (labels, split, statistics) %d / %d tickers", i + 1, len(tickers))
+            last = time.perf_counter()
+    for s in SEGMENTS:
+        if not any(len(p.samples[s]) for p in per_ticker.values()):
+            raise DataValidationError(
+                f"the {s} segment has no samples: too little history for sequence_length {cfg.sequence_length}, "
+                f"horizon {cfg.horizon}, embargo {cfg.embargo} and split {cfg.fractions}")
+    if moments.mean is None:
+        raise DataValidationError("the training segment is empty")
+    mean = moments.mean
+    std = np.sqrt(moments.m2 / max(moments.n - 1, 1))
+    std = np.where(std > 1e-12, std, 1.0)
+    if kind.is_value:
+        n = counts[0]
+        mx = sums[0] / n
+        t_mean = t_sum / n
+        cov = cross / n - mx * t_mean
+        denom = np.sqrt(np.maximum(sq / n - mx ** 2, 0) * max(t_sq / n - t_mean ** 2, 0.0))
+        scores = np.abs(np.divide(cov, denom, out=np.zeros(len(names)), where=denom > 0))
+    else:
+        means = (sums / np.maximum(counts, 1)[:, None] - mean) / std  # class means of the standardised features
+        means = np.where(counts[:, None] > 0, means, 0.0)
+        scores = np.max(np.abs(means[:, None, :] - means[None, :, :]), axis=(0, 1))
+    k = len(names) if cfg.top_k <= 0 else min(cfg.top_k, len(names))
+    order = np.argsort(-scores, kind="stable")[:k]
+    transforms = FittedTransforms(list(names), [names[i] for i in order], mean[order], std[order], scores[order])
+
+    train_counts = np.zeros(0, dtype=np.int64) if kind.is_value else seg_counts["train"]
+    if cfg.oversample and not kind.is_value and train_counts.max() > 0:
+        _allot_copies(per_ticker, tickers, train_counts, cfg.seed)
+    class_counts = {s: ({} if kind.is_value else
+                        {name: int(seg_counts[s][c]) for c, name in enumerate(kind.class_names)}) for s in SEGMENTS}
+    segment_dates = {s: (str(pd.Timestamp(first_last[s][0]).date()), str(pd.Timestamp(first_last[s][1]).date()))
+                     for s in SEGMENTS}
+    plan = StreamPlan(cfg, transforms, bounds, tickers, per_ticker, class_counts, train_counts, value,
+                      segment_dates, panel.data_hash, time.perf_counter() - t0)
+    log.info("stream plan: %d tickers, train %d / val %d / test %d samples, %d of %d features kept (%.0f s)",
+             len(tickers), plan.samples("train"), plan.samples("val"), plan.samples("test"), k, len(names),
+             plan.seconds)
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Windows, one ticker at a time
+# --------------------------------------------------------------------------------------------------------------------
+
+def _allot_copies(per_ticker: dict[str, TickerPlan], tickers: list[str], counts: np.ndarray, seed: int) -> None:
+    """RandomOverSampler's draw, split by ticker: each class gets ``max(counts) - count`` extra samples drawn with
+    replacement from the whole class; how many land on each ticker is multinomial in the ticker's share of the class
+    (drawn here, seeded), and which of its windows they copy is drawn when the ticker is read (``_oversampled``)."""
+    rng = np.random.default_rng([seed, 7919])
+    share = np.stack([per_ticker[t].train_classes for t in tickers])  # (tickers, classes)
+    extra = np.zeros_like(share)
+    for c in range(share.shape[1]):
+        need = int(counts.max() - counts[c])
+        if need > 0 and counts[c] > 0:
+            extra[:, c] = rng.multinomial(need, share[:, c] / share[:, c].sum())
+    for t, e in zip(tickers, extra):
+        per_ticker[t].extra = e.astype(np.int64)
+
+
+def _oversampled(pos: np.ndarray, y: np.ndarray, tp: TickerPlan, seed: int, ticker_index: int) -> np.ndarray:
+    """A ticker's training positions plus its allotted copies (uniform with replacement within each class)."""
+    if not len(tp.extra) or not tp.extra.any() or not len(pos):
+        return pos
+    rng = np.random.default_rng([seed, ticker_index])
+    labels = y[pos]
+    copies = [pos]
+    for c, n in enumerate(tp.extra):
+        if n:
+            members = pos[labels == c]
+            copies.append(members[rng.integers(0, len(members), int(n))])
+    return np.sort(np.concatenate(copies))
+
+
+def ticker_windows(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segment: str,
+                   with_return: bool = False, with_day: bool = False) -> dict[str, np.ndarray]:
+    """One ticker's samples of a segment: ``x`` (n, L, k) float32 windows scaled and selected by the plan, ``y``;
+    ``r`` (the value behind the label) with ``with_return``; ``day`` (days since the epoch, float32) and ``fwd`` (the
+    forward return) with ``with_day``. Training samples are oversampled (see the module docstring)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    kind = plan.kind
+    cfg = plan.config
+    tp = plan.per_ticker[ticker]
+    pos = tp.samples[segment]
+    sel = plan.transforms.selected
+    f = panel.read(ticker, [*sel, "close"])
+    fwd = forward_returns(f["close"].to_numpy(dtype=np.float64), cfg.horizon)
+    source = plan.value[ticker] if kind.cross_sectional else fwd
+    y = make_labels(source, kind, cfg.neutral_band)
+    if segment == "train" and cfg.oversample and not kind.is_value:
+        pos = _oversampled(pos, y, tp, cfg.seed, plan.ticker_index(ticker))
+    x = plan.transforms.transform(f)
+    view = sliding_window_view(x, cfg.sequence_length, axis=0).transpose(0, 2, 1)
+    out = {"x": np.ascontiguousarray(view[pos - cfg.sequence_length + 1]),
+           "y": y[pos].astype(np.float32 if kind.is_value else np.int64)}
+    if with_return:
+        out["r"] = source[pos].astype(np.float32)
+    if with_day:
+        out["day"] = f.index.to_numpy(dtype="datetime64[ns]")[pos].astype("datetime64[D]").astype(
+            np.int64).astype(np.float32)
+        out["fwd"] = fwd[pos].astype(np.float32)
+    return out
+
+
+def batch_keys(with_return: bool, with_day: bool) -> tuple[str, ...]:
+    """The order of a batch's tensors as TrendModule takes them: (x, y[, r][, meta])."""
+    return ("x", "y", *(("r",) if with_return else ()), *(("meta",) if with_day else ()))
+
+
+def as_batch(d: dict[str, Any], with_return: bool, with_day: bool) -> tuple:
+    """A dict of arrays/tensors -> the tuple TrendModule's steps take (meta = stacked (day, forward return))."""
+    import torch
+
+    def t(v):
+        return v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
+    items = [t(d["x"]), t(d["y"])]
+    if with_return:
+        items.append(t(d["r"]))
+    if with_day:
+        items.append(torch.stack([t(d["day"]).float(), t(d["fwd"]).float()], dim=1))
+    return tuple(items)
+
+
+class SegmentStream:
+    """A re-iterable of batches over some tickers' samples of one segment, one ticker read at a time (validation,
+    test and scoring on the streaming path; a Ray Train worker validates on its own share of the tickers)."""
+
+    def __init__(self, panel: PartitionedPanel, plan: StreamPlan, segment: str, tickers: list[str] | None = None,
+                 batch_size: int = 256, with_return: bool = False, with_day: bool = False):
+        self.panel, self.plan, self.segment = panel, plan, segment
+        self.tickers = list(plan.tickers if tickers is None else tickers)
+        self.batch_size, self.with_return, self.with_day = batch_size, with_return, with_day
+
+    def __iter__(self) -> Iterator[tuple]:
+        buf: list[dict[str, np.ndarray]] = []
+        n = 0
+        for t in self.tickers:
+            if not len(self.plan.per_ticker[t].samples[self.segment]):
+                continue
+            w = ticker_windows(self.panel, self.plan, t, self.segment, self.with_return, self.with_day)
+            buf.append(w)
+            n += len(w["y"])
+            while n >= self.batch_size:
+                joined = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
+                yield as_batch({k: v[:self.batch_size] for k, v in joined.items()}, self.with_return, self.with_day)
+                rest = {k: v[self.batch_size:] for k, v in joined.items()}
+                buf, n = [rest], len(rest["y"])
+        if n:
+            joined = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
+            yield as_batch(joined, self.with_return, self.with_day)
+
+
+class _CutWindows:
+    """Ray Data's reading stage: a batch of ticker names -> their windows (one ticker's rows at a time)."""
+
+    def __init__(self, root: str, plan_ref, segment: str, with_return: bool, with_day: bool):
+        import ray
+        self.panel = PartitionedPanel.open(root)
+        self.plan = ray.get(plan_ref)
+        self.segment, self.with_return, self.with_day = segment, with_return, with_day
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        parts = [ticker_windows(self.panel, self.plan, str(t), self.segment, self.with_return, self.with_day)
+                 for t in batch["ticker"]]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
+                   with_return: bool = False, with_day: bool = False, seed: int = 0, reader_cpus: float = 0.25,
+                   readers: int = 2):
+    """A Ray Dataset of a segment's windows: one row per ticker (in a seeded random order), cut into windows by a
+    pool of ``readers`` actors (``reader_cpus`` logical CPUs each: the reading stage is light and must not wait for
+    CPUs the Train workers hold)."""
+    import ray
+    tickers = [t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])]
+    order = np.random.default_rng(seed).permutation(len(tickers))
+    items = [{"ticker": tickers[i]} for i in order]
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
+    # a new block order every epoch: an epoch capped by epoch_windows sees other tickers each time
+    ds = ds.randomize_block_order()
+    return ds.map_batches(_CutWindows, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
+                                                              "segment": segment, "with_return": with_return,
+                                                              "with_day": with_day},
+                          batch_size=1, batch_format="numpy", num_cpus=reader_cpus,
+                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The streamed data set as training sees it
+# --------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class StreamedData:
+    """A partitioned panel and its fitted plan, answering what training asks of ``PreparedData`` (sizes, label kind,
+    class weights, transforms, segment dates) without holding any rows."""
+
+    panel: PartitionedPanel
+    plan: StreamPlan
+
+    @property
+    def config(self) -> DataConfig:
+        return self.plan.config
+
+    @property
+    def transforms(self) -> FittedTransforms:
+        return self.plan.transforms
+
+    @property
+    def tickers(self) -> list[str]:
+        return self.plan.tickers
+
+    @property
+    def kind(self) -> LabelKind:
+        return self.plan.kind
+
+    @property
+    def is_panel(self) -> bool:
+        from stocktrend.models.rank_ic import MIN_NAMES
+        return len(self.tickers) >= MIN_NAMES
+
+    @property
+    def seq_len(self) -> int:
+        return self.plan.seq_len
+
+    @property
+    def n_features(self) -> int:
+        return self.plan.n_features
+
+    def class_weights(self) -> np.ndarray:
+        return self.plan.class_weights()
+
+    def class_counts(self, segment: str) -> dict[str, int]:
+        return self.plan.class_counts_by_segment[segment]
+
+    def date_range(self, segment: str) -> tuple[str, str]:
+        return self.plan.segment_dates[segment]
+
+
+def open_streamed(universe: Universe, cfg: DataConfig, cache_dir: Path | str | None = None, n_jobs: int = 1,
+                  bounds: Boundaries | None = None) -> StreamedData:
+    """The streaming counterpart of ``dataset.build_dataset``: partitioned features (built or reused) and the plan."""
+    panel = build_partitioned(universe, feature_set(cfg.features), cache_dir, n_jobs)
+    return StreamedData(panel, plan_stream(panel, cfg, bounds))
+
+
+def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int = 256, with_return: bool = False,
+                       shuffle_buffer: int = 20_000):
+    """A LightningDataModule over a streamed data set. Training batches come from this Ray Train worker's shard of the
+    ``train`` Ray Dataset (``window_dataset``), mixed across tickers by a local shuffle buffer; a worker validates on
+    its own share of the tickers (rank r of w takes every w-th ticker: every validation sample is scored once, and
+    the rank IC metric gathers the cross-section from all workers); test (on the driver) reads every ticker."""
+    import lightning.pytorch as pl
+
+    with_day = data.is_panel
+
+    class _Shard:
+        """This worker's training batches; exactly ``len`` of them per epoch on every worker (the equal split's
+        share of the exactly known oversampled count, whole batches only), so DDP ranks step together and the
+        learning-rate schedule knows the epoch's length."""
+
+        def __init__(self, world: int):
+            import ray.train
+            self.shard = ray.train.get_dataset_shard("train")
+            self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
+
+        def __len__(self) -> int:
+            return self.n
+
+        def __iter__(self):
+            batches = self.shard.iter_torch_batches(batch_size=batch_size, local_shuffle_buffer_size=shuffle_buffer,
+                                                    drop_last=True)
+            for i, b in enumerate(batches):
+                if i >= self.n:
+                    break
+                yield as_batch(b, with_return, False)
+
+    def rank_world() -> tuple[int, int]:
+        try:
+            import ray.train
+            ctx = ray.train.get_context()
+            return ctx.get_world_rank(), ctx.get_world_size()
+        except Exception:  # noqa: BLE001 - outside a Train worker
+            return 0, 1
+
+    class StreamDataModule(pl.LightningDataModule):
+        def _part(self) -> list[str]:
+            rank, world = rank_world()
+            return data.tickers[rank::world]
+
+        def train_dataloader(self):
+            return _Shard(rank_world()[1])
+
+        def val_dataloader(self):
+            return SegmentStream(data.panel, data.plan, "val", self._part(), eval_batch_size, with_return, with_day)
+
+        def test_dataloader(self):
+            return SegmentStream(data.panel, data.plan, "test", None, eval_batch_size, with_return, with_day)
+
+    return StreamDataModule()

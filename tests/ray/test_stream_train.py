@@ -1,0 +1,65 @@
+"""Ray Train on the streaming path: workers stream their shard of the training windows from a partitioned feature
+dataset through Ray Data (stocktrend.platform.data.stream), validate on their own tickers, and the driver tests on the
+streamed test segment: the same numbers as the in-memory path gives for the same weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray.cloudpickle
+
+from stocktrend.platform.data.dataset import DataConfig, build_dataset
+from stocktrend.platform.data.stream import open_streamed
+from stocktrend.platform.data.synthetic import planted_cross_section_universe
+from stocktrend.platform.training.distributed import RayConfig, fit_ray
+from stocktrend.platform.training import local
+from tests.ray import helpers
+
+ray.cloudpickle.register_pickle_by_value(helpers)
+pytestmark = pytest.mark.slow
+TINY = local.TrainConfig(preset="tiny", model="lstm", epochs=2, batch_size=64, accumulate=1, lr=1e-3, max_lr=1e-2,
+                   progress=False, monitor="val_rank_ic", monitor_mode="max", patience=3)
+
+
+def test_two_workers_stream_their_shards_and_score_as_the_in_memory_path(ray_local, tmp_path):
+    universe = planted_cross_section_universe(700, 6, seed=3)
+    cfg = DataConfig(tickers=(), top_k=12, sequence_length=10, label_kind="excess", features="short")
+    streamed = open_streamed(universe, cfg, tmp_path / "cache")
+    prepared = build_dataset(cfg, universe=universe, cache_dir=tmp_path / "cache")
+    rcfg = RayConfig(workers=2, storage=str(tmp_path / "s"), run_name="stream", max_failures=0)
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    result, info = fit_ray(streamed, TINY, local.model_config_for(streamed, "tiny", "lstm"), rcfg,
+                           extra_callbacks=[helpers.CountRows(str(counts))])
+    assert result.epochs_run == 2 and Path(info.best_checkpoint_dir, "checkpoint.ckpt").is_file()
+    seen = [row["val_rank_ic"] for row in result.history]
+    assert len(seen) == 2 and all(np.isfinite(seen))
+    # every rank stepped on the same number of whole batches, together close to the oversampled training segment,
+    # and on different windows
+    per_rank = {p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in counts.iterdir()}
+    assert sorted(per_rank) == ["rank0", "rank1"]
+    total = streamed.plan.samples("train", balanced=True)
+    assert total == len(prepared.samples["train"])  # oversampling brings the classes to the same counts
+    for epoch in range(2):
+        rows = [per_rank[r][epoch]["rows"] for r in ("rank0", "rank1")]
+        assert rows[0] == rows[1] and rows[0] % TINY.batch_size == 0
+        assert total - 2 * TINY.batch_size * 2 <= sum(rows) <= total
+        assert per_rank["rank0"][epoch]["fp"] != per_rank["rank1"][epoch]["fp"]
+    # the driver's streamed test segment scores the weights exactly as the in-memory test segment does
+    expected = local.test_metrics_of(result.module, prepared, TINY)
+    assert set(result.test_metrics) == set(expected)
+    for k, v in expected.items():
+        assert result.test_metrics[k] == pytest.approx(v, abs=1e-5), k
+
+
+def test_streaming_refuses_more_workers_than_tickers(ray_local, tmp_path):
+    universe = planted_cross_section_universe(500, 3, seed=1)
+    cfg = DataConfig(tickers=(), top_k=8, sequence_length=10, label_kind="excess", features="short")
+    streamed = open_streamed(universe, cfg, tmp_path / "cache")
+    with pytest.raises(ValueError, match="3 ticker\\(s\\) cannot feed 4 workers"):
+        fit_ray(streamed, TINY, local.model_config_for(streamed, "tiny", "lstm"),
+                replace(RayConfig(workers=4, storage=str(tmp_path / "s")), max_failures=0))
