@@ -74,6 +74,9 @@ def data_build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features and do not write the cache."),
     jobs: int = typer.Option(0, min=0, help="Processes computing features (0 = one per CPU). A killed build keeps the "
                              "tickers it finished; the same command resumes it."),
+    partitioned: bool = typer.Option(False, "--partitioned", help="Write the features as one Parquet file per ticker "
+                                     "and fit the split, scaler and selection by streaming passes (nothing holds the "
+                                     "whole panel): the data set `train --workers N --data-transport stream` reads."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build the data set and print a summary (tickers and their dates, splits, class balance, features, purge and
@@ -83,9 +86,49 @@ def data_build(
     from stocktrend.platform.data.dataset import build_dataset
     cfg = data_config(ticker, data, market, indicators, sequence_length, horizon, label, top_k, split, embargo,
                       universe, ticker_id, features)
+    if partitioned:
+        if no_cache:
+            raise typer.BadParameter("--partitioned writes the partitioned feature dataset: drop --no-cache")
+        from stocktrend.platform.data.stream import build_streamed
+        streamed = build_streamed(cfg, cache_dir=cache_dir, n_jobs=jobs or os.cpu_count() or 1)
+        summary = streamed_summary(streamed)
+        typer.echo(json.dumps(summary, indent=2) if as_json else format_streamed(summary))
+        return
     prepared = build_dataset(cfg, cache_dir=cache_dir, use_cache=not no_cache, n_jobs=jobs or os.cpu_count() or 1)
     summary = prepared.summary()
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+
+
+def streamed_summary(data) -> dict:
+    """The partitioned data set in numbers (no rows are read)."""
+    plan, panel = data.plan, data.panel
+    segs = {seg: {"samples": plan.samples(seg), "dates": list(plan.segment_dates[seg]),
+                  "class_counts": plan.class_counts_by_segment[seg]} for seg in ("train", "val", "test")}
+    segs["train"]["after_oversampling"] = plan.samples("train", balanced=True)
+    return {"dataset": str(panel.root), "reused": panel.cache_hit, "tickers": len(plan.tickers),
+            "tickers_left_out": len(panel.tickers) - len(plan.tickers), "rows": panel.rows,
+            "features_total": len(panel.feature_names), "features_kept": len(plan.transforms.selected),
+            "selected": plan.transforms.selected, "sequence_length": plan.seq_len, "label_kind": plan.kind.value,
+            "segments": segs, "purged": sum(t.purged for t in plan.per_ticker.values()),
+            "embargoed": sum(t.embargoed for t in plan.per_ticker.values()), "data_hash": panel.data_hash,
+            "seconds": {"features": round(panel.seconds, 1), "plan": round(plan.seconds, 1)}}
+
+
+def format_streamed(s: dict) -> str:
+    lines = [f"dataset   : {s['dataset']} ({'reused' if s['reused'] else 'built'}; one Parquet file per ticker)",
+             f"tickers   : {s['tickers']}" + (f" ({s['tickers_left_out']} left out: too little history)"
+                                              if s["tickers_left_out"] else "") + f", {s['rows']:,} rows",
+             f"features  : {s['features_kept']} of {s['features_total']} kept (fitted on the training segment by "
+             f"streaming passes)", f"window    : {s['sequence_length']} days, label {s['label_kind']}"]
+    for seg, v in s["segments"].items():
+        extra = f", {v['after_oversampling']:,} after oversampling" if "after_oversampling" in v else ""
+        counts = ", ".join(f"{k} {n:,}" for k, n in v["class_counts"].items())
+        lines.append(f"{seg:<10}: {v['samples']:,} samples{extra}, {v['dates'][0]} .. {v['dates'][1]}"
+                     + (f" ({counts})" if counts else ""))
+    lines.append(f"purged    : {s['purged']:,} samples, embargoed {s['embargoed']:,}")
+    lines.append(f"time      : features {s['seconds']['features']} s, plan {s['seconds']['plan']} s")
+    lines.append("next      : stocktrend train --workers 2 --data-transport stream (same data flags)")
+    return "\n".join(lines)
 
 
 @data_app.command("universes")

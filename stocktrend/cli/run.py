@@ -59,7 +59,9 @@ def train_cmd(
                                           "running local cluster); default $RAY_ADDRESS, else a private local "
                                           "instance."),
     data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
-                                       "shared-path (the feature cache on shared storage)."),
+                                       "shared-path (the feature cache on shared storage) | stream (features "
+                                       "partitioned by ticker, each worker streams its shard of the windows through "
+                                       "Ray Data: panels larger than memory; docs/data.md)."),
     start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
                                         "before the run fails naming what it asked for and what is free."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's, Lightning's and MLflow's output on the "
@@ -67,6 +69,12 @@ def train_cmd(
 ) -> None:
     """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
     MLflow Model."""
+    if data_transport not in ("object-store", "shared-path", "stream"):
+        raise typer.BadParameter(f"unknown --data-transport {data_transport!r}; choose object-store, shared-path or "
+                                 f"stream")
+    if data_transport != "object-store" and not workers:
+        raise typer.BadParameter(f"--data-transport {data_transport} is how Ray Train workers get the data: add "
+                                 f"--workers N")
     if workers:
         from stocktrend.platform.training.ray_address import check_address
         check_address(address)  # a dead cluster is one line now, not after the data set is built

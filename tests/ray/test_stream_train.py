@@ -63,3 +63,34 @@ def test_streaming_refuses_more_workers_than_tickers(ray_local, tmp_path):
     with pytest.raises(ValueError, match="3 ticker\\(s\\) cannot feed 4 workers"):
         fit_ray(streamed, TINY, local.model_config_for(streamed, "tiny", "lstm"),
                 replace(RayConfig(workers=4, storage=str(tmp_path / "s")), max_failures=0))
+
+
+def test_train_job_streams_registers_and_the_checkpoint_predicts_as_trained(ray_local, planted_dir, tmp_path,
+                                                                            monkeypatch):
+    """The command's path (`stocktrend train --workers 2 --data-transport stream`): partitioned features built from a
+    user's directory, a streamed fit, a registered checkpoint whose drift reference and predictions are the model's."""
+    import torch
+
+    from stocktrend.platform.data.stream import build_streamed
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import Predictor
+    from stocktrend.platform.training.jobs import train_job
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path / "home"))
+    cfg = DataConfig(tickers=(), data_dir=str(planted_dir), top_k=10, sequence_length=10, label_kind="excess",
+                     features="short")
+    rcfg = RayConfig(workers=2, storage=str(tmp_path / "s"), run_name="stream-job", max_failures=0,
+                     data_transport="stream")
+    out = train_job(cfg, replace(TINY, epochs=1), model_name="streamed", ray_config=rcfg)
+    assert out.version == 1 and out.fit.epochs_run == 1
+    assert len(list((tmp_path / "home" / "cache").glob("features-*.dataset/_manifest.json"))) == 1
+    pred = Predictor.load(registry.download("streamed", "1")[0])
+    assert pred.transforms.selected == out.data.transforms.selected
+    assert set(pred.ckpt["reference"]["features"]) <= set(pred.transforms.input_names)
+    assert pred.ckpt["reference"]["predictions"]["n"] > 0
+    streamed = build_streamed(cfg)  # reused: the same plan
+    tk = streamed.tickers[0]
+    from stocktrend.platform.data.stream import ticker_windows
+    windows = ticker_windows(streamed.panel, streamed.plan, tk, "test")["x"]
+    with torch.no_grad():
+        expected = torch.softmax(out.fit.module.model.eval()(torch.from_numpy(windows)), -1).numpy()
+    np.testing.assert_allclose(pred.predict_proba(windows)[0], expected, rtol=1e-6, atol=1e-7)

@@ -706,3 +706,42 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
             return SegmentStream(data.panel, data.plan, "test", None, eval_batch_size, with_return, with_day)
 
     return StreamDataModule()
+
+
+def reference_sample(data: StreamedData, max_windows: int = 20_000, max_rows: int = 200_000, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a checkpoint's drift reference and regression calibration need, read ticker by ticker in a seeded order
+    until the bounds are met: validation windows (n, L, k) with their label values, and the model inputs of the last
+    day of training windows (unbalanced). The in-memory path uses every training row; this one at most ``max_rows``."""
+    plan, panel = data.plan, data.panel
+    order = np.random.default_rng(seed).permutation(len(plan.tickers))
+    wins, vals, rows = [], [], []
+    n_w = n_r = 0
+    for i in order:
+        t = plan.tickers[int(i)]
+        tp = plan.per_ticker[t]
+        if n_w < max_windows and len(tp.samples["val"]):
+            w = ticker_windows(panel, plan, t, "val", with_return=True)
+            wins.append(w["x"][:max_windows - n_w])
+            vals.append(w["r"][:max_windows - n_w])
+            n_w += len(wins[-1])
+        if n_r < max_rows and len(tp.samples["train"]):
+            f = panel.read(t, plan.transforms.selected)
+            x = plan.transforms.transform(f)[np.unique(tp.samples["train"])]
+            rows.append(x[:max_rows - n_r])
+            n_r += len(rows[-1])
+        if n_w >= max_windows and n_r >= max_rows:
+            break
+    k, L = plan.n_features, plan.seq_len
+    return (np.concatenate(wins) if wins else np.zeros((0, L, k), np.float32),
+            np.concatenate(vals) if vals else np.zeros(0, np.float32),
+            np.concatenate(rows) if rows else np.zeros((0, k), np.float32))
+
+
+def build_streamed(cfg: DataConfig, cache_dir: Path | str | None = None, n_jobs: int = 1) -> StreamedData:
+    """``build_dataset``'s sources (embedded universe or a data directory, ``as_of`` cut) on the streaming path."""
+    from stocktrend.platform.data.universes import load_universe
+    universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
+                             list(cfg.market) if cfg.market is not None else None, list(cfg.indicators),
+                             universe=cfg.universe, as_of=cfg.as_of)
+    return open_streamed(universe, cfg, cache_dir, n_jobs)

@@ -72,7 +72,7 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
         "tickers": list(data.tickers),
         # first and last sample date per segment: what the model saw (train, val), for scoring it on other data later
         "segment_dates": {seg: list(data.date_range(seg)) for seg in ("train", "val", "test")
-                          if len(data.samples[seg])},
+                          if _segment_size(data, seg)},
         "metrics": _plain(metrics or {}),
         "extra": _plain(extra or {}),
     }
@@ -85,16 +85,30 @@ def make_checkpoint(model: Any, model_config: Any, data: PreparedData, metrics: 
     return ckpt
 
 
+def _segment_size(data: Any, seg: str) -> int:
+    """Samples in a segment of a PreparedData or a streamed data set (``data.stream.StreamedData``)."""
+    plan = getattr(data, "plan", None)
+    return plan.samples(seg) if plan is not None else len(data.samples[seg])
+
+
 def drift_reference(pred: "Predictor", data: PreparedData, max_windows: int = 20_000) -> dict[str, Any]:
     """What drift monitors compare served traffic with: each model input's decile bins on the training rows, and the
-    class mix and confidence of the model's own predictions on the validation segment (``platform.data.reference``)."""
+    class mix and confidence of the model's own predictions on the validation segment (``platform.data.reference``).
+    A streamed data set contributes a bounded sample read ticker by ticker (``stream.reference_sample``)."""
     from stocktrend.platform.data.reference import CONFIDENCE_EDGES, feature_reference, prediction_reference
-    rows = data.samples["val"]
-    if len(rows) > max_windows:
-        rows = np.sort(np.random.default_rng(0).choice(rows, max_windows, replace=False))
-    out, _ = pred.predict_proba(data.windows(rows)) if len(rows) else (np.zeros((0, len(pred.output_names))), None)
+    if getattr(data, "plan", None) is not None:
+        from stocktrend.platform.data.stream import reference_sample
+        windows, _, train_x = reference_sample(data, max_windows)
+        train_rows = np.arange(len(train_x))
+    else:
+        rows = data.samples["val"]
+        if len(rows) > max_windows:
+            rows = np.sort(np.random.default_rng(0).choice(rows, max_windows, replace=False))
+        windows = data.windows(rows)
+        train_x, train_rows = data.x, data.train_unbalanced
+    out, _ = pred.predict_proba(windows) if len(windows) else (np.zeros((0, len(pred.output_names))), None)
     d = pred.describe(out) if len(out) else None
-    return {"features": feature_reference(data.x, data.train_unbalanced, data.transforms.input_names),
+    return {"features": feature_reference(train_x, train_rows, data.transforms.input_names),
             "predictions": prediction_reference(out, d.labels if d else [], np.asarray(d.confidence if d else []),
                                                 pred.class_names or ["Bajista", "Alcista"], CONFIDENCE_EDGES)}
 
@@ -103,10 +117,15 @@ def calibrate(pred: "Predictor", data: PreparedData) -> dict[str, float]:
     """Confidence of a regression model = P(the predicted direction is right), a logistic fit of "sign right" on the
     predicted |return| / predicted std (or |return| without a variance head), on the validation segment."""
     from sklearn.linear_model import LogisticRegression
-    rows = data.samples["val"]
-    raw = pred.raw_outputs(data.windows(rows))
+    if getattr(data, "plan", None) is not None:  # a streamed data set: a bounded sample of validation windows
+        from stocktrend.platform.data.stream import reference_sample
+        windows, target, _ = reference_sample(data, max_rows=0)
+    else:
+        rows = data.samples["val"]
+        windows, target = data.windows(rows), data.target_value[rows]
+    raw = pred.raw_outputs(windows)
     z = _z(raw)
-    hit = (np.sign(raw["ret"]) == np.sign(data.target_value[rows])).astype(int)
+    hit = (np.sign(raw["ret"]) == np.sign(target)).astype(int)
     if len(np.unique(hit)) < 2:
         return {"a": 0.0, "b": float(np.log(max(hit.mean(), 1e-3) / max(1 - hit.mean(), 1e-3)))}
     lr = LogisticRegression(C=1.0).fit(z[:, None], hit)

@@ -55,7 +55,7 @@ class RayConfig:
     max_failures: int = 1  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = 2  # best K by the monitored metric
     address: str | None = None  # Ray address; None = RAY_ADDRESS or a local instance
-    data_transport: str = "object-store"  # or "shared-path"
+    data_transport: str = "object-store"  # or "shared-path", or "stream" (a data.stream.StreamedData)
     run_name: str | None = None
     # Bounded start: a worker group that cannot be placed within start_timeout_s fails (Ray's default is 60 s, retried
     # forever by the controller: the hang of Ray issue #54305); start_retries more attempts are made before the run
@@ -381,7 +381,9 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         loop_cfg.update(panel_path=str(data.panel.path), data_hash=data.panel.data_hash,
                         cache_key=data.panel.cache_key, data_config=data.config)
     else:
-        raise ValueError(f"unknown data transport {rcfg.data_transport!r}; use object-store or shared-path")
+        raise ValueError(f"unknown data transport {rcfg.data_transport!r}; use object-store, shared-path or stream"
+                         if rcfg.data_transport != "stream" else "--data-transport stream needs the data set built "
+                         "for streaming (stocktrend.platform.data.stream.build_streamed), not an in-memory one")
     collector = _history_collector()
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
     trainer = TorchTrainer(

@@ -68,6 +68,14 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         init_state = base.model.state_dict()
         train_cfg = replace(train_cfg, lr=train_cfg.lr * finetune_lr_factor, max_lr=train_cfg.max_lr * finetune_lr_factor)
     data_cfg = replace(data_cfg, label_kind=train_cfg.spec.label_for(data_cfg.label_kind))
+    streaming = ray_config is not None and ray_config.data_transport == "stream"
+    if streaming and finetune_from:
+        raise ValueError("--finetune is not available with --data-transport stream yet: fine-tune with the default "
+                         "transport")
+    if data is None and streaming:  # partitioned features and a streamed fit: no process holds the panel
+        import os
+        from stocktrend.platform.data.stream import build_streamed
+        data = build_streamed(data_cfg, n_jobs=os.cpu_count() or 1)
     data = data or build_dataset(data_cfg)
     if finetune_from:
         # Keep the base model's inputs: its first layer was trained on those features, in that order, on that scale
