@@ -142,3 +142,31 @@ def test_streaming_refuses_what_it_cannot_do(both):
         plan_stream(part, DataConfig(features="short", ticker_id=True))
     with pytest.raises(DataValidationError, match="no samples|too little history"):
         plan_stream(part, replace(DataConfig(features="short"), sequence_length=300))
+
+
+def test_shuffled_batches_cut_every_window_once_and_step_exactly_n_times(both):
+    import torch
+
+    from stocktrend.platform.data.stream import cut_windows, shuffled_batches, ticker_block
+    _, part = both
+    cfg = DataConfig(label_kind="excess", sequence_length=10, top_k=8, features="short", oversample=False)
+    plan = plan_stream(part, cfg)
+    blocks = [ticker_block(part, plan, t, "train") for t in plan.tickers]
+    total = sum(len(b["pos"]) for b in blocks)
+    n = total // 32
+    batches = list(shuffled_batches(iter(blocks), 10, 32, n, pool=300, seed=1))
+    assert len(batches) == n and all(b[0].shape == (32, 10, 8) for b in batches)
+    # every window seen is a real window of the data, none twice (the stream held enough for n batches)
+    every = torch.from_numpy(np.concatenate([cut_windows(b["x"], b["pos"], 10) for b in blocks]))
+    seen = torch.cat([b[0] for b in batches])
+    keys = {tuple(w[-1].tolist()) + (float(w[0, 0]),) for w in every}
+    got = [tuple(w[-1].tolist()) + (float(w[0, 0]),) for w in seen]
+    assert set(got) <= keys and len(set(got)) == len(got)
+    # batches mix tickers: the first batch's windows come from more than one ticker's block
+    first = {tuple(w[-1].tolist()) for w in batches[0][0]}
+    owners = {i for i, b in enumerate(blocks) for w in cut_windows(b["x"], b["pos"], 10)
+              if tuple(w[-1].tolist()) in first}
+    assert len(owners) > 1
+    # a short stream is topped up to exactly n batches (DDP ranks must step together)
+    short = list(shuffled_batches(iter(blocks[:1]), 10, 32, n, pool=300, seed=1))
+    assert len(short) == n

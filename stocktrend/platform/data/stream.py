@@ -480,26 +480,24 @@ def _oversampled(pos: np.ndarray, y: np.ndarray, tp: TickerPlan, seed: int, tick
     return np.sort(np.concatenate(copies))
 
 
-def ticker_windows(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segment: str,
-                   with_return: bool = False, with_day: bool = False) -> dict[str, np.ndarray]:
-    """One ticker's samples of a segment: ``x`` (n, L, k) float32 windows scaled and selected by the plan, ``y``;
-    ``r`` (the value behind the label) with ``with_return``; ``day`` (days since the epoch, float32) and ``fwd`` (the
-    forward return) with ``with_day``. Training samples are oversampled (see the module docstring)."""
-    from numpy.lib.stride_tricks import sliding_window_view
+def ticker_block(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segment: str, with_return: bool = False,
+                 with_day: bool = False) -> dict[str, np.ndarray]:
+    """One ticker's model inputs and its samples of a segment, before windows are cut: ``x`` (rows, k) float32 scaled
+    and selected by the plan, ``pos`` the row of each sample's last input day (training samples oversampled, see the
+    module docstring), ``y`` per sample; ``r`` (the value behind the label) with ``with_return``; ``day`` (days since
+    the epoch, float32) and ``fwd`` (the forward return) with ``with_day``. A window is the ``sequence_length`` rows
+    ending at its ``pos``: sending the block instead of its windows moves L times fewer bytes."""
     kind = plan.kind
     cfg = plan.config
     tp = plan.per_ticker[ticker]
     pos = tp.samples[segment]
-    sel = plan.transforms.selected
-    f = panel.read(ticker, [*sel, "close"])
+    f = panel.read(ticker, [*plan.transforms.selected, "close"])
     fwd = forward_returns(f["close"].to_numpy(dtype=np.float64), cfg.horizon)
     source = plan.value[ticker] if kind.cross_sectional else fwd
     y = make_labels(source, kind, cfg.neutral_band)
     if segment == "train" and cfg.oversample and not kind.is_value:
         pos = _oversampled(pos, y, tp, cfg.seed, plan.ticker_index(ticker))
-    x = plan.transforms.transform(f)
-    view = sliding_window_view(x, cfg.sequence_length, axis=0).transpose(0, 2, 1)
-    out = {"x": np.ascontiguousarray(view[pos - cfg.sequence_length + 1]),
+    out = {"x": plan.transforms.transform(f), "pos": pos.astype(np.int64),
            "y": y[pos].astype(np.float32 if kind.is_value else np.int64)}
     if with_return:
         out["r"] = source[pos].astype(np.float32)
@@ -508,6 +506,21 @@ def ticker_windows(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segme
             np.int64).astype(np.float32)
         out["fwd"] = fwd[pos].astype(np.float32)
     return out
+
+
+def cut_windows(x: np.ndarray, pos: np.ndarray, seq_len: int) -> np.ndarray:
+    """Windows (n, L, k) of a ticker's inputs ending at rows ``pos`` (a copy)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    view = sliding_window_view(x, seq_len, axis=0).transpose(0, 2, 1)
+    return np.ascontiguousarray(view[np.asarray(pos) - seq_len + 1])
+
+
+def ticker_windows(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segment: str,
+                   with_return: bool = False, with_day: bool = False) -> dict[str, np.ndarray]:
+    """``ticker_block`` with its windows cut: ``x`` (n, L, k) float32, ``y``, and ``r`` / ``day`` / ``fwd``."""
+    b = ticker_block(panel, plan, ticker, segment, with_return, with_day)
+    b["x"] = cut_windows(b.pop("x"), b.pop("pos"), plan.seq_len)
+    return b
 
 
 def batch_keys(with_return: bool, with_day: bool) -> tuple[str, ...]:
@@ -558,39 +571,115 @@ class SegmentStream:
             yield as_batch(joined, self.with_return, self.with_day)
 
 
-class _CutWindows:
-    """Ray Data's reading stage: a batch of ticker names -> their windows (one ticker's rows at a time)."""
+class _ReadBlocks:
+    """Ray Data's reading stage (a small actor pool): a batch of ticker names -> one row per ticker holding its
+    ``ticker_block``. The panel's manifest and the plan are fetched once per actor."""
 
-    def __init__(self, root: str, plan_ref, segment: str, with_return: bool, with_day: bool):
+    def __init__(self, root: str, plan_ref, segment: str, with_return: bool):
         import ray
         self.panel = PartitionedPanel.open(root)
         self.plan = ray.get(plan_ref)
-        self.segment, self.with_return, self.with_day = segment, with_return, with_day
+        self.segment, self.with_return = segment, with_return
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        parts = [ticker_windows(self.panel, self.plan, str(t), self.segment, self.with_return, self.with_day)
-                 for t in batch["ticker"]]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        blocks = [ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return) for t in batch["ticker"]]
+        out = {}
+        for k in blocks[0]:
+            col = np.empty(len(blocks), dtype=object)  # ragged: one array per ticker
+            col[:] = [b[k] for b in blocks]
+            out[k] = col
+        return out
+
+
+def shuffled_batches(blocks, seq_len: int, batch_size: int, n_batches: int, with_return: bool = False,
+                     pool: int = 20_000, seed: int | tuple[int, ...] = 0):
+    """Training batches from a stream of ticker blocks: windows of the blocks held in a pool of about ``pool``
+    samples are shuffled together (so a batch mixes tickers) and cut only when batched. Exactly ``n_batches`` whole
+    batches are yielded: a stream that ends early is topped up by drawing again from the last pool (every DDP rank
+    steps the same number of times), one that holds more stops there."""
+    rng = np.random.default_rng(seed)
+    held: list[dict[str, np.ndarray]] = []
+    count = done = 0
+    last: list[dict[str, np.ndarray]] = []
+
+    def drain(keep_tail: bool):
+        nonlocal held, count, done, last
+        if not held:
+            return
+        owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(held)])
+        idx = np.concatenate([np.arange(len(b["pos"])) for b in held])
+        order = rng.permutation(len(idx))
+        full = (len(order) // batch_size) * batch_size
+        for a in range(0, full, batch_size):
+            if done >= n_batches:
+                break
+            yield _gather(held, owner[order[a:a + batch_size]], idx[order[a:a + batch_size]], seq_len, with_return)
+            done += 1
+        last = held
+        rest = order[full:]
+        if keep_tail and len(rest):  # the leftover samples stay for the next pool
+            tail_owner, tail_idx = owner[rest], idx[rest]
+            kept = {}
+            for o in np.unique(tail_owner):
+                b = held[int(o)]
+                sel = tail_idx[tail_owner == o]
+                kept[int(o)] = {k: (v if k == "x" else v[sel]) for k, v in b.items()}
+            held = list(kept.values())
+            count = sum(len(b["pos"]) for b in held)
+        else:
+            held, count = [], 0
+
+    for block in blocks:
+        if done >= n_batches:
+            break
+        if len(block["pos"]):
+            held.append(block)
+            count += len(block["pos"])
+        if count >= pool:
+            yield from drain(keep_tail=True)
+    yield from drain(keep_tail=False)
+    while done < n_batches and last:  # the stream ran short: top up from the last pool
+        owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(last)])
+        idx = np.concatenate([np.arange(len(b["pos"])) for b in last])
+        pick = rng.integers(0, len(idx), batch_size)
+        yield _gather(last, owner[pick], idx[pick], seq_len, with_return)
+        done += 1
+
+
+def _gather(held, owner: np.ndarray, idx: np.ndarray, seq_len: int, with_return: bool) -> tuple:
+    import torch
+    xs, ys, rs = [], [], []
+    for o in np.unique(owner):
+        b = held[int(o)]
+        sel = idx[owner == o]
+        xs.append(cut_windows(b["x"], b["pos"][sel], seq_len))
+        ys.append(b["y"][sel])
+        if with_return:
+            rs.append(b["r"][sel])
+    out = [torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))]
+    if with_return:
+        out.append(torch.from_numpy(np.concatenate(rs)))
+    return tuple(out)
 
 
 def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
-                   with_return: bool = False, with_day: bool = False, seed: int = 0, reader_cpus: float = 0.25,
-                   readers: int = 2):
-    """A Ray Dataset of a segment's windows: one row per ticker (in a seeded random order), cut into windows by a
-    pool of ``readers`` actors (``reader_cpus`` logical CPUs each: the reading stage is light and must not wait for
-    CPUs the Train workers hold)."""
+                   with_return: bool = False, seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0,
+                   readers: int = 2, tickers_per_read: int = 4):
+    """A Ray Dataset of a segment's ticker blocks (``ticker_block``; one row per ticker) for ``epochs`` passes, each
+    in its own random ticker order: one execution serves the whole fit (a Ray Data pipeline starts in seconds; once,
+    not every epoch), and a worker's epochs take their batches from it in turn (``stream_data_module``). The reading
+    stage is a pool of ``readers`` actors of ``reader_cpus`` logical CPUs (light next to training: it must not wait
+    for CPUs the Train workers hold), ``tickers_per_read`` tickers a call. Windows are cut where they are consumed
+    (``shuffled_batches``)."""
     import ray
     tickers = [t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])]
-    order = np.random.default_rng(seed).permutation(len(tickers))
-    items = [{"ticker": tickers[i]} for i in order]
+    items = [{"ticker": tickers[i]} for e in range(max(1, epochs))
+             for i in np.random.default_rng([seed, e]).permutation(len(tickers))]
     ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
-    # a new block order every epoch: an epoch capped by epoch_windows sees other tickers each time
-    ds = ds.randomize_block_order()
-    return ds.map_batches(_CutWindows, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
-                                                              "segment": segment, "with_return": with_return,
-                                                              "with_day": with_day},
-                          batch_size=1, batch_format="numpy", num_cpus=reader_cpus,
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
+    return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
+                                                              "segment": segment, "with_return": with_return},
+                          batch_size=tickers_per_read, batch_format="numpy", num_cpus=reader_cpus,
                           compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)))
 
 
@@ -663,25 +752,30 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
     with_day = data.is_panel
 
     class _Shard:
-        """This worker's training batches; exactly ``len`` of them per epoch on every worker (the equal split's
-        share of the exactly known oversampled count, whole batches only), so DDP ranks step together and the
-        learning-rate schedule knows the epoch's length."""
+        """This worker's training batches: its shard of the ticker blocks (Ray Data), windows shuffled across the
+        tickers of a pool and cut when batched; exactly ``len`` batches per epoch on every worker (the oversampled
+        count, known in advance, divided among the workers), so DDP ranks step together and the learning-rate
+        schedule knows the epoch's length."""
 
-        def __init__(self, world: int):
+        def __init__(self, rank: int, world: int):
             import ray.train
             self.shard = ray.train.get_dataset_shard("train")
             self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
+            self.rank, self.epoch = rank, 0
+            self.blocks = None
 
         def __len__(self) -> int:
             return self.n
 
         def __iter__(self):
-            batches = self.shard.iter_torch_batches(batch_size=batch_size, local_shuffle_buffer_size=shuffle_buffer,
-                                                    drop_last=True)
-            for i, b in enumerate(batches):
-                if i >= self.n:
-                    break
-                yield as_batch(b, with_return, False)
+            # one pass over the shard serves every epoch (the dataset holds one ticker order per epoch): an epoch
+            # takes the next n batches, so a capped epoch (epoch_windows) continues where the previous one stopped
+            if self.blocks is None:
+                rows = self.shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=4)
+                self.blocks = ({k: v[0] for k, v in row.items()} for row in rows)
+            self.epoch += 1
+            yield from shuffled_batches(self.blocks, data.plan.seq_len, batch_size, self.n, with_return,
+                                        pool=shuffle_buffer, seed=(data.config.seed, self.rank, self.epoch))
 
     def rank_world() -> tuple[int, int]:
         try:
@@ -697,7 +791,7 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
             return data.tickers[rank::world]
 
         def train_dataloader(self):
-            return _Shard(rank_world()[1])
+            return _Shard(*rank_world())
 
         def val_dataloader(self):
             return SegmentStream(data.panel, data.plan, "val", self._part(), eval_batch_size, with_return, with_day)

@@ -62,10 +62,11 @@ class RayConfig:
     # fails with a ResourcesUnavailableError.
     start_timeout_s: float = 30.0
     start_retries: int = 1
-    # The streaming path (a StreamedData): actors cutting windows for the workers' shards, and the logical CPUs each
-    # holds (0: they share the Train workers' CPUs, light next to the training step; measured in bench/stream_scale.py)
+    # The streaming path (a StreamedData): Ray Data reader actors, the logical CPUs each holds (0: they share the Train
+    # workers' CPUs, light next to the training step; bench/stream_scale.py) and the tickers each reads per call
     readers: int = 2
     reader_cpus: float = 0.0
+    tickers_per_read: int = 4
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
@@ -372,7 +373,10 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         loop_cfg.update(transport="stream", root=str(data.panel.root), plan_ref=plan_ref)
         datasets["train"] = window_dataset(data.panel, plan_ref, data.plan, "train",
                                            with_return=tcfg.spec.task(data.config.label_kind).is_multitask,
-                                           seed=tcfg.seed, reader_cpus=rcfg.reader_cpus, readers=rcfg.readers)
+                                           seed=tcfg.seed, epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus,
+                                           readers=rcfg.readers, tickers_per_read=rcfg.tickers_per_read)
+        # split by ticker without equalising rows (a ticker is one row): every rank steps the same number of batches
+        # (stream_data_module), so uneven shards cannot stall DDP
     elif rcfg.data_transport == "object-store":
         loop_cfg["data_ref"] = ray.put(data)
     elif rcfg.data_transport == "shared-path":
@@ -388,7 +392,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]) if datasets else None,
+        dataset_config=_stream_split() if datasets else None,
         scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -440,6 +444,25 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                            int(best_row["epoch"]) if best_row else None, len(history), history,
                            test_metrics_of(module, data, tcfg) if run_test else {})
     return fit_result, RayRunInfo(result.path, str(best.path), rcfg.workers, time.perf_counter() - t0)
+
+
+def _stream_split():
+    """Ray Train's DataConfig splitting only ``train``, by rows without equalising them (Ray's default drops rows to
+    give every worker the same count; here a row is a whole ticker)."""
+    import ray.train
+
+    class _TickerSplit(ray.train.DataConfig):
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            # DataConfig.configure (Ray 2.60) with equal=False
+            ds = datasets["train"]
+            if ds.name is None:
+                ds.set_name("train")
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options("train")
+            locality = worker_node_ids if self._enable_shard_locality else None
+            return [{"train": s} for s in ds.streaming_split(world_size, equal=False, locality_hints=locality)]
+
+    return _TickerSplit(datasets_to_split=["train"])
 
 
 def _first_line(exc: BaseException) -> str:
