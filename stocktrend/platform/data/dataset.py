@@ -129,26 +129,42 @@ class FittedTransforms:
                    list(d.get("tickers", [])))
 
 
-def _moments(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and std over row blocks without stacking them (Chan et al. pairwise merge, float64)."""
-    n, mean, m2 = 0, None, None
-    for b in blocks:
+class Moments:
+    """Mean and sum of squared deviations over row blocks, merged block by block without stacking them (Chan et al.
+    pairwise merge, float64). The in-memory and the streaming path (``stream.plan_stream``) add the same per-ticker
+    blocks in the same order, so they get the same scaler."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, b: np.ndarray) -> None:
         if len(b) == 0:
-            continue
+            return
         nb = len(b)
         mb = b.mean(axis=0, dtype=np.float64)
         m2b = ((b - mb) ** 2).sum(axis=0)
-        if mean is None:
-            n, mean, m2 = nb, mb, m2b
-            continue
-        delta = mb - mean
-        tot = n + nb
-        mean = mean + delta * nb / tot
-        m2 = m2 + m2b + delta ** 2 * n * nb / tot
-        n = tot
-    if mean is None:
-        raise DataValidationError("the training segment is empty")
-    return mean, np.sqrt(m2 / max(n - 1, 1)), n
+        if self.mean is None:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.mean = self.mean + delta * nb / tot
+        self.m2 = self.m2 + m2b + delta ** 2 * self.n * nb / tot
+        self.n = tot
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(mean, sample std, count); an empty training segment is a clear error."""
+        if self.mean is None:
+            raise DataValidationError("the training segment is empty")
+        return self.mean, np.sqrt(self.m2 / max(self.n - 1, 1)), self.n
+
+
+def _moments(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean and std over row blocks without stacking them (``Moments``)."""
+    m = Moments()
+    for b in blocks:
+        m.add(b)
+    return m.result()
 
 
 def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[int, int]], sample_rows: np.ndarray,

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from stocktrend.platform.data.cache import _computed_parts, _part_path, default_home
-from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, drop_short
+from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, Moments, drop_short
 from stocktrend.platform.data.features import FeatureConfig, feature_set
 from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
 from stocktrend.platform.data.sources import DataValidationError, Universe
@@ -212,29 +212,6 @@ def build_partitioned(universe: Universe, cfg: FeatureConfig | None = None, cach
 # Streaming fit: labels, split, transforms
 # --------------------------------------------------------------------------------------------------------------------
 
-class _Moments:
-    """Mean and sum of squared deviations merged block by block (the same pairwise merge as ``dataset._moments``,
-    in the same order, so the same numbers)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, b: np.ndarray) -> None:
-        if len(b) == 0:
-            return
-        nb = len(b)
-        mb = b.mean(axis=0, dtype=np.float64)
-        m2b = ((b - mb) ** 2).sum(axis=0)
-        if self.mean is None:
-            self.n, self.mean, self.m2 = nb, mb, m2b
-            return
-        delta = mb - self.mean
-        tot = self.n + nb
-        self.mean = self.mean + delta * nb / tot
-        self.m2 = self.m2 + m2b + delta ** 2 * self.n * nb / tot
-        self.n = tot
-
-
 @dataclass
 class TickerPlan:
     """One ticker's share of the plan: positions (in its own rows) of each segment's samples, before oversampling."""
@@ -350,7 +327,7 @@ def plan_stream(panel: PartitionedPanel, cfg: DataConfig, bounds: Boundaries | N
     # Pass 2: labels, split, and the training statistics (scaler blocks, per-class sums for the selection score).
     names = panel.feature_names
     n_groups = 1 if kind.is_value else kind.n_classes
-    moments = _Moments()
+    moments = Moments()
     sums = np.zeros((n_groups, len(names)))
     counts = np.zeros(n_groups)
     sq, cross = np.zeros(len(names)), np.zeros(len(names))
@@ -412,10 +389,7 @@ def plan_stream(panel: PartitionedPanel, cfg: DataConfig, bounds: Boundaries | N
             raise DataValidationError(
                 f"the {s} segment has no samples: too little history for sequence_length {cfg.sequence_length}, "
                 f"horizon {cfg.horizon}, embargo {cfg.embargo} and split {cfg.fractions}")
-    if moments.mean is None:
-        raise DataValidationError("the training segment is empty")
-    mean = moments.mean
-    std = np.sqrt(moments.m2 / max(moments.n - 1, 1))
+    mean, std, _ = moments.result()
     std = np.where(std > 1e-12, std, 1.0)
     if kind.is_value:
         n = counts[0]
