@@ -229,6 +229,8 @@ def main() -> None:
     ap.add_argument("--features", default="standard")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--in-memory", action="store_true", help="train phase on the in-memory object-store path")
+    ap.add_argument("--phases", default="build,plan,train", help="which phases to run (build always runs: the "
+                    "others need its dataset)")
     ap.add_argument("--cache", default=None, help="where the partitioned datasets go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the datasets (with --cache)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per phase")
@@ -252,9 +254,17 @@ def main() -> None:
             print(f"   build : {b['build_s']:.0f} s ({b['rows']:,} rows x {b['features']} features; universe generated "
                   f"in {b['generate_s']:.0f} s), peak RSS {b['rss_gb']:.2f} GB (feature processes "
                   f"{b['children_rss_gb']:.2f} GB)", flush=True)
+            if "plan" not in args.phases and "train" not in args.phases:
+                if own_cache or not args.keep:
+                    shutil.rmtree(b["root"], ignore_errors=True)
+                continue
             p = run_phase("plan", args, root=b["root"])
             print(f"   plan  : {p['plan_s']:.0f} s, peak RSS {p['rss_gb']:.2f} GB; train {p['train']:,} windows "
                   f"(oversampled), val {p['val']:,}, test {p['test']:,}", flush=True)
+            if "train" not in args.phases:
+                if own_cache or not args.keep:
+                    shutil.rmtree(b["root"], ignore_errors=True)
+                continue
             t = run_phase("train", args, root=b["root"])
             roles = ", ".join(f"{k} {v:.2f}" for k, v in list(t["rss_gb"].items())[:6])
             print(f"   train : {t['transport']}, {t['rows']:,} windows in {t['epoch_s']:.0f} s = "

@@ -127,6 +127,11 @@ def test_partitioned_build_resumes_and_names_damaged_partitions(universe, tmp_pa
     path.unlink()
     with pytest.raises(DataValidationError, match=f"ticker {victim} is missing"):
         again.read(victim)
+    # the remedy the message gives: the same build recomputes the missing partition only
+    kept = {t: again.path_of(t).stat().st_mtime_ns for t in again.tickers if t != victim}
+    fixed = build_partitioned(universe, FCFG, tmp_path)
+    assert len(fixed.read(victim)) == panel._by_ticker()[victim].rows
+    assert {t: fixed.path_of(t).stat().st_mtime_ns for t in kept} == kept
     other = again.tickers[2]
     frame = again.read(other)
     frame.drop(columns=[again.feature_names[0]]).to_parquet(again.path_of(other))
@@ -169,4 +174,11 @@ def test_shuffled_batches_cut_every_window_once_and_step_exactly_n_times(both):
     assert len(owners) > 1
     # a short stream is topped up to exactly n batches (DDP ranks must step together)
     short = list(shuffled_batches(iter(blocks[:1]), 10, 32, n, pool=300, seed=1))
-    assert len(short) == n
+    assert len(short) == n and all(len(b[1]) == 32 for b in short)
+    # nothing at all and nothing to fall back on: an error, not a rank that never steps
+    with pytest.raises(RuntimeError, match="no training window"):
+        list(shuffled_batches(iter([]), 10, 32, 2))
+    # with the previous epoch's pool to fall back on, an empty epoch still steps n times
+    state = {}
+    list(shuffled_batches(iter(blocks[:2]), 10, 32, 3, state=state))
+    assert len(list(shuffled_batches(iter([]), 10, 32, 3, state=state))) == 3

@@ -41,7 +41,7 @@ def test_two_workers_stream_their_shards_and_score_as_the_in_memory_path(ray_loc
     # every rank stepped on the same number of whole batches, together close to the oversampled training segment,
     # and on different windows
     per_rank = {p.name: [json.loads(line) for line in p.read_text().splitlines()] for p in counts.iterdir()}
-    assert sorted(per_rank) == ["rank0", "rank1"]
+    assert sorted(per_rank) == ["rank0", "rank1"], per_rank
     total = streamed.plan.samples("train", balanced=True)
     assert total == len(prepared.samples["train"])  # oversampling brings the classes to the same counts
     for epoch in range(2):
@@ -60,7 +60,7 @@ def test_streaming_refuses_more_workers_than_tickers(ray_local, tmp_path):
     universe = planted_cross_section_universe(500, 3, seed=1)
     cfg = DataConfig(tickers=(), top_k=8, sequence_length=10, label_kind="excess", features="short")
     streamed = open_streamed(universe, cfg, tmp_path / "cache")
-    with pytest.raises(ValueError, match="3 ticker\\(s\\) cannot feed 4 workers"):
+    with pytest.raises(ValueError, match="3 ticker\\(s\\) with validation samples cannot feed 4 workers"):
         fit_ray(streamed, TINY, local.model_config_for(streamed, "tiny", "lstm"),
                 replace(RayConfig(workers=4, storage=str(tmp_path / "s")), max_failures=0))
 

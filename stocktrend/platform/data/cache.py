@@ -151,14 +151,26 @@ def _computed_parts(universe: Universe, cfg: FeatureConfig, n_jobs: int, parts_d
         if len(todo) >= 50 and (done % step == 0 or done == len(todo)):
             log.info("features: %d / %d ticker(s) computed", done, len(todo))
     if n_jobs > 1 and len(todo) > 1:
-        from concurrent.futures import as_completed
+        from concurrent.futures import FIRST_COMPLETED, wait
+        # A bounded number of tickers in flight, each result written and dropped as soon as it arrives: memory stays
+        # at a few tickers' features whatever the panel's breadth (holding every future kept every result alive).
+        queue = iter(todo)
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            futures = [pool.submit(_one, j) for j in todo]
+            running = set()
             try:
-                for fut in as_completed(futures):
-                    finished(*fut.result())
+                while True:
+                    for j in queue:
+                        running.add(pool.submit(_one, j))
+                        if len(running) >= 2 * n_jobs:
+                            break
+                    if not running:
+                        break
+                    done_now, running = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done_now:
+                        finished(*fut.result())
+                    del done_now
             except BaseException:
-                for fut in futures:
+                for fut in running:
                     fut.cancel()
                 raise
     else:

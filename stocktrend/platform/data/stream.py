@@ -162,8 +162,13 @@ def build_partitioned(universe: Universe, cfg: FeatureConfig | None = None, cach
     root, data_hash, key = dataset_dir(universe, cfg, cache_dir)
     if (root / MANIFEST).is_file():
         panel = PartitionedPanel.open(root)
-        panel.seconds = time.perf_counter() - t0
-        return panel
+        broken = [p.ticker for p in panel.partitions if _readable_rows(root / p.file) != p.rows]
+        if not broken:
+            panel.seconds = time.perf_counter() - t0
+            return panel
+        log.warning("features: %d partition(s) missing or damaged (%s); recomputing them", len(broken),
+                    ", ".join(broken[:10]))
+        (root / MANIFEST).unlink()
     root.mkdir(parents=True, exist_ok=True)
     for name in universe.tickers:  # a file a crash or a user damaged is recomputed, the rest kept
         path = _part_path(root, name)
@@ -311,7 +316,10 @@ def plan_stream(panel: PartitionedPanel, cfg: DataConfig, bounds: Boundaries | N
             log.info("stream plan: pass 1 (dates, returns) %d / %d tickers", i + 1, len(tickers))
             last = time.perf_counter()
     all_dates = np.concatenate([dates_by[t] for t in tickers])
-    bounds = bounds or chronological_boundaries(pd.DatetimeIndex(np.unique(all_dates)), cfg.fractions)
+    if bounds is None:  # the timeline of every ticker, short ones included (as prepare computes it)
+        timeline = [np.unique(all_dates)] + [panel.read(t, ["close"]).index.to_numpy(dtype="datetime64[ns]")
+                                             for t in short]
+        bounds = chronological_boundaries(pd.DatetimeIndex(np.unique(np.concatenate(timeline))), cfg.fractions)
     value: dict[str, np.ndarray] = {}
     if kind.cross_sectional:
         v = cross_sectional_targets(np.concatenate(fwd_parts), all_dates, kind)
@@ -556,7 +564,8 @@ class _ReadBlocks:
         self.segment, self.with_return = segment, with_return
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        blocks = [ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return) for t in batch["ticker"]]
+        blocks = [{**ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return), "epoch": int(e)}
+                  for t, e in zip(batch["ticker"], batch["epoch"])]
         out = {}
         for k in blocks[0]:
             col = np.empty(len(blocks), dtype=object)  # ragged: one array per ticker
@@ -566,22 +575,26 @@ class _ReadBlocks:
 
 
 def shuffled_batches(blocks, seq_len: int, batch_size: int, n_batches: int, with_return: bool = False,
-                     pool: int = 20_000, seed: int | tuple[int, ...] = 0):
+                     pool: int = 20_000, seed: int | tuple[int, ...] = 0, state: dict | None = None):
     """Training batches from a stream of ticker blocks: windows of the blocks held in a pool of about ``pool``
     samples are shuffled together (so a batch mixes tickers) and cut only when batched. Exactly ``n_batches`` whole
-    batches are yielded: a stream that ends early is topped up by drawing again from the last pool (every DDP rank
-    steps the same number of times), one that holds more stops there."""
+    batches are yielded: a stream that holds more stops there; one that ends early is topped up by drawing again from
+    its last pool of at least ``batch_size`` samples (or, with ``state``, the previous call's), so every DDP rank
+    steps the same number of times. A stream with no sample at all, and nothing to fall back on, is an error (a rank
+    without data would leave the others waiting)."""
     rng = np.random.default_rng(seed)
+    state = state if state is not None else {}
     held: list[dict[str, np.ndarray]] = []
     count = done = 0
-    last: list[dict[str, np.ndarray]] = []
 
     def drain(keep_tail: bool):
-        nonlocal held, count, done, last
+        nonlocal held, count, done
         if not held:
             return
         owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(held)])
         idx = np.concatenate([np.arange(len(b["pos"])) for b in held])
+        if len(idx) >= batch_size:
+            state["last"] = held  # what a short stream is topped up from
         order = rng.permutation(len(idx))
         full = (len(order) // batch_size) * batch_size
         for a in range(0, full, batch_size):
@@ -589,18 +602,19 @@ def shuffled_batches(blocks, seq_len: int, batch_size: int, n_batches: int, with
                 break
             yield _gather(held, owner[order[a:a + batch_size]], idx[order[a:a + batch_size]], seq_len, with_return)
             done += 1
-        last = held
         rest = order[full:]
         if keep_tail and len(rest):  # the leftover samples stay for the next pool
             tail_owner, tail_idx = owner[rest], idx[rest]
-            kept = {}
+            kept = []
             for o in np.unique(tail_owner):
                 b = held[int(o)]
                 sel = tail_idx[tail_owner == o]
-                kept[int(o)] = {k: (v if k == "x" else v[sel]) for k, v in b.items()}
-            held = list(kept.values())
+                kept.append({k: (v if k == "x" else v[sel]) for k, v in b.items()})
+            held = kept
             count = sum(len(b["pos"]) for b in held)
         else:
+            if len(rest) and "last" not in state:
+                state["last"] = held
             held, count = [], 0
 
     for block in blocks:
@@ -612,9 +626,14 @@ def shuffled_batches(blocks, seq_len: int, batch_size: int, n_batches: int, with
         if count >= pool:
             yield from drain(keep_tail=True)
     yield from drain(keep_tail=False)
-    while done < n_batches and last:  # the stream ran short: top up from the last pool
+    last = state.get("last")
+    if done < n_batches and not last:
+        raise RuntimeError("this worker received no training window in this epoch (too few tickers for the workers: "
+                           "lower --workers)")
+    if done < n_batches:
         owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(last)])
         idx = np.concatenate([np.arange(len(b["pos"])) for b in last])
+    while done < n_batches:  # the stream ran short: top up from the last pool
         pick = rng.integers(0, len(idx), batch_size)
         yield _gather(last, owner[pick], idx[pick], seq_len, with_return)
         done += 1
@@ -638,7 +657,7 @@ def _gather(held, owner: np.ndarray, idx: np.ndarray, seq_len: int, with_return:
 
 def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
                    with_return: bool = False, seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0,
-                   readers: int = 2, tickers_per_read: int = 4):
+                   readers: int = 2, tickers_per_read: int = 0):
     """A Ray Dataset of a segment's ticker blocks (``ticker_block``; one row per ticker) for ``epochs`` passes, each
     in its own random ticker order: one execution serves the whole fit (a Ray Data pipeline starts in seconds; once,
     not every epoch), and a worker's epochs take their batches from it in turn (``stream_data_module``). The reading
@@ -647,8 +666,10 @@ def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment:
     (``shuffled_batches``)."""
     import ray
     tickers = [t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])]
-    items = [{"ticker": tickers[i]} for e in range(max(1, epochs))
+    items = [{"ticker": tickers[i], "epoch": e} for e in range(max(1, epochs))
              for i in np.random.default_rng([seed, e]).permutation(len(tickers))]
+    if tickers_per_read <= 0:  # small panels: one ticker a block, so that every worker's share holds some
+        tickers_per_read = 1 if len(tickers) < 512 else 4
     ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
     return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
@@ -715,6 +736,12 @@ def open_streamed(universe: Universe, cfg: DataConfig, cache_dir: Path | str | N
     return StreamedData(panel, plan_stream(panel, cfg, bounds))
 
 
+def validating_tickers(data: StreamedData) -> list[str]:
+    """The tickers with validation samples: the workers share them (every worker must have some, or one would skip
+    the epoch-end reductions the others wait in)."""
+    return [t for t in data.tickers if len(data.plan.per_ticker[t].samples["val"])]
+
+
 def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int = 256, with_return: bool = False,
                        shuffle_buffer: int = 20_000):
     """A LightningDataModule over a streamed data set. Training batches come from this Ray Train worker's shard of the
@@ -736,20 +763,38 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
             self.shard = ray.train.get_dataset_shard("train")
             self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
             self.rank, self.epoch = rank, 0
-            self.blocks = None
+            self.blocks, self.pending, self.state = None, None, {}
 
         def __len__(self) -> int:
             return self.n
 
+        def _epoch_blocks(self, e: int):
+            """This worker's blocks tagged with dataset epoch ``e``; leftovers of earlier epochs are skipped, the
+            first block of the next epoch waits for it."""
+            while True:
+                if self.pending is None:
+                    try:
+                        self.pending = next(self.blocks)
+                    except StopIteration:
+                        return
+                tag = int(self.pending["epoch"])
+                if tag < e:
+                    self.pending = None
+                    continue
+                if tag > e:
+                    return
+                block, self.pending = self.pending, None
+                yield {k: v for k, v in block.items() if k != "epoch"}
+
         def __iter__(self):
-            # one pass over the shard serves every epoch (the dataset holds one ticker order per epoch): an epoch
-            # takes the next n batches, so a capped epoch (epoch_windows) continues where the previous one stopped
+            # one execution of the dataset serves every epoch (it holds one ticker order per epoch, each row tagged
+            # with its epoch): Lightning's epoch e takes the blocks tagged e, then exactly n batches from them
             if self.blocks is None:
                 rows = self.shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=4)
                 self.blocks = ({k: v[0] for k, v in row.items()} for row in rows)
-            self.epoch += 1
-            yield from shuffled_batches(self.blocks, data.plan.seq_len, batch_size, self.n, with_return,
-                                        pool=shuffle_buffer, seed=(data.config.seed, self.rank, self.epoch))
+            e, self.epoch = self.epoch, self.epoch + 1
+            yield from shuffled_batches(self._epoch_blocks(e), data.plan.seq_len, batch_size, self.n, with_return,
+                                        pool=shuffle_buffer, seed=(data.config.seed, self.rank, e), state=self.state)
 
     def rank_world() -> tuple[int, int]:
         try:
@@ -762,7 +807,7 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
     class StreamDataModule(pl.LightningDataModule):
         def _part(self) -> list[str]:
             rank, world = rank_world()
-            return data.tickers[rank::world]
+            return validating_tickers(data)[rank::world]
 
         def train_dataloader(self):
             return _Shard(*rank_world())

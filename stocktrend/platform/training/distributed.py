@@ -66,7 +66,7 @@ class RayConfig:
     # workers' CPUs, light next to the training step; bench/stream_scale.py) and the tickers each reads per call
     readers: int = 2
     reader_cpus: float = 0.0
-    tickers_per_read: int = 4
+    tickers_per_read: int = 0  # 0 = one ticker a read below 512 tickers (every worker gets a share), else 4
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
@@ -350,9 +350,12 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         # A laptop has one MPS device and DDP has no MPS backend: one worker uses it, more would fight over it.
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
     from stocktrend.platform.data.stream import StreamedData
-    if isinstance(data, StreamedData) and len(data.tickers) < rcfg.workers:
-        raise ValueError(f"the streaming path validates each worker on its own tickers: {len(data.tickers)} "
-                         f"ticker(s) cannot feed {rcfg.workers} workers; lower --workers")
+    if isinstance(data, StreamedData):
+        from stocktrend.platform.data.stream import validating_tickers
+        n_val = len(validating_tickers(data))
+        if n_val < rcfg.workers:
+            raise ValueError(f"the streaming path validates each worker on its own tickers: {n_val} ticker(s) with "
+                             f"validation samples cannot feed {rcfg.workers} workers; lower --workers")
     init_ray(rcfg.address)
     _check_fits(rcfg)
     # Propagated by Ray Train from this process to its controller (ENV_VARS_TO_PROPAGATE); a value the user exported
