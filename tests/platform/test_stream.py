@@ -15,8 +15,9 @@ from stocktrend.platform.data.cache import load_or_build_panel
 from stocktrend.platform.data.dataset import DataConfig, prepare
 from stocktrend.platform.data.features import feature_set
 from stocktrend.platform.data.sources import DataValidationError
-from stocktrend.platform.data.stream import (MANIFEST, PartitionedPanel, SegmentStream, build_partitioned,
-                                             plan_stream, ticker_windows)
+from stocktrend.platform.data.partitioned import MANIFEST, PartitionedPanel, build_partitioned
+from stocktrend.platform.data.stream import plan_stream, ticker_windows
+from stocktrend.platform.data.stream_ingest import SegmentStream
 from stocktrend.platform.data.synthetic import random_walk_universe
 
 FCFG = feature_set("short")
@@ -152,7 +153,8 @@ def test_streaming_refuses_what_it_cannot_do(both):
 def test_shuffled_batches_cut_every_window_once_and_step_exactly_n_times(both):
     import torch
 
-    from stocktrend.platform.data.stream import cut_windows, shuffled_batches, ticker_block
+    from stocktrend.platform.data.stream import cut_windows, ticker_block
+    from stocktrend.platform.data.stream_ingest import shuffled_batches
     _, part = both
     cfg = DataConfig(label_kind="excess", sequence_length=10, top_k=8, features="short", oversample=False)
     plan = plan_stream(part, cfg)

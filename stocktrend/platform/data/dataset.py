@@ -159,18 +159,13 @@ class Moments:
         return self.mean, np.sqrt(self.m2 / max(self.n - 1, 1)), self.n
 
 
-def _moments(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean and std over row blocks without stacking them (``Moments``)."""
-    m = Moments()
-    for b in blocks:
-        m.add(b)
-    return m.result()
-
-
 def fit_transforms(values: np.ndarray, names: list[str], fit_rows: list[tuple[int, int]], sample_rows: np.ndarray,
                    sample_targets: np.ndarray, kind: LabelKind, top_k: int) -> FittedTransforms:
     """Scaler on the training rows ``fit_rows`` (row ranges), selection on the training samples only."""
-    mean, std, _ = _moments([values[a:b] for a, b in fit_rows])
+    moments = Moments()
+    for a, b in fit_rows:
+        moments.add(values[a:b])
+    mean, std, _ = moments.result()
     std = np.where(std > 1e-12, std, 1.0)
     n_groups = 1 if kind.is_value else kind.n_classes
     sums, counts = np.zeros((n_groups, len(names))), np.zeros(n_groups)

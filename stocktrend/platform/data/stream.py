@@ -3,7 +3,7 @@ cut into windows one ticker at a time (the streaming path; ``dataset.prepare`` i
 
 Three pieces, each holding one ticker's rows at a time:
 
-- ``build_partitioned``: the feature cache as a directory ``features-<key>.dataset/`` with one Parquet file per ticker
+- ``partitioned.build_partitioned``: the feature cache as a directory ``features-<key>.dataset/`` with one Parquet file per ticker
   (the same per-ticker files a resumable in-memory build writes) and ``_manifest.json``, written last: a directory
   without a manifest is an unfinished build, and the same command resumes it (finished tickers are kept; a partition
   that cannot be read is named and recomputed). Nothing is stacked: peak memory is one ticker's features plus the raw
@@ -14,7 +14,7 @@ Three pieces, each holding one ticker's rows at a time:
   sums), so both paths choose the same samples, labels and transforms (tests/platform/test_stream.py compares them).
   Cross-sectional labels (excess, rank) need every ticker's forward return on a day: pass 1 keeps that one column for
   the whole panel (8 bytes a row), nothing else.
-- ``ticker_windows`` / ``SegmentStream`` / ``window_dataset``: a ticker's samples of one segment as materialised
+- ``ticker_windows`` here, ``SegmentStream`` / ``window_dataset`` in ``stream_ingest``: a ticker's samples of one segment as materialised
   windows (n, L, k), scaled and selected by the plan; over many tickers as a plain iterable (validation, test,
   scoring) or a Ray Dataset whose reading stage cuts the windows (what Ray Train workers stream their shard from).
 
@@ -25,192 +25,23 @@ fall on each ticker; the ticker's reader draws which windows), so an epoch's len
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+
 
 import numpy as np
 import pandas as pd
 
-from stocktrend.platform.data.cache import _computed_parts, _part_path, default_home
 from stocktrend.platform.data.dataset import DataConfig, FittedTransforms, Moments, drop_short
-from stocktrend.platform.data.features import FeatureConfig, feature_set
+from stocktrend.platform.data.features import feature_set
 from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
+from stocktrend.platform.data.partitioned import PartitionedPanel, build_partitioned
 from stocktrend.platform.data.sources import DataValidationError, Universe
 from stocktrend.platform.data.splits import SEGMENTS, Boundaries, chronological_boundaries, split_ticker
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "_manifest.json"
-FORMAT = 1
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The partitioned feature dataset
-# --------------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Partition:
-    ticker: str
-    file: str  # file name inside the dataset directory
-    rows: int
-
-
-@dataclass
-class PartitionedPanel:
-    """A finished partitioned feature dataset: where it is and what its manifest says (no rows are held)."""
-
-    root: Path
-    feature_names: list[str]
-    partitions: list[Partition]
-    data_hash: str
-    cache_key: str
-    cache_hit: bool = False
-    seconds: float = 0.0
-
-    @property
-    def tickers(self) -> list[str]:
-        return [p.ticker for p in self.partitions]
-
-    @property
-    def rows(self) -> int:
-        return sum(p.rows for p in self.partitions)
-
-    def path_of(self, ticker: str) -> Path:
-        return self.root / self._by_ticker()[ticker].file
-
-    def _by_ticker(self) -> dict[str, Partition]:
-        if not hasattr(self, "_index"):
-            self._index = {p.ticker: p for p in self.partitions}
-        return self._index
-
-    def read(self, ticker: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """One ticker's rows (index: date; ``columns`` of the features and ``close``), or one line naming the
-        partition and what to do when it is missing, unreadable or lacks a column the manifest promises."""
-        part = self._by_ticker().get(ticker)
-        if part is None:
-            raise DataValidationError(f"ticker {ticker} is not in the partitioned dataset {self.root}")
-        path = self.root / part.file
-        fix = (f"delete {path} (if it is there) and run the same `stocktrend data build --partitioned` again: it "
-               f"recomputes only the missing tickers")
-        if not path.is_file():
-            raise DataValidationError(f"partition of ticker {ticker} is missing ({path}): {fix}")
-        import pyarrow.parquet as pq
-        try:
-            have = set(pq.read_schema(path).names)
-            missing = [c for c in (columns or [*self.feature_names, "close"]) if c not in have]
-            if missing:
-                raise DataValidationError(
-                    f"partition of ticker {ticker} ({path}) does not have the columns the dataset's manifest lists "
-                    f"(missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the schema changed "
-                    f"between partitions): {fix}")
-            frame = pd.read_parquet(path, columns=columns)
-        except DataValidationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - arrow's errors for a corrupt file are several types
-            raise DataValidationError(f"partition of ticker {ticker} ({path}) cannot be read ({type(exc).__name__}: "
-                                      f"{str(exc)[:200]}): {fix}") from None
-        if len(frame) != part.rows:
-            raise DataValidationError(f"partition of ticker {ticker} ({path}) has {len(frame)} rows, the manifest "
-                                      f"says {part.rows}: {fix}")
-        return frame
-
-    @classmethod
-    def open(cls, root: Path | str) -> PartitionedPanel:
-        """A finished dataset (its manifest is there); an unfinished one is a clear error."""
-        root = Path(root)
-        manifest = root / MANIFEST
-        if not manifest.is_file():
-            raise DataValidationError(f"{root} is not a finished partitioned feature dataset (no {MANIFEST}): run "
-                                      f"`stocktrend data build --partitioned` with the same data to finish it")
-        try:
-            m = json.loads(manifest.read_text())
-            parts = [Partition(p["ticker"], p["file"], int(p["rows"])) for p in m["partitions"]]
-            return cls(root, list(m["feature_names"]), parts, m["data_hash"], m["cache_key"], True)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataValidationError(f"{manifest} is unreadable ({type(exc).__name__}: {exc}): delete it and run "
-                                      f"`stocktrend data build --partitioned` again (finished tickers are kept)"
-                                      ) from None
-
-
-def dataset_dir(universe: Universe, cfg: FeatureConfig, cache_dir: Path | str | None = None) -> tuple[Path, str, str]:
-    """Where a universe's partitioned dataset lives: (directory, data hash, cache key)."""
-    data_hash = universe.content_hash()
-    key = f"{data_hash}-{cfg.key()}"
-    base = Path(cache_dir) if cache_dir is not None else default_home() / "cache"
-    return base / f"features-{key}.dataset", data_hash, key
-
-
-def _readable_rows(path: Path) -> int | None:
-    import pyarrow.parquet as pq
-    try:
-        return pq.read_metadata(path).num_rows
-    except Exception:  # noqa: BLE001 - a truncated or foreign file: recomputed
-        return None
-
-
-def build_partitioned(universe: Universe, cfg: FeatureConfig | None = None, cache_dir: Path | str | None = None,
-                      n_jobs: int = 1) -> PartitionedPanel:
-    """The universe's features as one Parquet file per ticker plus a manifest (see the module docstring)."""
-    import pyarrow.parquet as pq
-    cfg = cfg or FeatureConfig()
-    t0 = time.perf_counter()
-    root, data_hash, key = dataset_dir(universe, cfg, cache_dir)
-    if (root / MANIFEST).is_file():
-        panel = PartitionedPanel.open(root)
-        broken = [p.ticker for p in panel.partitions if _readable_rows(root / p.file) != p.rows]
-        if not broken:
-            panel.seconds = time.perf_counter() - t0
-            return panel
-        log.warning("features: %d partition(s) missing or damaged (%s); recomputing them", len(broken),
-                    ", ".join(broken[:10]))
-        (root / MANIFEST).unlink()
-    root.mkdir(parents=True, exist_ok=True)
-    for name in universe.tickers:  # a file a crash or a user damaged is recomputed, the rest kept
-        path = _part_path(root, name)
-        if path.is_file() and _readable_rows(path) is None:
-            log.warning("features: the partition of ticker %s (%s) cannot be read; it is recomputed", name, path)
-            path.unlink()
-    _computed_parts(universe, cfg, n_jobs, root)  # computes and writes what is missing (the reader is not used)
-    rows, columns = {}, {}
-    for name in universe.tickers:
-        path = _part_path(root, name)
-        rows[name] = _readable_rows(path)
-        if rows[name] is None:
-            raise DataValidationError(f"features of ticker {name} were written to {path} but cannot be read back: "
-                                      f"delete the file and run the build again")
-        columns[name] = [c for c in pq.read_schema(path).names if c != "date"]
-    keep = list(universe.tickers)
-    empty = [n for n in keep if rows[n] == 0]
-    if empty and universe.drop_short and len(empty) < len(keep):
-        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
-                    ", ".join(map(str, empty)))
-        keep = [n for n in keep if rows[n]]
-    elif empty:
-        raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
-                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}")
-    common = set.intersection(*(set(columns[n]) for n in keep))
-    names = [c for c in columns[keep[0]] if c != "close" and c in common]
-    dropped = sorted({c for n in keep for c in columns[n] if c not in common})
-    if dropped:
-        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
-    manifest = {"format": FORMAT, "data_hash": data_hash, "cache_key": key, "feature_names": names,
-                "partitions": [{"ticker": str(n), "file": _part_path(root, n).name, "rows": int(rows[n])}
-                               for n in keep],
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = root / f"{MANIFEST}.tmp-{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, root / MANIFEST)
-    finally:
-        tmp.unlink(missing_ok=True)
-    panel = PartitionedPanel.open(root)
-    panel.cache_hit, panel.seconds = False, time.perf_counter() - t0
-    return panel
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -505,179 +336,6 @@ def ticker_windows(panel: PartitionedPanel, plan: StreamPlan, ticker: str, segme
     return b
 
 
-def batch_keys(with_return: bool, with_day: bool) -> tuple[str, ...]:
-    """The order of a batch's tensors as TrendModule takes them: (x, y[, r][, meta])."""
-    return ("x", "y", *(("r",) if with_return else ()), *(("meta",) if with_day else ()))
-
-
-def as_batch(d: dict[str, Any], with_return: bool, with_day: bool) -> tuple:
-    """A dict of arrays/tensors -> the tuple TrendModule's steps take (meta = stacked (day, forward return))."""
-    import torch
-
-    def t(v):
-        return v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
-    items = [t(d["x"]), t(d["y"])]
-    if with_return:
-        items.append(t(d["r"]))
-    if with_day:
-        items.append(torch.stack([t(d["day"]).float(), t(d["fwd"]).float()], dim=1))
-    return tuple(items)
-
-
-class SegmentStream:
-    """A re-iterable of batches over some tickers' samples of one segment, one ticker read at a time (validation,
-    test and scoring on the streaming path; a Ray Train worker validates on its own share of the tickers)."""
-
-    def __init__(self, panel: PartitionedPanel, plan: StreamPlan, segment: str, tickers: list[str] | None = None,
-                 batch_size: int = 256, with_return: bool = False, with_day: bool = False):
-        self.panel, self.plan, self.segment = panel, plan, segment
-        self.tickers = list(plan.tickers if tickers is None else tickers)
-        self.batch_size, self.with_return, self.with_day = batch_size, with_return, with_day
-
-    def __iter__(self) -> Iterator[tuple]:
-        buf: list[dict[str, np.ndarray]] = []
-        n = 0
-        for t in self.tickers:
-            if not len(self.plan.per_ticker[t].samples[self.segment]):
-                continue
-            w = ticker_windows(self.panel, self.plan, t, self.segment, self.with_return, self.with_day)
-            buf.append(w)
-            n += len(w["y"])
-            while n >= self.batch_size:
-                joined = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
-                yield as_batch({k: v[:self.batch_size] for k, v in joined.items()}, self.with_return, self.with_day)
-                rest = {k: v[self.batch_size:] for k, v in joined.items()}
-                buf, n = [rest], len(rest["y"])
-        if n:
-            joined = {k: np.concatenate([b[k] for b in buf]) for k in buf[0]}
-            yield as_batch(joined, self.with_return, self.with_day)
-
-
-class _ReadBlocks:
-    """Ray Data's reading stage (a small actor pool): a batch of ticker names -> one row per ticker holding its
-    ``ticker_block``. The panel's manifest and the plan are fetched once per actor."""
-
-    def __init__(self, root: str, plan_ref, segment: str, with_return: bool):
-        import ray
-        self.panel = PartitionedPanel.open(root)
-        self.plan = ray.get(plan_ref)
-        self.segment, self.with_return = segment, with_return
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        blocks = [{**ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return), "epoch": int(e)}
-                  for t, e in zip(batch["ticker"], batch["epoch"])]
-        out = {}
-        for k in blocks[0]:
-            col = np.empty(len(blocks), dtype=object)  # ragged: one array per ticker
-            col[:] = [b[k] for b in blocks]
-            out[k] = col
-        return out
-
-
-def shuffled_batches(blocks, seq_len: int, batch_size: int, n_batches: int, with_return: bool = False,
-                     pool: int = 20_000, seed: int | tuple[int, ...] = 0, state: dict | None = None):
-    """Training batches from a stream of ticker blocks: windows of the blocks held in a pool of about ``pool``
-    samples are shuffled together (so a batch mixes tickers) and cut only when batched. Exactly ``n_batches`` whole
-    batches are yielded: a stream that holds more stops there; one that ends early is topped up by drawing again from
-    its last pool of at least ``batch_size`` samples (or, with ``state``, the previous call's), so every DDP rank
-    steps the same number of times. A stream with no sample at all, and nothing to fall back on, is an error (a rank
-    without data would leave the others waiting)."""
-    rng = np.random.default_rng(seed)
-    state = state if state is not None else {}
-    held: list[dict[str, np.ndarray]] = []
-    count = done = 0
-
-    def drain(keep_tail: bool):
-        nonlocal held, count, done
-        if not held:
-            return
-        owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(held)])
-        idx = np.concatenate([np.arange(len(b["pos"])) for b in held])
-        if len(idx) >= batch_size:
-            state["last"] = held  # what a short stream is topped up from
-        order = rng.permutation(len(idx))
-        full = (len(order) // batch_size) * batch_size
-        for a in range(0, full, batch_size):
-            if done >= n_batches:
-                break
-            yield _gather(held, owner[order[a:a + batch_size]], idx[order[a:a + batch_size]], seq_len, with_return)
-            done += 1
-        rest = order[full:]
-        if keep_tail and len(rest):  # the leftover samples stay for the next pool
-            tail_owner, tail_idx = owner[rest], idx[rest]
-            kept = []
-            for o in np.unique(tail_owner):
-                b = held[int(o)]
-                sel = tail_idx[tail_owner == o]
-                kept.append({k: (v if k == "x" else v[sel]) for k, v in b.items()})
-            held = kept
-            count = sum(len(b["pos"]) for b in held)
-        else:
-            if len(rest) and "last" not in state:
-                state["last"] = held
-            held, count = [], 0
-
-    for block in blocks:
-        if done >= n_batches:
-            break
-        if len(block["pos"]):
-            held.append(block)
-            count += len(block["pos"])
-        if count >= pool:
-            yield from drain(keep_tail=True)
-    yield from drain(keep_tail=False)
-    last = state.get("last")
-    if done < n_batches and not last:
-        raise RuntimeError("this worker received no training window in this epoch (too few tickers for the workers: "
-                           "lower --workers)")
-    if done < n_batches:
-        owner = np.concatenate([np.full(len(b["pos"]), i) for i, b in enumerate(last)])
-        idx = np.concatenate([np.arange(len(b["pos"])) for b in last])
-    while done < n_batches:  # the stream ran short: top up from the last pool
-        pick = rng.integers(0, len(idx), batch_size)
-        yield _gather(last, owner[pick], idx[pick], seq_len, with_return)
-        done += 1
-
-
-def _gather(held, owner: np.ndarray, idx: np.ndarray, seq_len: int, with_return: bool) -> tuple:
-    import torch
-    xs, ys, rs = [], [], []
-    for o in np.unique(owner):
-        b = held[int(o)]
-        sel = idx[owner == o]
-        xs.append(cut_windows(b["x"], b["pos"][sel], seq_len))
-        ys.append(b["y"][sel])
-        if with_return:
-            rs.append(b["r"][sel])
-    out = [torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))]
-    if with_return:
-        out.append(torch.from_numpy(np.concatenate(rs)))
-    return tuple(out)
-
-
-def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
-                   with_return: bool = False, seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0,
-                   readers: int = 2, tickers_per_read: int = 0):
-    """A Ray Dataset of a segment's ticker blocks (``ticker_block``; one row per ticker) for ``epochs`` passes, each
-    in its own random ticker order: one execution serves the whole fit (a Ray Data pipeline starts in seconds; once,
-    not every epoch), and a worker's epochs take their batches from it in turn (``stream_data_module``). The reading
-    stage is a pool of ``readers`` actors of ``reader_cpus`` logical CPUs (light next to training: it must not wait
-    for CPUs the Train workers hold), ``tickers_per_read`` tickers a call. Windows are cut where they are consumed
-    (``shuffled_batches``)."""
-    import ray
-    tickers = [t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])]
-    items = [{"ticker": tickers[i], "epoch": e} for e in range(max(1, epochs))
-             for i in np.random.default_rng([seed, e]).permutation(len(tickers))]
-    if tickers_per_read <= 0:  # small panels: one ticker a block, so that every worker's share holds some
-        tickers_per_read = 1 if len(tickers) < 512 else 4
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
-    return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
-                                                              "segment": segment, "with_return": with_return},
-                          batch_size=tickers_per_read, batch_format="numpy", num_cpus=reader_cpus,
-                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)))
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # The streamed data set as training sees it
 # --------------------------------------------------------------------------------------------------------------------
@@ -740,85 +398,6 @@ def validating_tickers(data: StreamedData) -> list[str]:
     """The tickers with validation samples: the workers share them (every worker must have some, or one would skip
     the epoch-end reductions the others wait in)."""
     return [t for t in data.tickers if len(data.plan.per_ticker[t].samples["val"])]
-
-
-def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int = 256, with_return: bool = False,
-                       shuffle_buffer: int = 20_000):
-    """A LightningDataModule over a streamed data set. Training batches come from this Ray Train worker's shard of the
-    ``train`` Ray Dataset (``window_dataset``), mixed across tickers by a local shuffle buffer; a worker validates on
-    its own share of the tickers (rank r of w takes every w-th ticker: every validation sample is scored once, and
-    the rank IC metric gathers the cross-section from all workers); test (on the driver) reads every ticker."""
-    import lightning.pytorch as pl
-
-    with_day = data.is_panel
-
-    class _Shard:
-        """This worker's training batches: its shard of the ticker blocks (Ray Data), windows shuffled across the
-        tickers of a pool and cut when batched; exactly ``len`` batches per epoch on every worker (the oversampled
-        count, known in advance, divided among the workers), so DDP ranks step together and the learning-rate
-        schedule knows the epoch's length."""
-
-        def __init__(self, rank: int, world: int):
-            import ray.train
-            self.shard = ray.train.get_dataset_shard("train")
-            self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
-            self.rank, self.epoch = rank, 0
-            self.blocks, self.pending, self.state = None, None, {}
-
-        def __len__(self) -> int:
-            return self.n
-
-        def _epoch_blocks(self, e: int):
-            """This worker's blocks tagged with dataset epoch ``e``; leftovers of earlier epochs are skipped, the
-            first block of the next epoch waits for it."""
-            while True:
-                if self.pending is None:
-                    try:
-                        self.pending = next(self.blocks)
-                    except StopIteration:
-                        return
-                tag = int(self.pending["epoch"])
-                if tag < e:
-                    self.pending = None
-                    continue
-                if tag > e:
-                    return
-                block, self.pending = self.pending, None
-                yield {k: v for k, v in block.items() if k != "epoch"}
-
-        def __iter__(self):
-            # one execution of the dataset serves every epoch (it holds one ticker order per epoch, each row tagged
-            # with its epoch): Lightning's epoch e takes the blocks tagged e, then exactly n batches from them
-            if self.blocks is None:
-                rows = self.shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=4)
-                self.blocks = ({k: v[0] for k, v in row.items()} for row in rows)
-            e, self.epoch = self.epoch, self.epoch + 1
-            yield from shuffled_batches(self._epoch_blocks(e), data.plan.seq_len, batch_size, self.n, with_return,
-                                        pool=shuffle_buffer, seed=(data.config.seed, self.rank, e), state=self.state)
-
-    def rank_world() -> tuple[int, int]:
-        try:
-            import ray.train
-            ctx = ray.train.get_context()
-            return ctx.get_world_rank(), ctx.get_world_size()
-        except Exception:  # noqa: BLE001 - outside a Train worker
-            return 0, 1
-
-    class StreamDataModule(pl.LightningDataModule):
-        def _part(self) -> list[str]:
-            rank, world = rank_world()
-            return validating_tickers(data)[rank::world]
-
-        def train_dataloader(self):
-            return _Shard(*rank_world())
-
-        def val_dataloader(self):
-            return SegmentStream(data.panel, data.plan, "val", self._part(), eval_batch_size, with_return, with_day)
-
-        def test_dataloader(self):
-            return SegmentStream(data.panel, data.plan, "test", None, eval_batch_size, with_return, with_day)
-
-    return StreamDataModule()
 
 
 def reference_sample(data: StreamedData, max_windows: int = 20_000, max_rows: int = 200_000, seed: int = 0

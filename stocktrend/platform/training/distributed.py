@@ -351,11 +351,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         raise ValueError("on Apple MPS use --workers 1 (one MPS device, no multi-process DDP backend for it)")
     from stocktrend.platform.data.stream import StreamedData
     if isinstance(data, StreamedData):
-        from stocktrend.platform.data.stream import validating_tickers
-        n_val = len(validating_tickers(data))
-        if n_val < rcfg.workers:
-            raise ValueError(f"the streaming path validates each worker on its own tickers: {n_val} ticker(s) with "
-                             f"validation samples cannot feed {rcfg.workers} workers; lower --workers")
+        from stocktrend.platform.data.stream_ingest import check_workers
+        check_workers(data, rcfg.workers)
     init_ray(rcfg.address)
     _check_fits(rcfg)
     # Propagated by Ray Train from this process to its controller (ENV_VARS_TO_PROPAGATE); a value the user exported
@@ -371,15 +368,14 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                                 "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}
     datasets: dict[str, Any] = {}
     if isinstance(data, StreamedData):  # the streaming path: workers read their shard of the windows (Ray Data)
-        from stocktrend.platform.data.stream import window_dataset
+        from stocktrend.platform.data.stream_ingest import ticker_split_config, window_dataset
         plan_ref = ray.put(data.plan)
         loop_cfg.update(transport="stream", root=str(data.panel.root), plan_ref=plan_ref)
         datasets["train"] = window_dataset(data.panel, plan_ref, data.plan, "train",
                                            with_return=tcfg.spec.task(data.config.label_kind).is_multitask,
                                            seed=tcfg.seed, epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus,
                                            readers=rcfg.readers, tickers_per_read=rcfg.tickers_per_read)
-        # split by ticker without equalising rows (a ticker is one row): every rank steps the same number of batches
-        # (stream_data_module), so uneven shards cannot stall DDP
+        # split by ticker, rows not equalised; every rank steps the same batches (stream_ingest.shuffled_batches)
     elif rcfg.data_transport == "object-store":
         loop_cfg["data_ref"] = ray.put(data)
     elif rcfg.data_transport == "shared-path":
@@ -395,7 +391,7 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
-        dataset_config=_stream_split() if datasets else None,
+        dataset_config=ticker_split_config() if datasets else None,
         scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -447,25 +443,6 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                            int(best_row["epoch"]) if best_row else None, len(history), history,
                            test_metrics_of(module, data, tcfg) if run_test else {})
     return fit_result, RayRunInfo(result.path, str(best.path), rcfg.workers, time.perf_counter() - t0)
-
-
-def _stream_split():
-    """Ray Train's DataConfig splitting only ``train``, by rows without equalising them (Ray's default drops rows to
-    give every worker the same count; here a row is a whole ticker)."""
-    import ray.train
-
-    class _TickerSplit(ray.train.DataConfig):
-        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-            # DataConfig.configure (Ray 2.60) with equal=False
-            ds = datasets["train"]
-            if ds.name is None:
-                ds.set_name("train")
-            ds = ds.copy(ds)
-            ds.context.execution_options = self._resolve_execution_options("train")
-            locality = worker_node_ids if self._enable_shard_locality else None
-            return [{"train": s} for s in ds.streaming_split(world_size, equal=False, locality_hints=locality)]
-
-    return _TickerSplit(datasets_to_split=["train"])
 
 
 def _first_line(exc: BaseException) -> str:

@@ -227,7 +227,8 @@ def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:
 def data_module(data: PreparedData, tcfg: TrainConfig) -> StockDataModule:
     """Batches for the model's task (multi-task models also get each window's forward return); a streamed data set
     (``data.stream.StreamedData``) gets its streaming data module."""
-    from stocktrend.platform.data.stream import StreamedData, stream_data_module
+    from stocktrend.platform.data.stream import StreamedData
+    from stocktrend.platform.data.stream_ingest import stream_data_module
     if isinstance(data, StreamedData):
         return stream_data_module(data, tcfg.batch_size,
                                   with_return=tcfg.spec.task(data.config.label_kind).is_multitask)
