@@ -177,7 +177,7 @@ def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment:
     items = [{"ticker": tickers[i], "epoch": e} for e in range(max(1, epochs))
              for i in np.random.default_rng([seed, e]).permutation(len(tickers))]
     if tickers_per_read <= 0:  # small panels: one ticker a block, so that every worker's share holds some
-        tickers_per_read = 1 if len(tickers) < 512 else 4
+        tickers_per_read = 1 if len(tickers) < 64 else 4
     ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
     return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,

@@ -66,7 +66,7 @@ class RayConfig:
     # workers' CPUs, light next to the training step; bench/stream_scale.py) and the tickers each reads per call
     readers: int = 2
     reader_cpus: float = 0.0
-    tickers_per_read: int = 0  # 0 = one ticker a read below 512 tickers (every worker gets a share), else 4
+    tickers_per_read: int = 0  # 0 = one ticker a read below 64 tickers (every worker gets a share), else 4
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
