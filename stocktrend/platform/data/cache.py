@@ -188,6 +188,29 @@ def _computed_parts(universe: Universe, cfg: FeatureConfig, n_jobs: int, parts_d
     return ((name, read(name)) for name in universe.tickers)
 
 
+def kept_tickers_and_features(universe: Universe, cfg: FeatureConfig, lengths: dict[str, int],
+                              columns: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """Which tickers a built panel keeps (a breadth universe leaves out those with no row after the warm-up; others
+    refuse them) and the features every kept ticker has, in the first one's order (a close-only ticker in a panel of
+    OHLCV ones takes the range and volume features out of the whole panel: one model sees one feature list)."""
+    empty = [name for name, n in lengths.items() if n == 0]
+    keep = list(universe.tickers)
+    if empty and universe.drop_short and len(empty) < len(lengths):
+        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
+                    ", ".join(map(str, empty)))
+        keep = [name for name in keep if lengths[name]]
+    elif empty:
+        raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
+                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}"
+                                  f"{' (a short history needs --features short)' if cfg.warmup > 100 else ''}")
+    common = set.intersection(*(set(columns[name]) for name in keep))
+    names = [c for c in columns[keep[0]] if c != "close" and c in common]
+    dropped = sorted({c for name in keep for c in columns[name] if c not in common})
+    if dropped:
+        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
+    return keep, names
+
+
 def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1, parts_dir: Path | None = None
                   ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Features of every ticker (in parallel processes when ``n_jobs > 1``), stacked in ticker order; with
@@ -206,23 +229,7 @@ def compute_panel(universe: Universe, cfg: FeatureConfig, n_jobs: int = 1, parts
         parts = list(parts)
         lengths = {name: len(part) for name, part in parts}
         columns = {name: list(part.columns) for name, part in parts}
-    empty = [name for name, n in lengths.items() if n == 0]
-    keep = list(universe.tickers)
-    if empty and universe.drop_short and len(empty) < len(lengths):
-        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
-                    ", ".join(map(str, empty)))
-        keep = [name for name in keep if lengths[name]]
-    elif empty:
-        raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
-                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}"
-                                  f"{' (a short history needs --features short)' if cfg.warmup > 100 else ''}")
-    # Features every ticker has (a close-only ticker in a panel of OHLCV ones takes the range and volume features out
-    # of the whole panel: one model sees one feature list).
-    common = set.intersection(*(set(columns[name]) for name in keep))
-    names = [c for c in columns[keep[0]] if c != "close" and c in common]
-    dropped = sorted({c for name in keep for c in columns[name] if c not in common})
-    if dropped:
-        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
+    keep, names = kept_tickers_and_features(universe, cfg, lengths, columns)
     n = sum(lengths[name] for name in keep)
     values = np.empty((n, len(names)), dtype=np.float32, order="F")
     tickers, dates, closes = [], [], []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stocktrend.platform.data.cache import _computed_parts, _part_path, default_home
+from stocktrend.platform.data.cache import _computed_parts, _part_path, default_home, kept_tickers_and_features
 from stocktrend.platform.data.features import FeatureConfig
 from stocktrend.platform.data.sources import DataValidationError, Universe
 
@@ -157,20 +157,7 @@ def build_partitioned(universe: Universe, cfg: FeatureConfig | None = None, cach
             raise DataValidationError(f"features of ticker {name} were written to {path} but cannot be read back: "
                                       f"delete the file and run the build again")
         columns[name] = [c for c in pq.read_schema(path).names if c != "date"]
-    keep = list(universe.tickers)
-    empty = [n for n in keep if rows[n] == 0]
-    if empty and universe.drop_short and len(empty) < len(keep):
-        log.warning("%d ticker(s) with no row after the %d-day feature warm-up left out: %s", len(empty), cfg.warmup,
-                    ", ".join(map(str, empty)))
-        keep = [n for n in keep if rows[n]]
-    elif empty:
-        raise DataValidationError(f"too little history: no rows left after the {cfg.warmup}-day feature warm-up for "
-                                  f"{', '.join(map(str, empty[:10]))}{' ...' if len(empty) > 10 else ''}")
-    common = set.intersection(*(set(columns[n]) for n in keep))
-    names = [c for c in columns[keep[0]] if c != "close" and c in common]
-    dropped = sorted({c for n in keep for c in columns[n] if c not in common})
-    if dropped:
-        log.info("features missing for some tickers, left out of the panel: %s", ", ".join(dropped))
+    keep, names = kept_tickers_and_features(universe, cfg, rows, columns)
     manifest = {"format": FORMAT, "data_hash": data_hash, "cache_key": key, "feature_names": names,
                 "partitions": [{"ticker": str(n), "file": _part_path(root, n).name, "rows": int(rows[n])}
                                for n in keep],
