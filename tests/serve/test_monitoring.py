@@ -179,7 +179,7 @@ def test_a_broken_challenger_never_takes_the_champion_down(endpoint):
 
 
 @pytest.mark.slow
-def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(endpoint, tmp_path):
+def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(endpoint, tmp_path, request):
     """Issue 40: the real Prometheus and Alertmanager (Debian's binaries, `bash deploy/prometheus/get-prometheus.sh`;
     missing binaries fail this test with that advice, they never skip it) over the live endpoint: Prometheus scrapes
     Ray's service-discovery file, evaluates a rule file generated from the real one (every `for:` 2 s); with the test
@@ -207,7 +207,15 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     sd_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "prom_metrics_service_discovery.json"
-    url = endpoint["url"] + "/ab/predict"
+    # Its own application: a fresh drift window (the "ab" app's holds the earlier tests' copies of one window, which is
+    # drift, and alerts on it); the model alerts carry the application, so this test reads only "live"'s.
+    from ray import serve
+
+    from stocktrend.serve.app import app_builder
+    serve.run(app_builder({k: v for k, v in endpoint["base"].items() if k != "challenger"}), name="live",
+              route_prefix="/live")
+    request.addfinalizer(lambda: serve.delete("live"))
+    url = endpoint["url"] + "/live/predict"
 
     def traffic(windows):
         def send(i):
@@ -219,10 +227,10 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
     def drift_alerts(prom):
         alerts = httpx.get(f"{prom}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "StocktrendFeatureDrift"
-                and a["labels"].get("role") == "champion"]
+                and a["labels"].get("role") == "champion" and a["labels"].get("application") == "live"]
 
     def psi_max(prom):
-        query = 'max(ray_stocktrend_feature_psi_max{role="champion",application="ab"})'  # not the "broken" app's
+        query = 'max(ray_stocktrend_feature_psi_max{role="champion",application="live"})'
         r = httpx.get(f"{prom}/api/v1/query", params={"query": query},
                       timeout=10).json()["data"]["result"]
         return float(r[0]["value"][1]) if r else None
@@ -253,7 +261,8 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
         psi = psi_max(prom)
         quiet = drift_alerts(prom)
         model_alerts = [(a["labels"]["alertname"], a["state"]) for a in httpx.get(f"{prom}/api/v1/alerts", timeout=10)
-                        .json()["data"]["alerts"] if a["labels"].get("role") == "champion" and a["labels"][
+                        .json()["data"]["alerts"] if a["labels"].get("role") == "champion"
+                        and a["labels"].get("application") == "live" and a["labels"][
                         "alertname"] in ("StocktrendFeatureDrift", "StocktrendLowConfidence",
                                          "StocktrendPredictionMixShift")]
         print(f"in-distribution: PSI max {psi:.3f}, champion model alerts {model_alerts}")
@@ -269,15 +278,15 @@ def test_a_live_prometheus_fires_the_drift_alert_and_alertmanager_delivers_it(en
         # it went pending before it fired (Prometheus keeps the ALERTS series of every state it passed through)
         was_pending = httpx.get(f"{prom}/api/v1/query", timeout=10, params={
             "query": 'max_over_time(ALERTS{alertname="StocktrendFeatureDrift",alertstate="pending",'
-                     'role="champion"}[5m])'}).json()["data"]["result"]
+                     'role="champion",application="live"}[5m])'}).json()["data"]["result"]
         assert was_pending, states
         deadline = time.time() + 60
         while time.time() < deadline and not any(
                 a["labels"]["alertname"] == "StocktrendFeatureDrift" and a["status"] == "firing"
-                for msg in received for a in msg["alerts"]):
+                and a["labels"].get("application") == "live" for msg in received for a in msg["alerts"]):
             time.sleep(0.5)
         delivered = [a for msg in received for a in msg["alerts"] if a["labels"]["alertname"] ==
-                     "StocktrendFeatureDrift"]
+                     "StocktrendFeatureDrift" and a["labels"].get("application") == "live"]
         assert delivered, f"the webhook received {len(received)} message(s), none with the drift alert"
         assert delivered[0]["labels"]["severity"] == "warning" and "drifted" in delivered[0]["annotations"]["summary"]
 
