@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from ray.tune import Callback
+
+from stocktrend.platform.training.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _fit_sklearn(data, tcfg, mcfg) -> None:
     from stocktrend.models.sklearn_base import dumps
     from stocktrend.platform.training.sklearn_fit import fit_sklearn
     res = fit_sklearn(data, tcfg, mcfg, run_test=False)
-    with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
+    with scratch_dir("stocktrend-trial-") as tmp:
         (Path(tmp) / SKLEARN_FILE).write_bytes(dumps(res.module.model.estimator))
         tune.report({k: v for k, v in res.history[0].items() if k != "epoch"},
                     checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -96,7 +97,7 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
             mcfg = tcfg.spec.config_from_dict(stored)
     module = make_module(data, tcfg, mcfg)
     report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
-    with tempfile.TemporaryDirectory(prefix="stocktrend-trial-") as tmp:
+    with scratch_dir("stocktrend-trial-") as tmp:
         trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
         if checkpoint is None:
             trainer.fit(module, datamodule=data_module(data, tcfg))

@@ -115,8 +115,23 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
         registry.get_version("t", "7")
     with pytest.raises(registry.RegistryError, match="unknown model 'nope'"):
         registry.list_versions("nope")
+    import tempfile
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what a download leaves in the temporary directory
     path, info = registry.download("t", "2")
     assert info["version"] == 2 and Predictor.load(path).config.n_features == 16
+    # Fetched once into the home's model cache, whole; the next load reuses it; nothing is left in the temporary dir.
+    cache = registry.model_cache("t")
+    assert path.is_relative_to(cache) and [p.name for p in cache.iterdir()] == [path.relative_to(cache).parts[0]]
+    mtime = path.stat().st_mtime_ns
+    assert registry.download("t", "2")[0] == path and path.stat().st_mtime_ns == mtime
+    assert list(scratch.iterdir()) == []
+    # A download killed midway leaves its private folder beside the cache: invisible, removed once an hour old.
+    dead = cache / ".tmp-v1-deadbeef-x"
+    dead.mkdir()
+    os.utime(dead, (0, 0))
+    assert registry.download("t", "1")[0].is_file() and not dead.exists()
     # A checkpoint saved under another file name is stored under the canonical name and downloads fine.
     other = tmp_path / "renamed.pt"
     other.write_bytes(path.read_bytes())

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -271,12 +272,23 @@ def get_version(name: str, ref: str | None = None) -> dict[str, Any]:
 
 
 def download(name: str, ref: str | None = None, dst: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Local path of a registered checkpoint file (downloaded from the artefact store)."""
+    """Local path of a registered checkpoint file. Without ``dst`` it is a copy in the home's model cache
+    (``$STOCKTREND_HOME/cache/models/<name>/v<version>-<run>``), fetched from the artefact store once per version: a
+    registered version never changes, so every later load (serve replicas, score, retrain's gate) reuses it and nothing
+    is left in the temporary directory. With ``dst`` the copy goes there and belongs to the caller."""
     import mlflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     info = get_version(name, ref)
-    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="stocktrend-model-"))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(dst)))
+    if dst is not None:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(dst)))
+    else:
+        try:
+            local = _cached_download(name, info)
+        except PermissionError as exc:  # a read-only home (a mounted volume): a private copy, as before the cache
+            log.warning("model cache not writable (%s): downloading %s v%s to a temporary folder", exc, name,
+                        info["version"])
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=info["source"], dst_path=tempfile.mkdtemp(prefix="stocktrend-model-")))
     path = local
     if local.is_dir():  # an MLflow Model directory (artifacts/model.pt), or an older version's checkpoint/ folder
         path = next((p for p in (local / "artifacts" / CHECKPOINT_FILE, local / CHECKPOINT_FILE) if p.is_file()),
@@ -284,6 +296,51 @@ def download(name: str, ref: str | None = None, dst: str | Path | None = None) -
     if not path.is_file():
         raise RegistryError(f"{name} version {info['version']}: checkpoint file missing from {info['source']}")
     return path, info
+
+
+CACHE_DONE = ".downloaded"  # written last inside a cached version's folder: the path of the download within it
+STALE_DOWNLOAD_S = 3600.0
+
+
+def model_cache(name: str) -> Path:
+    return default_home() / "cache" / "models" / re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _cached_download(name: str, info: dict[str, Any]) -> Path:
+    """The version's artefacts in the model cache: downloaded into a private temporary folder beside it, then renamed
+    into place whole (two processes fetching the same version at once both succeed; a killed download leaves only
+    its temporary folder, removed by a later download once an hour old)."""
+    import hashlib
+    import shutil
+    import time
+
+    import mlflow
+    root = model_cache(name)
+    key = info.get("run_id") or hashlib.sha256(str(info["source"]).encode()).hexdigest()
+    final = root / f"v{info['version']}-{key[:16]}"
+    done = final / CACHE_DONE
+    if done.is_file():
+        return final / done.read_text().strip()
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_DOWNLOAD_S:
+                shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(tmp)))
+        rel = local.relative_to(tmp).as_posix() if local != tmp else "."
+        (tmp / CACHE_DONE).write_text(rel + "\n")
+        if final.exists() and not done.is_file():  # not ours (every folder we put in place holds CACHE_DONE)
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process put the same version in place first: use its copy
+            if not done.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / done.read_text().strip()
 
 
 def _history(rm) -> list[int]:

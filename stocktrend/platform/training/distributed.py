@@ -1,14 +1,9 @@
 """Ray Train: the same TrendModule, StockDataModule and recipe as ``training.fit``, across Ray workers (DDP).
 
-How the data reaches the workers: the driver builds (or reads) the feature cache once and prepares the data set once.
-Then either
-- ``object-store`` (default): the PreparedData is put in the Ray object store once; every worker ``ray.get``s it. Works
-  on any cluster, multi-node included, with no shared filesystem (same-node workers read it zero-copy).
-- ``shared-path``: workers read the cached feature Parquet from a path every node can see (NFS, a mounted bucket)
-  and re-derive labels/split/transforms from it (deterministic, so identical on every rank). Use it when the panel
-  is too large to ship through the object store.
-Each worker then sees a distinct shard of the training windows: Lightning's DDP strategy wraps the training loader in
-a DistributedSampler.
+How the data reaches the workers (``RayConfig.data_transport``): ``object-store`` (default) puts the PreparedData in
+the object store once and every worker ``ray.get``s it (any cluster; Lightning's DistributedSampler shards the training
+windows); ``shared-path`` has workers re-derive it from a feature cache every node can see; ``stream`` (a
+``StreamedData``, data/stream.py) has each worker read only its tickers' partitions through Ray Data.
 
 Checkpoints: RayTrainReportCallback reports each epoch's metrics with a Lightning checkpoint to ``storage_path``
 (local dir by default; S3/NFS URI on a cluster); CheckpointConfig keeps the best K by the monitored metric;
@@ -19,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,7 +105,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     accelerator = _worker_accelerator(cfg["gpus_per_worker"])
     # patience 0: a fixed-length run (a refit), no early stopping; the last epoch's weights are kept (fit_ray)
     early = [early_stopping(tcfg)] if tcfg.patience > 0 else []
-    callbacks = [*early, RayTrainReportCallback(), *cfg.get("callbacks", [])]
+    callbacks = [*early, (report := RayTrainReportCallback()), *cfg.get("callbacks", [])]
     trainer = pl.Trainer(max_epochs=tcfg.epochs, accelerator=accelerator, devices="auto",
                          strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
                          precision=pick_precision(accelerator, tcfg.precision), gradient_clip_val=tcfg.grad_clip,
@@ -127,6 +123,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
                         weights_only=True)
     else:
         trainer.fit(module, datamodule=dm)
+    shutil.rmtree(report.tmpdir_prefix, ignore_errors=True)  # Ray removes each epoch's folder, not their parent
 
 
 @dataclass

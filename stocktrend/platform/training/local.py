@@ -23,6 +23,7 @@ from stocktrend.models.rank_ic import MIN_NAMES
 from stocktrend.platform.data.datamodule import StockDataModule
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.training.results import FitResult
+from stocktrend.platform.training.scratch import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
         module.model.load_state_dict(init_state_dict)
     dm = datamodule or data_module(data, tcfg)
     history = EpochHistory(metric_sink)
-    with tempfile.TemporaryDirectory(prefix="stocktrend-fit-") as tmp:
+    with scratch_dir() as tmp:  # named by this process; folders of killed fits are swept (scratch.py)
         ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
                                             save_top_k=1, save_weights_only=True, filename="best")
         fixed = tcfg.patience <= 0
