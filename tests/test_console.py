@@ -75,6 +75,7 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     console = r.stdout + r.stderr
     assert "pid=" not in console and "Traceback" not in console and "GCS" not in console, console[-3000:]
     assert "registered   : stocktrend version 1" in r.stdout
+    assert "data         : object-store: in memory (1 ticker, " in r.stdout  # --data-transport auto, a small panel
     assert "pid=" in _log(home, "train")  # Ray's worker and controller output is in the command's log file
 
     assert subprocess.run([CLI, "models", "promote", "stocktrend", "1"], env=_env(home), capture_output=True,

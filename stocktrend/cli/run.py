@@ -58,10 +58,11 @@ def train_cmd(
     address: Optional[str] = typer.Option(None, help="Ray cluster to join: host:port, ray://host:port, or auto (the "
                                           "running local cluster); default $RAY_ADDRESS, else a private local "
                                           "instance."),
-    data_transport: str = typer.Option("object-store", help="Ray: how workers get the data: object-store | "
-                                       "shared-path (the feature cache on shared storage) | stream (features "
-                                       "partitioned by ticker, each worker streams its shard of the windows through "
-                                       "Ray Data: panels larger than memory; docs/data.md)."),
+    data_transport: str = typer.Option("auto", help="Ray: how workers get the data: auto (in memory while the "
+                                       "panel's estimated size fits half the available memory, else stream) | "
+                                       "object-store | shared-path (the feature cache on shared storage) | stream "
+                                       "(features partitioned by ticker, each worker streams its shard of the windows "
+                                       "through Ray Data: panels larger than memory; docs/data.md)."),
     start_timeout: float = typer.Option(30.0, min=1.0, help="Ray: seconds the workers may take to start (2 attempts) "
                                         "before the run fails naming what it asked for and what is free."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's, Lightning's and MLflow's output on the "
@@ -69,10 +70,10 @@ def train_cmd(
 ) -> None:
     """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
     MLflow Model."""
-    if data_transport not in ("object-store", "shared-path", "stream"):
-        raise typer.BadParameter(f"unknown --data-transport {data_transport!r}; choose object-store, shared-path or "
-                                 f"stream")
-    if data_transport != "object-store" and not workers:
+    if data_transport not in ("auto", "object-store", "shared-path", "stream"):
+        raise typer.BadParameter(f"unknown --data-transport {data_transport!r}; choose auto, object-store, "
+                                 f"shared-path or stream")
+    if data_transport not in ("auto", "object-store") and not workers:
         raise typer.BadParameter(f"--data-transport {data_transport} is how Ray Train workers get the data: add "
                                  f"--workers N")
     if workers:
@@ -122,6 +123,8 @@ def train_cmd(
         if counts:
             typer.echo(f"majority rate: {max(counts.values()) / sum(counts.values()):.3f} on the same test segment "
                        f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    if out.transport:
+        typer.echo(f"data         : {out.transport}")
     typer.echo(f"checkpoint   : {out.checkpoint_path}")
     if out.version is not None:
         from stocktrend.platform.registry import mlflow_registry as registry

@@ -184,3 +184,18 @@ def test_shuffled_batches_cut_every_window_once_and_step_exactly_n_times(both):
     state = {}
     list(shuffled_batches(iter(blocks[:2]), 10, 32, 3, state=state))
     assert len(list(shuffled_batches(iter([]), 10, 32, 3, state=state))) == 3
+
+
+def test_auto_transport_keeps_the_panel_in_memory_while_it_fits_half_the_available_memory(universe, both):
+    """`--data-transport auto`: the estimate counts the features the panel really has; a fine-tune stays in memory."""
+    from stocktrend.platform.data import transport
+    panel, _ = both
+    assert transport.feature_count(universe, FCFG) == len(panel.feature_names)
+    days = sum(len(f) for f in universe.tickers.values())
+    need = transport.in_memory_estimate(days, len(panel.feature_names))
+    assert need == pytest.approx(transport.BASE_BYTES + days * len(panel.feature_names) * transport.BYTES_PER_VALUE)
+    fits = transport.choose(universe, FCFG, available_bytes=2 * need)
+    assert fits.transport == "object-store" and "5 tickers" in fits.reason and f"{days:,} ticker-days" in fits.reason
+    over = transport.choose(universe, FCFG, available_bytes=2 * need - 1)
+    assert over.transport == "stream" and over.reason.startswith("streamed by ticker")
+    assert transport.choose(universe, FCFG, available_bytes=1, finetune=True).transport == "object-store"

@@ -67,20 +67,25 @@ def test_streaming_refuses_more_workers_than_tickers(ray_local, tmp_path):
 
 def test_train_job_streams_registers_and_the_checkpoint_predicts_as_trained(ray_local, planted_dir, tmp_path,
                                                                             monkeypatch):
-    """The command's path (`stocktrend train --workers 2 --data-transport stream`): partitioned features built from a
-    user's directory, a streamed fit, a registered checkpoint whose drift reference and predictions are the model's."""
+    """The command's path (`stocktrend train --workers 2`, the default `--data-transport auto` choosing to stream: here
+    by a memory share that no panel fits): partitioned features built from a user's directory, a streamed fit, a
+    registered checkpoint whose drift reference and predictions are the model's."""
     import torch
 
     from stocktrend.platform.data.stream import build_streamed
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import Predictor
     from stocktrend.platform.training.jobs import train_job
+    from stocktrend.platform.data import transport
+    from stocktrend.platform.data.stream import StreamedData
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(transport, "MEMORY_SHARE", 1e-9)
     cfg = DataConfig(tickers=(), data_dir=str(planted_dir), top_k=10, sequence_length=10, label_kind="excess",
                      features="short")
     rcfg = RayConfig(workers=2, storage=str(tmp_path / "s"), run_name="stream-job", max_failures=0,
-                     data_transport="stream")
+                     data_transport="auto")
     out = train_job(cfg, replace(TINY, epochs=1), model_name="streamed", ray_config=rcfg)
+    assert out.transport.startswith("stream: streamed by ticker (3 tickers") and isinstance(out.data, StreamedData)
     assert out.version == 1 and out.fit.epochs_run == 1
     assert len(list((tmp_path / "home" / "cache").glob("features-*.dataset/_manifest.json"))) == 1
     pred = Predictor.load(registry.download("streamed", "1")[0])

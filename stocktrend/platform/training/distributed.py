@@ -51,7 +51,7 @@ class RayConfig:
     max_failures: int = 1  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = 2  # best K by the monitored metric
     address: str | None = None  # Ray address; None = RAY_ADDRESS or a local instance
-    data_transport: str = "object-store"  # or "shared-path", or "stream" (a data.stream.StreamedData)
+    data_transport: str = "object-store"  # or "shared-path", "stream" (a data.stream.StreamedData), "auto" (jobs.py)
     run_name: str | None = None
     # Bounded start: a worker group that cannot be placed within start_timeout_s fails (Ray's default is 60 s, retried
     # forever by the controller: the hang of Ray issue #54305); start_retries more attempts are made before the run
@@ -373,8 +373,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                                            seed=tcfg.seed, epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus,
                                            readers=rcfg.readers, tickers_per_read=rcfg.tickers_per_read)
         # split by ticker, rows not equalised; every rank steps the same batches (stream_ingest.shuffled_batches)
-    elif rcfg.data_transport == "object-store":
-        loop_cfg["data_ref"] = ray.put(data)
+    elif rcfg.data_transport in ("object-store", "auto"):  # auto with data already in memory: keep it there
+        loop_cfg.update(data_ref=ray.put(data), transport="object-store")
     elif rcfg.data_transport == "shared-path":
         if data.panel.path is None or not Path(data.panel.path).is_file():
             raise ValueError("--data-transport shared-path needs the feature cache on disk (do not use --no-cache)")

@@ -28,6 +28,7 @@ class TrainOutcome:
     model_name: str | None
     version: int | None
     seconds: float
+    transport: str | None = None  # how --data-transport auto chose, and why
 
 
 def resolve_model(spec: str, dst: str | Path | None = None) -> tuple[Path, dict[str, Any] | None]:
@@ -68,15 +69,28 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         init_state = base.model.state_dict()
         train_cfg = replace(train_cfg, lr=train_cfg.lr * finetune_lr_factor, max_lr=train_cfg.max_lr * finetune_lr_factor)
     data_cfg = replace(data_cfg, label_kind=train_cfg.spec.label_for(data_cfg.label_kind))
+    universe, transport_note = None, None
+    if ray_config is not None and ray_config.data_transport == "auto" and data is None:
+        from stocktrend.platform.data import transport
+        from stocktrend.platform.data.features import feature_set
+        from stocktrend.platform.data.universes import load_universe
+        universe = load_universe(data_cfg.data_dir, list(data_cfg.tickers) or None,
+                                 list(data_cfg.market) if data_cfg.market is not None else None,
+                                 list(data_cfg.indicators), universe=data_cfg.universe, as_of=data_cfg.as_of)
+        choice = transport.choose(universe, feature_set(data_cfg.features), finetune=bool(finetune_from))
+        transport_note = f"{choice.transport}: {choice.reason}"
+        log.info("data transport %s", transport_note)
+        ray_config = replace(ray_config, data_transport=choice.transport)
     streaming = ray_config is not None and ray_config.data_transport == "stream"
     if streaming and finetune_from:
         raise ValueError("--finetune is not available with --data-transport stream yet: fine-tune with the default "
                          "transport")
     if data is None and streaming:  # partitioned features and a streamed fit: no process holds the panel
         import os
-        from stocktrend.platform.data.stream import build_streamed
-        data = build_streamed(data_cfg, n_jobs=os.cpu_count() or 1)
-    data = data or build_dataset(data_cfg)
+        from stocktrend.platform.data.stream import build_streamed, open_streamed
+        data = (open_streamed(universe, data_cfg, None, os.cpu_count() or 1) if universe is not None
+                else build_streamed(data_cfg, n_jobs=os.cpu_count() or 1))
+    data = data or build_dataset(data_cfg, universe=universe)
     if finetune_from:
         # Keep the base model's inputs: its first layer was trained on those features, in that order, on that scale
         # (and, with --ticker-id, that ticker encoding).
@@ -114,7 +128,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     if not register:
         result = run_fit()
         path = save_checkpoint(_ckpt(result, data, finetune_from, extra), default_home() / "models" / "last" / "model.pt")
-        return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0)
+        return TrainOutcome(result, data, path, None, None, None, time.perf_counter() - t0, transport_note)
     with registry.tracked_run(run_name, params, tags=tags) as run:
         result = run_fit(registry.log_epoch_metrics)
         import mlflow
@@ -126,7 +140,8 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         version = registry.register_checkpoint(path, run.info.run_id, model_name or registry.DEFAULT_MODEL,
                                                ckpt["metrics"], description=run_name, ckpt=ckpt,
                                                first_takes_production=first_takes_production)
-    return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0)
+    return TrainOutcome(result, data, path, run.info.run_id, model_name, version, time.perf_counter() - t0,
+                        transport_note)
 
 
 def _ckpt(result: FitResult, data: PreparedData, finetune_from: str | None, extra: dict[str, Any] | None = None
