@@ -34,6 +34,37 @@ def panels(tmp_path_factory):
                                       d / "switch")}
 
 
+@pytest.fixture(scope="module")
+def planted_home(panels, tmp_path_factory):
+    """The champion four tests start from, trained once by `stocktrend train` on the planted panel; each test works
+    on its own copy (``clone_home``), since retrain, promote and score change the home."""
+    home = tmp_path_factory.mktemp("planted-home") / "home"
+    cli(home, *TRAIN, "--data", panels["planted"])
+    return home
+
+
+def clone_home(src: Path, dst: Path) -> Path:
+    """A copy of a home as if it had been made at ``dst``: its files, with the absolute paths the MLflow store keeps
+    (artefact locations) moved; refuses if any other file still names the original."""
+    import shutil
+    import sqlite3
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("logs", "locks"))
+    with sqlite3.connect(dst / "mlflow.db") as db:
+        for (table,) in db.execute("select name from sqlite_master where type='table'").fetchall():
+            for _, col, typ, *_ in db.execute(f'pragma table_info("{table}")').fetchall():
+                if any(t in typ.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                    db.execute(f'update "{table}" set "{col}" = replace("{col}", ?, ?) where instr("{col}", ?) > 0',
+                               (str(src), str(dst), str(src)))
+        assert not db.execute("select 1 from runs where instr(artifact_uri, ?) > 0", (str(src),)).fetchall()
+    for p in dst.rglob("*"):  # text files naming it (MLmodel's artifact_path) are moved too; anything else refuses
+        if p.is_file() and p.name != "mlflow.db" and p.stat().st_size < 2**24 and str(src).encode() in p.read_bytes():
+            try:
+                p.write_text(p.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
+            except UnicodeDecodeError:
+                raise AssertionError(f"a binary file of the copied home names the original: {p}") from None
+    return dst
+
+
 def env_for(home: Path) -> dict:
     env = {**os.environ, "STOCKTREND_HOME": str(home)}
     for k in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
@@ -100,9 +131,8 @@ def _checkpoint(home: Path, version: int) -> Path:
     return home / "models" / c.get_model_version("stocktrend", str(version)).run_id / "model.pt"
 
 
-def test_gate_keeps_a_planted_champion_against_a_random_walk_challenger(panels, tmp_path):
-    home = tmp_path / "home"
-    cli(home, *TRAIN, "--data", panels["planted"])
+def test_gate_keeps_a_planted_champion_against_a_random_walk_challenger(panels, planted_home, tmp_path):
+    home = clone_home(planted_home, tmp_path / "home")
     dry = cli(home, "retrain", "--data", panels["switch"], "--epochs", "4", "--gate", "dry-run", ok=(3,))
     assert "decision     : dry-run: would keep" in dry.stdout and aliases(home) == {"production": 1}
     r = cli(home, "retrain", "--data", panels["switch"], "--epochs", "4", ok=(3,))  # exit 3: kept
@@ -116,9 +146,8 @@ def test_gate_keeps_a_planted_champion_against_a_random_walk_challenger(panels, 
     assert "unknown model 'nothing-here'" in bad.stderr
 
 
-def test_score_is_idempotent_per_day_and_a_killed_run_leaves_whole_partitions(panels, tmp_path):
-    home = tmp_path / "home"
-    cli(home, *TRAIN, "--data", panels["planted"])
+def test_score_is_idempotent_per_day_and_a_killed_run_leaves_whole_partitions(panels, planted_home, tmp_path):
+    home = clone_home(planted_home, tmp_path / "home")
     r = cli(home, "score", "--start", "2003-10-01", "--end", "2004-03-19", "--engine", "local")
     assert "scored       : stocktrend v1: 3 ticker(s)" in r.stdout
     root = home / "scores" / "stocktrend" / "v1"
@@ -190,7 +219,7 @@ s.write_partitions(frame, Path({str(home / "scores")!r}), s.resolve("stocktrend@
 
 
 def test_a_collapsed_champion_is_replaced_forced_moves_are_recorded_and_a_refit_serves_the_recent_past(
-        panels, tmp_path, monkeypatch):
+        panels, planted_home, tmp_path, monkeypatch):
     """A champion whose output is constant (every weight zeroed: its AUC cannot be computed) does not block a sane
     challenger; a forced promotion is recorded on the version; --refit promotes a version trained through the as-of
     day, and the next retrain gates against the refit's gated parent; the staleness is printed within its bound."""
@@ -199,8 +228,7 @@ def test_a_collapsed_champion_is_replaced_forced_moves_are_recorded_and_a_refit_
 
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import read_checkpoint, save_checkpoint
-    home = tmp_path / "home"
-    cli(home, *TRAIN, "--data", panels["planted"])
+    home = clone_home(planted_home, tmp_path / "home")
     ckpt = read_checkpoint(_checkpoint(home, 1))
     ckpt["state_dict"] = {k: torch.zeros_like(v) for k, v in ckpt["state_dict"].items()}
     monkeypatch.setenv("STOCKTREND_HOME", str(home))
@@ -234,9 +262,8 @@ def test_a_collapsed_champion_is_replaced_forced_moves_are_recorded_and_a_refit_
     assert f"its gated parent v{gated}, the same configuration, stands in for it" in r.stdout, r.stdout
 
 
-def test_bad_gate_options_are_one_line_before_any_training(panels, tmp_path):
-    home = tmp_path / "home"
-    cli(home, *TRAIN, "--data", panels["planted"])
+def test_bad_gate_options_are_one_line_before_any_training(panels, planted_home, tmp_path):
+    home = clone_home(planted_home, tmp_path / "home")
     for args, msg in [(("--auc-margin", "-0.1"), "--auc-margin must be >= 0"),
                       (("--change-metric", "acu"), "unknown --change-metric 'acu'"),
                       (("--change-metric", "corr"), "not computed for this classifier"),
