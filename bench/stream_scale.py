@@ -4,6 +4,7 @@ with the peak resident memory of every process (issue 41's table).
     python bench/stream_scale.py --tickers 300,1000,3000 --days 3000 --epoch-windows 100000
     python bench/stream_scale.py --tickers 300 --days 3000 --in-memory          # beside today's object-store path
     python bench/stream_scale.py --tickers 300 --days 3000 --epoch-windows 0    # one full epoch
+    python bench/stream_scale.py --tickers 3000 --phases build,plan,train,score # + `score` on the trained model
 
 Per size, each phase runs in its own process (so its peak RSS is its own): ``build`` (a synthetic random-walk universe
 generated in memory, as a user's CSV directory is loaded, then ``build_partitioned`` with 2 feature processes),
@@ -15,6 +16,9 @@ largest. Throughput = training windows / the slower rank's epoch time (a callbac
 excluded: from the epoch's start to its last training batch); epochs/hour = throughput x 3600 / the oversampled
 training windows of a full epoch (validation not counted).
 ``--in-memory`` runs the train phase on today's path instead (``build_dataset`` + the object-store transport).
+``score`` (with ``--phases ...,score``): the trained model saved as the checkpoint `stocktrend train` registers, then
+`stocktrend score`'s Ray Data engine (``loop.score.run_ray``: features per block of tickers in tasks, windows and ONNX
+inference in an actor pool) over every ticker's last ``--score-days`` days, in a fresh local Ray instance.
 Benchmarks print figures; they assert nothing.
 """
 
@@ -184,7 +188,17 @@ def phase_train(args) -> dict:
         result, info = fit_ray(data, tcfg, model_config_for(data, args.preset, args.model), rcfg, run_test=False,
                                extra_callbacks=[EpochClock(clock_dir)])
         shutdown_ray()
+    if not args.in_memory:  # the score phase's model: the checkpoint `stocktrend train` would register
+        from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
+        from stocktrend.platform.training.local import train_config_dict
+        save_checkpoint(make_checkpoint(result.module.model, result.model_config, data, {},
+                                        extra={"train_config": train_config_dict(result.train_config),
+                                               "history": result.history, "finetune_from": ""}, kind=args.model),
+                        Path(args.root).parent / f"model-{args.tickers}.pt")
+    import shutil
+    shutil.rmtree(rcfg.storage, ignore_errors=True)
     epochs = [[json.loads(line) for line in p.read_text().splitlines()] for p in Path(clock_dir).iterdir()]
+    shutil.rmtree(clock_dir, ignore_errors=True)
     first = max(r[0]["first_s"] for r in epochs)  # the first epoch's wait for its first batch (pipeline start)
     ranks = [r[-1] for r in epochs]  # the last epoch: the steady state
     rows = sum(r["rows"] for r in ranks)
@@ -197,11 +211,35 @@ def phase_train(args) -> dict:
             "rss_gb": watch.by_role()}
 
 
+def phase_score(args) -> dict:
+    """`stocktrend score`'s Ray Data engine on the trained model: the last ``--score-days`` common days of every
+    ticker (the bars generated in memory as the build did, as `score` loads a user's directory)."""
+    from stocktrend.loop.score import last_common_day, resolve, run_ray
+    from stocktrend.platform.data.synthetic import random_walk_universe
+    from stocktrend.platform.training.distributed import init_ray, shutdown_ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    universe = random_walk_universe(args.days, n_tickers=args.tickers, seed=0)
+    model = resolve(str(Path(args.root).parent / f"model-{args.tickers}.pt"))
+    hi = last_common_day(universe)
+    days = next(iter(universe.tickers.values())).index
+    lo = days[days <= hi][-args.score_days]
+    init_ray(None)
+    t0 = time.perf_counter()
+    with ProcessWatch() as watch:
+        arrays = run_ray(universe, [model], lo, hi, "onnx")
+    took = time.perf_counter() - t0
+    shutdown_ray()
+    return {"score_s": took, "rows": int(len(arrays["ticker"])), "tickers": int(len(set(arrays["ticker"]))),
+            "days": args.score_days, "rss_gb": watch.by_role()}
+
+
 def run_phase(phase: str, args, **extra) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--tickers", str(args.tickers_one),
            "--days", str(args.days), "--cache", args.cache, "--jobs", str(args.jobs), "--epoch-windows",
            str(args.epoch_windows), "--epochs", str(args.epochs), "--model", args.model, "--preset", args.preset, "--seq", str(args.seq),
-           "--top-k", str(args.top_k), "--features", args.features, "--batch-size", str(args.batch_size)]
+           "--top-k", str(args.top_k), "--features", args.features, "--batch-size", str(args.batch_size),
+           "--score-days", str(args.score_days)]
     if args.in_memory:
         cmd.append("--in-memory")
     for k, v in extra.items():
@@ -230,7 +268,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--in-memory", action="store_true", help="train phase on the in-memory object-store path")
     ap.add_argument("--phases", default="build,plan,train", help="which phases to run (build always runs: the "
-                    "others need its dataset)")
+                    "others need its dataset; score needs train's model): build,plan,train,score")
+    ap.add_argument("--score-days", type=int, default=1, help="trading days the score phase scores (the last ones)")
     ap.add_argument("--cache", default=None, help="where the partitioned datasets go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the datasets (with --cache)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per phase")
@@ -239,7 +278,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.phase:
         args.tickers = int(args.tickers)
-        out = {"build": phase_build, "plan": phase_plan, "train": phase_train}[args.phase](args)
+        out = {"build": phase_build, "plan": phase_plan, "train": phase_train, "score": phase_score}[args.phase](args)
         print("RESULT " + json.dumps(out), flush=True)
         return
     import shutil
@@ -272,6 +311,11 @@ def main() -> None:
                   f"{t['first_batch_s']:.1f} s for its first batch) -> {t['epochs_per_hour']:.2f} full epochs/hour "
                   f"({t['full_epoch_windows']:,} windows); data {t['data_s']:.0f} s, fit {t['fit_s']:.0f} s; "
                   f"peak RSS GB: {roles}", flush=True)
+            if "score" in args.phases and not args.in_memory:
+                sc = run_phase("score", args, root=b["root"])
+                roles = ", ".join(f"{k} {v:.2f}" for k, v in list(sc["rss_gb"].items())[:6])
+                print(f"   score : {sc['tickers']:,} tickers x {sc['days']} day(s) = {sc['rows']:,} predictions in "
+                      f"{sc['score_s']:.0f} s (Ray Data engine, 2 CPUs); peak RSS GB: {roles}", flush=True)
             rows.append({"tickers": n, **{f"build_{k}": v for k, v in b.items()},
                          **{f"plan_{k}": v for k, v in p.items()}, **t})
             if own_cache or not args.keep:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from stocktrend.cli.common import _finish, _interruptible, app
-from stocktrend.models.zoo import DEFAULT_KIND
+from stocktrend.models import DEFAULT_KIND
 
 
 @app.command("score")

@@ -10,7 +10,7 @@ import typer
 
 from stocktrend.cli.common import STATE, _finish, _interruptible, app
 from stocktrend.cli.data import data_config, features_option, ticker_id_option, universe_option
-from stocktrend.models.zoo import DEFAULT_KIND
+from stocktrend.models import DEFAULT_KIND
 from stocktrend.quickstart import DEFAULT_UNIVERSE
 
 @app.command("train")

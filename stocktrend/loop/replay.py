@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from stocktrend.models.zoo import DEFAULT_KIND
+from stocktrend.models import DEFAULT_KIND
 from stocktrend.loop.gate import GateOptions
 from stocktrend.platform.data.sources import DataValidationError, as_of_day
 

@@ -18,6 +18,7 @@ this package joins through ``STOCKTREND_MODELS`` (``stocktrend.models.plugins``)
 
 from __future__ import annotations
 
+from stocktrend.models import DEFAULT_KIND  # noqa: F401 (the zoo's name for it)
 from stocktrend.models import dual_tower, gbm, hybrid, lstm, lstm_transformer, mtl_lstm, plugins, rf
 from stocktrend.models.spec import ModelSpec
 
@@ -32,7 +33,6 @@ SPECS: tuple[ModelSpec, ...] = (
 )
 _BY_KIND: dict[str, ModelSpec] = {s.kind: s for s in (*SPECS, *plugins.load())}
 KINDS: tuple[str, ...] = tuple(_BY_KIND)
-DEFAULT_KIND = "hybrid"  # the model a command trains when none is named (the seeds' hybrid network)
 
 
 def get(kind: str | ModelSpec) -> ModelSpec:

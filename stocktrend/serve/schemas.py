@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stocktrend.models.zoo import DEFAULT_KIND
+from stocktrend.models import DEFAULT_KIND
 
 
 class PredictRequest(BaseModel):

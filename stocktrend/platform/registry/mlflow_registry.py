@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from stocktrend.models.zoo import DEFAULT_KIND
+from stocktrend.models import DEFAULT_KIND
 from stocktrend.platform.data.cache import default_home
 
 log = logging.getLogger(__name__)
