@@ -116,14 +116,16 @@ def train_loop(cfg: dict[str, Any]) -> None:
     trainer = prepare_trainer(trainer)
     dm = data_module(data, tcfg)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        # Restart after a failure: resume weights, optimiser, scheduler and epoch from the last reported checkpoint.
-        with checkpoint.as_directory() as d:
-            trainer.fit(module, datamodule=dm, ckpt_path=os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME),
-                        weights_only=True)
-    else:
-        trainer.fit(module, datamodule=dm)
-    shutil.rmtree(report.tmpdir_prefix, ignore_errors=True)  # Ray removes each epoch's folder, not their parent
+    try:
+        if checkpoint:
+            # Restart after a failure: resume weights, optimiser, scheduler and epoch from the last checkpoint.
+            with checkpoint.as_directory() as d:
+                trainer.fit(module, datamodule=dm, ckpt_path=os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME),
+                            weights_only=True)
+        else:
+            trainer.fit(module, datamodule=dm)
+    finally:
+        shutil.rmtree(report.tmpdir_prefix, ignore_errors=True)  # Ray removes each epoch's folder, not their parent
 
 
 @dataclass
