@@ -198,8 +198,8 @@ def start(home: Path, prometheus_port: int = 9090, alertmanager_port: int = 9093
     receiver = {"name": "webhook", **({"webhook_configs": [{"url": webhook, "send_resolved": True}]} if webhook
                                       else {})}
     (folder / "alertmanager.yml").write_text(yaml.safe_dump({
-        "route": {"receiver": "webhook", "group_by": ["alertname", "model", "role"], "group_wait": group_wait,
-                  "group_interval": group_wait, "repeat_interval": "4h"},
+        "route": {"receiver": "webhook", "group_by": ["alertname", "application", "model", "role"],
+                  "group_wait": group_wait, "group_interval": group_wait, "repeat_interval": "4h"},
         "receivers": [receiver]}, sort_keys=False))
     am_url, prom_url = f"http://127.0.0.1:{alertmanager_port}", f"http://127.0.0.1:{prometheus_port}"
     (folder / "prometheus.yml").write_text(yaml.safe_dump({

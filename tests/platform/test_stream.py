@@ -199,3 +199,6 @@ def test_auto_transport_keeps_the_panel_in_memory_while_it_fits_half_the_availab
     over = transport.choose(universe, FCFG, available_bytes=2 * need - 1)
     assert over.transport == "stream" and over.reason.startswith("streamed by ticker")
     assert transport.choose(universe, FCFG, available_bytes=1, finetune=True).transport == "object-store"
+    one_hot = transport.choose(universe, FCFG, available_bytes=1, ticker_id=True)  # the stream plan has no one-hot
+    assert one_hot.transport == "object-store" and one_hot.estimate_bytes == pytest.approx(
+        transport.in_memory_estimate(days, len(panel.feature_names) + 5))

@@ -43,21 +43,22 @@ def in_memory_estimate(ticker_days: int, n_features: int) -> float:
 
 
 def choose(universe: Universe, feature_config, available_bytes: float | None = None,
-           finetune: bool = False) -> TransportChoice:
+           finetune: bool = False, ticker_id: bool = False) -> TransportChoice:
     """``object-store`` while the in-memory estimate fits ``MEMORY_SHARE`` of the available memory, else ``stream``
-    (a fine-tune always takes the in-memory path: it reuses the base model's scaler, which the stream plan does not
-    take yet)."""
+    (a fine-tune and ``--ticker-id`` always take the in-memory path: the stream plan takes neither the base model's
+    scaler nor the one-hot ticker columns yet). Available memory is the host's as psutil reads it (a container's
+    cgroup limit is not read: there, choose the transport yourself)."""
     import psutil
     available = float(available_bytes if available_bytes is not None else psutil.virtual_memory().available)
     ticker_days = sum(len(f) for f in universe.tickers.values())
-    estimate = in_memory_estimate(ticker_days, feature_count(universe, feature_config))
-    gb = 1e9
     n = len(universe.tickers)
+    estimate = in_memory_estimate(ticker_days, feature_count(universe, feature_config) + (n if ticker_id else 0))
+    gb = 1e9
     sizes = (f"{n:,} ticker{'s' if n != 1 else ''}, {ticker_days:,} ticker-days: the in-memory path needs about "
              f"{estimate / gb:.1f} GB, {available / gb:.1f} GB available")
-    if finetune:
-        return TransportChoice("object-store", f"a fine-tune keeps the base model's inputs in memory ({sizes})",
-                               estimate, available)
+    if finetune or ticker_id:
+        why = "a fine-tune keeps the base model's inputs" if finetune else "--ticker-id is built"
+        return TransportChoice("object-store", f"{why} in memory ({sizes})", estimate, available)
     if estimate <= MEMORY_SHARE * available:
         return TransportChoice("object-store", f"in memory ({sizes})", estimate, available)
     return TransportChoice("stream", f"streamed by ticker ({sizes}, more than half)", estimate, available)

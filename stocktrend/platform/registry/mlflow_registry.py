@@ -11,6 +11,7 @@ The ``production`` alias keeps its previous holders in a registered-model tag so
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -284,7 +285,9 @@ def download(name: str, ref: str | None = None, dst: str | Path | None = None) -
     else:
         try:
             local = _cached_download(name, info)
-        except PermissionError as exc:  # a read-only home (a mounted volume): a private copy, as before the cache
+        except OSError as exc:  # a home we may not write (permissions, a read-only volume): a private copy
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
             log.warning("model cache not writable (%s): downloading %s v%s to a temporary folder", exc, name,
                         info["version"])
             local = Path(mlflow.artifacts.download_artifacts(

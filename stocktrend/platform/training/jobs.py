@@ -77,7 +77,8 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         universe = load_universe(data_cfg.data_dir, list(data_cfg.tickers) or None,
                                  list(data_cfg.market) if data_cfg.market is not None else None,
                                  list(data_cfg.indicators), universe=data_cfg.universe, as_of=data_cfg.as_of)
-        choice = transport.choose(universe, feature_set(data_cfg.features), finetune=bool(finetune_from))
+        choice = transport.choose(universe, feature_set(data_cfg.features), finetune=bool(finetune_from),
+                                  ticker_id=bool(data_cfg.ticker_id))
         transport_note = f"{choice.transport}: {choice.reason}"
         log.info("data transport %s", transport_note)
         ray_config = replace(ray_config, data_transport=choice.transport)
@@ -91,6 +92,7 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         data = (open_streamed(universe, data_cfg, None, os.cpu_count() or 1) if universe is not None
                 else build_streamed(data_cfg, n_jobs=os.cpu_count() or 1))
     data = data or build_dataset(data_cfg, universe=universe)
+    universe = None  # the raw bars are not kept for the fit
     if finetune_from:
         # Keep the base model's inputs: its first layer was trained on those features, in that order, on that scale
         # (and, with --ticker-id, that ticker encoding).
