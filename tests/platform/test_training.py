@@ -127,6 +127,8 @@ def test_registry_train_promote_rollback_and_failed_runs(planted, monkeypatch, t
     mtime = path.stat().st_mtime_ns
     assert registry.download("t", "2")[0] == path and path.stat().st_mtime_ns == mtime
     assert list(scratch.iterdir()) == []
+    path.unlink()  # the cached copy lost its file: fetched again, once
+    assert registry.download("t", "2")[0] == path and path.is_file()
     # A download killed midway leaves its private folder beside the cache: invisible, removed once an hour old.
     dead = cache / ".tmp-v1-deadbeef-x"
     dead.mkdir()

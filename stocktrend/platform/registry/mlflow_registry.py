@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -280,11 +281,12 @@ def download(name: str, ref: str | None = None, dst: str | Path | None = None) -
     import mlflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     info = get_version(name, ref)
+    cached = None
     if dst is not None:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], dst_path=str(dst)))
     else:
         try:
-            local = _cached_download(name, info)
+            cached, local = _cached_download(name, info)
         except OSError as exc:  # a home we may not write (permissions, a read-only volume): a private copy
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
@@ -292,13 +294,22 @@ def download(name: str, ref: str | None = None, dst: str | Path | None = None) -
                         info["version"])
             local = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=info["source"], dst_path=tempfile.mkdtemp(prefix="stocktrend-model-")))
-    path = local
-    if local.is_dir():  # an MLflow Model directory (artifacts/model.pt), or an older version's checkpoint/ folder
-        path = next((p for p in (local / "artifacts" / CHECKPOINT_FILE, local / CHECKPOINT_FILE) if p.is_file()),
-                    local / CHECKPOINT_FILE)
+    path = _checkpoint_in(local)
+    if not path.is_file() and cached is not None:  # the cached copy lost its file since: fetched again, once
+        shutil.rmtree(cached, ignore_errors=True)
+        cached, local = _cached_download(name, info)
+        path = _checkpoint_in(local)
     if not path.is_file():
         raise RegistryError(f"{name} version {info['version']}: checkpoint file missing from {info['source']}")
     return path, info
+
+
+def _checkpoint_in(local: Path) -> Path:
+    """The checkpoint file of a download: an MLflow Model folder's, an older version's checkpoint/ folder's, or it."""
+    if local.is_dir():
+        return next((p for p in (local / "artifacts" / CHECKPOINT_FILE, local / CHECKPOINT_FILE) if p.is_file()),
+                    local / CHECKPOINT_FILE)
+    return local
 
 
 CACHE_DONE = ".downloaded"  # written last inside a cached version's folder: the path of the download within it
@@ -309,12 +320,12 @@ def model_cache(name: str) -> Path:
     return default_home() / "cache" / "models" / re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
-def _cached_download(name: str, info: dict[str, Any]) -> Path:
+def _cached_download(name: str, info: dict[str, Any]) -> tuple[Path, Path]:
     """The version's artefacts in the model cache: downloaded into a private temporary folder beside it, then renamed
     into place whole (two processes fetching the same version at once both succeed; a killed download leaves only
-    its temporary folder, removed by a later download once an hour old)."""
+    its temporary folder, removed by a later download once an hour old). Returns (the version's folder, the download
+    within it)."""
     import hashlib
-    import shutil
     import time
 
     import mlflow
@@ -323,7 +334,7 @@ def _cached_download(name: str, info: dict[str, Any]) -> Path:
     final = root / f"v{info['version']}-{key[:16]}"
     done = final / CACHE_DONE
     if done.is_file():
-        return final / done.read_text().strip()
+        return final, final / done.read_text().strip()
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(".tmp-*"):
         with contextlib.suppress(OSError):
@@ -343,7 +354,7 @@ def _cached_download(name: str, info: dict[str, Any]) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final / done.read_text().strip()
+    return final, final / done.read_text().strip()
 
 
 def _history(rm) -> list[int]:
