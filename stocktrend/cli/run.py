@@ -70,9 +70,9 @@ def train_cmd(
 ) -> None:
     """Train a model of the zoo (locally or with Ray Train), log it to MLflow and register the best checkpoint as an
     MLflow Model."""
-    if data_transport not in ("auto", "object-store", "shared-path", "stream"):
-        raise typer.BadParameter(f"unknown --data-transport {data_transport!r}; choose auto, object-store, "
-                                 f"shared-path or stream")
+    from stocktrend.platform.data.transport import TRANSPORTS
+    if data_transport not in TRANSPORTS:
+        raise typer.BadParameter(f"unknown --data-transport {data_transport!r}; choose {', '.join(TRANSPORTS)}")
     if data_transport not in ("auto", "object-store") and not workers:
         raise typer.BadParameter(f"--data-transport {data_transport} is how Ray Train workers get the data: add "
                                  f"--workers N")

@@ -24,7 +24,7 @@ from stocktrend.platform.data.features import FeatureConfig, feature_set
 from stocktrend.platform.data.labels import LabelKind, cross_sectional_targets, forward_returns, make_labels
 from stocktrend.platform.data.splits import (SEGMENTS, Boundaries, chronological_boundaries, split_ticker)
 from stocktrend.platform.data.sources import DataValidationError, Universe
-from stocktrend.platform.data.universes import load_universe
+from stocktrend.platform.data.universes import config_universe
 
 log = logging.getLogger(__name__)
 
@@ -398,9 +398,7 @@ def build_dataset(cfg: DataConfig | None = None, universe: Universe | None = Non
     """The whole data path: sources -> validate -> features (cached) -> labels -> split -> transforms -> windows."""
     cfg = cfg or DataConfig()
     if universe is None:
-        universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
-                                 list(cfg.market) if cfg.market is not None else None, list(cfg.indicators),
-                                 universe=cfg.universe, as_of=cfg.as_of)
+        universe = config_universe(cfg)
     elif cfg.as_of is not None:
         universe = universe.cut(cfg.as_of)
     # A cut universe is one day's snapshot: caching its features would only fill the disk (the next day's data has

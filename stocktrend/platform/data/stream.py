@@ -432,8 +432,5 @@ def reference_sample(data: StreamedData, max_windows: int = 20_000, max_rows: in
 
 def build_streamed(cfg: DataConfig, cache_dir: Path | str | None = None, n_jobs: int = 1) -> StreamedData:
     """``build_dataset``'s sources (embedded universe or a data directory, ``as_of`` cut) on the streaming path."""
-    from stocktrend.platform.data.universes import load_universe
-    universe = load_universe(cfg.data_dir, list(cfg.tickers) or None,
-                             list(cfg.market) if cfg.market is not None else None, list(cfg.indicators),
-                             universe=cfg.universe, as_of=cfg.as_of)
-    return open_streamed(universe, cfg, cache_dir, n_jobs)
+    from stocktrend.platform.data.universes import config_universe
+    return open_streamed(config_universe(cfg), cfg, cache_dir, n_jobs)

@@ -72,11 +72,9 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
     universe, transport_note = None, None
     if ray_config is not None and ray_config.data_transport == "auto" and data is None:
         from stocktrend.platform.data import transport
+        from stocktrend.platform.data.universes import config_universe
         from stocktrend.platform.data.features import feature_set
-        from stocktrend.platform.data.universes import load_universe
-        universe = load_universe(data_cfg.data_dir, list(data_cfg.tickers) or None,
-                                 list(data_cfg.market) if data_cfg.market is not None else None,
-                                 list(data_cfg.indicators), universe=data_cfg.universe, as_of=data_cfg.as_of)
+        universe = config_universe(data_cfg)
         choice = transport.choose(universe, feature_set(data_cfg.features), finetune=bool(finetune_from),
                                   ticker_id=bool(data_cfg.ticker_id))
         transport_note = f"{choice.transport}: {choice.reason}"

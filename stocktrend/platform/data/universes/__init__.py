@@ -191,6 +191,12 @@ def describe() -> list[dict[str, str]]:
     return out
 
 
+def config_universe(cfg) -> Universe:
+    """The sources a ``DataConfig`` names (embedded universe or a data directory), cut at its ``as_of``."""
+    return load_universe(cfg.data_dir, list(cfg.tickers) or None, list(cfg.market) if cfg.market is not None else None,
+                         list(cfg.indicators), universe=cfg.universe, as_of=cfg.as_of)
+
+
 def load_universe(data_dir: str | Path | None = None, tickers: list[str] | None = None,
                   market: list[str] | None = None, indicators: list[str] | None = None,
                   aliases: ColumnAliases | None = None, universe: str | None = None,
