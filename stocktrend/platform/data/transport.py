@@ -42,14 +42,29 @@ def in_memory_estimate(ticker_days: int, n_features: int) -> float:
     return BASE_BYTES + ticker_days * n_features * BYTES_PER_VALUE
 
 
+def available_memory() -> float:
+    """Bytes this process may still use: the host's available memory (psutil), or less inside a container whose
+    cgroup (v1 or v2) limits memory: the limit minus what the container uses, as Ray's own memory monitor reads it
+    (``ray._private.utils.get_cgroup_mem_stats``; without Ray or a readable cgroup, the host's figure)."""
+    import psutil
+    host = float(psutil.virtual_memory().available)
+    try:
+        from ray._private.utils import get_cgroup_mem_stats
+        stats = get_cgroup_mem_stats()
+    except Exception:  # noqa: BLE001 - a private helper: any change there falls back to the host's figure
+        stats = None
+    if not stats:
+        return host
+    used, total = stats
+    return max(0.0, min(host, float(total - used)))
+
+
 def choose(universe: Universe, feature_config, available_bytes: float | None = None,
            finetune: bool = False, ticker_id: bool = False) -> TransportChoice:
     """``object-store`` while the in-memory estimate fits ``MEMORY_SHARE`` of the available memory, else ``stream``
     (a fine-tune and ``--ticker-id`` always take the in-memory path: the stream plan takes neither the base model's
-    scaler nor the one-hot ticker columns yet). Available memory is the host's as psutil reads it (a container's
-    cgroup limit is not read: there, choose the transport yourself)."""
-    import psutil
-    available = float(available_bytes if available_bytes is not None else psutil.virtual_memory().available)
+    scaler nor the one-hot ticker columns yet). Available memory: ``available_memory``."""
+    available = float(available_bytes if available_bytes is not None else available_memory())
     ticker_days = sum(len(f) for f in universe.tickers.values())
     n = len(universe.tickers)
     estimate = in_memory_estimate(ticker_days, feature_count(universe, feature_config) + (n if ticker_id else 0))
