@@ -85,6 +85,11 @@ def tune_cmd(
     max_failures: Optional[int] = typer.Option(None, min=0, help="Restarts of a failed trial from its last checkpoint "
                                                "(a lost node, a killed worker); default 0: a failed trial stays "
                                                "failed."),
+    data_transport: Optional[str] = typer.Option(None, callback=_one_of("auto", "object-store", "stream"),
+                                                 help="How trials get the features: auto (default: in memory while "
+                                                 "the panel fits half the available memory, else streamed), "
+                                                 "object-store (the panel in memory, shipped once) or stream (a "
+                                                 "partitioned dataset each trial reads a ticker at a time)."),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's trial table and logs on the console."),
     smoke_test: bool = typer.Option(False, "--smoke-test", help="Tiny preset, 2 trials x 2 epochs (ASHA grace 1), "
                                     "registered as <model-name>-smoke-test: the whole search path in about a "
@@ -100,7 +105,7 @@ def tune_cmd(
                  gpus_per_worker=gpus_per_worker, seed=seed, data_dir=data, universe=universe, label_kind=label,
                  features=features, storage=storage, optuna_storage=optuna_storage, model_name=model_name,
                  address=address, searcher=searcher, scheduler=scheduler, start_timeout_s=start_timeout,
-                 max_failures=max_failures)
+                 max_failures=max_failures, data_transport=data_transport)
     opts = SearchOptions(**{k: v for k, v in given.items() if v is not None},
                          tickers=tuple(t for t in ticker.split(",") if t), ticker_id=ticker_id, promote=promote,
                          kept_exit_code=kept_exit_code, register=not no_register, nested_train=nested_train,

@@ -44,6 +44,9 @@ class SearchOptions:
     start_timeout_s: float = 30.0  # Ray Train worker-group start bound inside a trial (nested path)
     max_failures: int = 0  # Tune restarts of a failed trial from its last checkpoint (a lost node, a killed process)
     verbose: bool = False  # Ray's trial table and logs on the console
+    # how trials get the features: object-store (the panel in memory, shipped once), stream (a partitioned dataset:
+    # each trial fits its plan and reads one ticker at a time), auto (stream when the panel would not fit; data.transport)
+    data_transport: str = "auto"
 
     @property
     def models(self) -> list[str]:

@@ -82,7 +82,7 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
     import torch
 
     from stocktrend.platform.data.cache import default_home
-    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.data.stream import prepare_any
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import make_checkpoint, save_checkpoint
     from stocktrend.tune.space import trial_model, trial_model_config
@@ -101,9 +101,9 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
                 mlflow.set_tag("status", "error" if r.error else "ok")
         mlflow.log_artifact(str(out_dir / "trials.csv"))
         spec, _ = trial_model(best.config, opts.specs)
-        data = prepare(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
-                                      top_k=int(best.config["top_k"]),
-                                      label_kind=spec.label_for(data_config.label_kind)), bounds)
+        data = prepare_any(panel, replace(data_config, sequence_length=int(best.config["sequence_length"]),
+                                          top_k=int(best.config["top_k"]),
+                                          label_kind=spec.label_for(data_config.label_kind)), bounds)
         spec, mcfg = trial_model_config(data, opts.preset, best.config, opts.specs)
         with best_ckpt.as_directory() as d:
             if spec.is_sklearn:

@@ -124,6 +124,38 @@ def _check_capacity(opts: SearchOptions) -> SearchOptions:
     return opts
 
 
+def _search_panel(opts: SearchOptions, universe, data_config, specs):
+    """The features every trial starts from: the in-memory panel (shipped once through the object store), or, on the
+    streaming path (``--data-transport stream``, or ``auto`` when the in-memory panel would not fit half the available
+    memory), the partitioned dataset: each trial fits its own plan by streaming passes and reads one ticker at a time."""
+    from stocktrend.platform.data import transport
+    from stocktrend.platform.data.cache import load_or_build_panel
+    from stocktrend.platform.data.features import feature_set
+    if opts.data_transport not in ("auto", "object-store", "stream"):
+        raise ValueError(f"unknown --data-transport {opts.data_transport!r} for a search; choose auto, object-store "
+                         f"or stream")
+    chosen = opts.data_transport
+    if chosen == "auto":
+        choice = transport.choose(universe, feature_set(data_config.features), ticker_id=bool(data_config.ticker_id))
+        chosen = choice.transport
+        log.info("data transport %s: %s", chosen, choice.reason)
+    if chosen == "stream":
+        sk = [s.kind for s in specs if s.is_sklearn]
+        if sk:
+            raise ValueError(f"{', '.join(sk)} fit(s) on the whole training segment in memory: search them with "
+                             f"--data-transport object-store, or leave them out of a streamed search")
+        if data_config.ticker_id:
+            raise ValueError("--ticker-id is not available on the streaming path; use --data-transport object-store")
+        import os
+        from stocktrend.platform.data.partitioned import build_partitioned
+        panel = build_partitioned(universe, feature_set(data_config.features), None, os.cpu_count() or 1)
+        log.info("features: %s (partitioned by ticker: trials stream them)", panel.root)
+        return panel
+    panel = load_or_build_panel(universe, feature_set(data_config.features))
+    log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
+    return panel
+
+
 def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -> dict[str, Any]:
     """Run (or resume) a search; returns the trial table, the best config and the registered version.
 
@@ -133,11 +165,8 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from stocktrend.platform.registry import mlflow_registry as registry
-    from stocktrend.platform.data.cache import load_or_build_panel
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.training.distributed import init_ray
-    from stocktrend.platform.data.features import feature_set
     from stocktrend.platform.data.universes import data_defaults, load_universe
     from stocktrend.models.rank_ic import MIN_NAMES
     from stocktrend.models.spec import Task
@@ -171,8 +200,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
                                  features=opts.features or d["features"], fractions=tuple(d["fractions"]))
     if panel is None:
         universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
-        panel = load_or_build_panel(universe, feature_set(data_config.features))
-        log.info("features: %s (%s)", panel.path, "cache hit" if panel.cache_hit else "built")
+        panel = _search_panel(opts, universe, data_config, specs)
     if opts.metric == "val_rank_ic" and len(panel.tickers) < MIN_NAMES:
         raise ValueError(f"--metric val_rank_ic needs a panel of {MIN_NAMES} or more tickers (the daily cross-sectional "
                          f"rank IC); this one has {len(panel.tickers)}: use val_loss or val_auc")

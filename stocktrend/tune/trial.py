@@ -34,9 +34,10 @@ LAST_RUN: dict[str, Any] = {}
 
 
 def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
-    """One trial: rebuild the windows for this trial's sequence length / top-K, then train its model (in process,
+    """One trial: rebuild the windows for this trial's sequence length / top-K (on the streaming path: fit the plan
+    by streaming passes over the partitioned ``panel``), then train its model (in process,
     through Ray Train when the trial asks for more than one worker, or scikit-learn for rf / gbm)."""
-    from stocktrend.platform.data.dataset import prepare
+    from stocktrend.platform.data.stream import prepare_any
     from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.space import trial_model, trial_model_config
 
@@ -44,7 +45,7 @@ def trial_fn(config: dict[str, Any], panel=None, base=None) -> None:
     specs = opts.specs
     spec, _ = trial_model(config, specs)
     dcfg = base["data_config"]
-    data = prepare(panel, replace(dcfg, sequence_length=int(config["sequence_length"]), top_k=int(config["top_k"]),
+    data = prepare_any(panel, replace(dcfg, sequence_length=int(config["sequence_length"]), top_k=int(config["top_k"]),
                                   label_kind=spec.label_for(dcfg.label_kind)), base.get("bounds"))
     spec, mcfg = trial_model_config(data, opts.preset, config, specs)
     lr = float(config.get("lr", 2e-4))

@@ -60,3 +60,15 @@ def test_a_ray_train_run_survives_losing_a_workers_node(tmp_path):
     assert restarts, out["starts"]  # the worker group started again after the loss ...
     assert all(s["epoch"] > 0 for s in restarts), restarts  # ... from its checkpoint, not from epoch 0
     assert out["lost"]["node"] not in {s["node"] for s in restarts}
+
+
+def test_a_streamed_run_rebuilds_its_readers_on_the_new_node(tmp_path):
+    """The streaming path pins each worker's Ray Data readers to the worker's node: after that node is lost, the
+    restarted worker group must read on its new nodes (not wait for the lost one) and still finish every epoch."""
+    out = _scenario("stream", tmp_path)
+    assert out["lost"], out
+    assert out["epochs_run"] == out["epochs"] and out["history_epochs"] == list(range(out["epochs"])), out
+    reads = out["reads"]
+    after = {w["node"] for w in reads["workers"]}  # the restarted group's reports replace the first group's
+    assert out["lost"]["node"] not in after and len(after) == 2, out
+    assert reads["blocks"] > 0 and reads["local"] == reads["blocks"], reads  # read where they were trained on

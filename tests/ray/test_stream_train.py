@@ -36,6 +36,15 @@ def test_two_workers_stream_their_shards_and_score_as_the_in_memory_path(ray_loc
     result, info = fit_ray(streamed, TINY, local.model_config_for(streamed, "tiny", "lstm"), rcfg,
                            extra_callbacks=[helpers.CountRows(str(counts))])
     assert result.epochs_run == 2 and Path(info.best_checkpoint_dir, "checkpoint.ckpt").is_file()
+    # each worker reports where its blocks were read: on one machine, all on its own node; every ticker with
+    # training samples read once per epoch, by one worker (no worker reads the whole panel twice over)
+    reads = info.reads
+    assert [w["rank"] for w in reads.workers] == [0, 1], reads
+    training = [t for t in streamed.tickers if len(streamed.plan.per_ticker[t].samples["train"])]
+    assert reads.reread() == 0 and 0 < reads.blocks <= sum(reads.read_by_node().values()) <= 2 * len(training)
+    assert reads.blocks == sum(w["partitions"] for w in reads.workers), reads  # no block reached two workers
+    assert reads.local == reads.blocks and len(reads.read) == 1, reads
+    assert all(w["partitions"] > 0 for w in reads.workers), reads
     seen = [row["val_rank_ic"] for row in result.history]
     assert len(seen) == 2 and all(np.isfinite(seen))
     # every rank stepped on the same number of whole batches, together close to the oversampled training segment,
@@ -86,6 +95,8 @@ def test_train_job_streams_registers_and_the_checkpoint_predicts_as_trained(ray_
                      data_transport="auto")
     out = train_job(cfg, replace(TINY, epochs=1), model_name="streamed", ray_config=rcfg)
     assert out.transport.startswith("stream: streamed by ticker (3 tickers") and isinstance(out.data, StreamedData)
+    assert "read on 1 node(s) (0 read twice)" in out.transport and "100% read on the worker's own node" in \
+        out.transport, out.transport
     assert out.version == 1 and out.fit.epochs_run == 1
     assert len(list((tmp_path / "home" / "cache").glob("features-*.dataset/_manifest.json"))) == 1
     pred = Predictor.load(registry.download("streamed", "1")[0])

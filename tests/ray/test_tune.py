@@ -77,6 +77,32 @@ def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
         run_search(SearchOptions(name="mixed", preset="tiny", model="lstm,lstm_transformer"))
 
 
+def test_a_streamed_search_reads_partitions_and_registers_its_best(ray_local, tmp_path, monkeypatch, planted_dir):
+    """--data-transport stream: the driver partitions the features (no in-memory panel is built), each trial fits its
+    own plan for its sequence length / top-K by streaming passes and trains reading a ticker at a time; the best
+    trial is registered and predicts on windows of its own sequence length."""
+    monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match="search them with --data-transport object-store"):
+        run_search(SearchOptions(name="sk", preset="tiny", model="gbm", metric="val_auc", data_dir=planted_dir,
+                                 data_transport="stream"))
+    opts = SearchOptions(name="streamed", preset="tiny", model="lstm", num_samples=2, max_epochs=2, grace_period=1,
+                         scheduler="fifo", data_dir=planted_dir, label_kind="excess", metric="val_rank_ic",
+                         epoch_windows=2048, model_name="streamed-search", data_transport="stream")
+    res = run_search(opts)
+    table = res["table"]
+    assert len(table) == 2 and (table["status"] != "error").all(), table.get("error")
+    assert table["best_val_rank_ic"].notna().all() and (table["epochs"] == 2).all()
+    assert len(list((tmp_path / "cache").glob("features-*.dataset/_manifest.json"))) == 1
+    assert not list((tmp_path / "cache").glob("features-*.parquet"))  # no process built the in-memory panel
+    pred = Predictor.load(registry.download("streamed-search", str(res["version"]))[0])
+    assert pred.seq_len == res["best_config"]["sequence_length"] and pred.model_kind == "lstm"
+    from stocktrend.platform.data.stream import build_streamed
+    streamed = build_streamed(pred.data_config)
+    from stocktrend.platform.data.stream import ticker_windows
+    x = ticker_windows(streamed.panel, streamed.plan, streamed.tickers[0], "test")["x"][:5]
+    assert x.shape[1] == pred.seq_len and np.isfinite(pred.predict_proba(x)[0]).all()
+
+
 def test_smoke_search_through_ray_job_submit_as_the_readme_says(tmp_path):
     """Issues 30 + the README: a local `ray start --head` cluster with token authentication (on because
     ~/.ray/auth_token exists), `ray job submit --working-dir . -- python -m stocktrend.tune.search --smoke-test` from a

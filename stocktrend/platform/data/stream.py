@@ -29,6 +29,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 import numpy as np
@@ -347,6 +348,7 @@ class StreamedData:
 
     panel: PartitionedPanel
     plan: StreamPlan
+    reads_to: Any = field(default=None, compare=False, repr=False)  # on a Train worker: where to report its reads
 
     @property
     def config(self) -> DataConfig:
@@ -392,6 +394,15 @@ def open_streamed(universe: Universe, cfg: DataConfig, cache_dir: Path | str | N
     """The streaming counterpart of ``dataset.build_dataset``: partitioned features (built or reused) and the plan."""
     panel = build_partitioned(universe, feature_set(cfg.features), cache_dir, n_jobs)
     return StreamedData(panel, plan_stream(panel, cfg, bounds))
+
+
+def prepare_any(panel, cfg: DataConfig, bounds: Boundaries | None = None):
+    """``dataset.prepare`` for an in-memory feature panel; the streamed plan (``StreamedData``) for a partitioned one
+    (what a search trial receives on the streaming path)."""
+    if isinstance(panel, PartitionedPanel):
+        return StreamedData(panel, plan_stream(panel, cfg, bounds))
+    from stocktrend.platform.data.dataset import prepare
+    return prepare(panel, cfg, bounds)
 
 
 def validating_tickers(data: StreamedData) -> list[str]:

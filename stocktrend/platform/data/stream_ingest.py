@@ -4,6 +4,7 @@ consumed, and the LightningDataModule that puts them together (docs/data.md, "th
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterator
 
 import numpy as np
@@ -61,19 +62,27 @@ class SegmentStream:
             yield as_batch(joined, self.with_return, self.with_day)
 
 
+READ_TAGS = ("read_ticker", "read_node")  # a block's ticker and the node of the reader that read it
+
+
 class _ReadBlocks:
     """Ray Data's reading stage (a small actor pool): a batch of ticker names -> one row per ticker holding its
     ``ticker_block``. The panel's manifest and the plan are fetched once per actor."""
 
-    def __init__(self, root: str, plan_ref, segment: str, with_return: bool):
+    def __init__(self, root: str, plan_ref, segment: str, with_return: bool, collector=None):
         import ray
         self.panel = PartitionedPanel.open(root)
         self.plan = ray.get(plan_ref)
-        self.segment, self.with_return = segment, with_return
+        self.segment, self.with_return, self.collector = segment, with_return, collector
+        self.node = ray.get_runtime_context().get_node_id()  # where it was read (training.ray_reports.StreamReads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        blocks = [{**ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return), "epoch": int(e)}
+        blocks = [{**ticker_block(self.panel, self.plan, str(t), self.segment, self.with_return), "epoch": int(e),
+                   READ_TAGS[0]: str(t), READ_TAGS[1]: self.node}
                   for t, e in zip(batch["ticker"], batch["epoch"])]
+        if self.collector is not None:
+            self.collector.add_read.remote(self.node, [(str(t), int(e)) for t, e in zip(batch["ticker"],
+                                                                                      batch["epoch"])])
         out = {}
         for k in blocks[0]:
             col = np.empty(len(blocks), dtype=object)  # ragged: one array per ticker
@@ -163,33 +172,56 @@ def _gather(held, owner: np.ndarray, idx: np.ndarray, seq_len: int, with_return:
     return tuple(out)
 
 
+def ticker_shares(plan: StreamPlan, segment: str, world: int) -> list[list[str]]:
+    """The tickers with samples in ``segment`` dealt to ``world`` workers, largest first to the lightest share (so the
+    shares hold about the same number of samples); fixed for the run, so a worker reads the same partitions every
+    epoch."""
+    tickers = sorted((t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])),
+                     key=lambda t: (-len(plan.per_ticker[t].samples[segment]), t))
+    shares: list[list[str]] = [[] for _ in range(max(1, world))]
+    load = [0] * len(shares)
+    for t in tickers:
+        i = min(range(len(shares)), key=lambda j: (load[j], j))
+        shares[i].append(t)
+        load[i] += len(plan.per_ticker[t].samples[segment])
+    return shares
+
+
 def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
                    with_return: bool = False, seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0,
-                   readers: int = 2, tickers_per_read: int = 0):
-    """A Ray Dataset of a segment's ticker blocks (``ticker_block``; one row per ticker) for ``epochs`` passes, each
-    in its own random ticker order: one execution serves the whole fit (a Ray Data pipeline starts in seconds; once,
-    not every epoch), and a worker's epochs take their batches from it in turn (``stream_data_module``). The reading
-    stage is a pool of ``readers`` actors of ``reader_cpus`` logical CPUs (light next to training: it must not wait
-    for CPUs the Train workers hold), ``tickers_per_read`` tickers a call. Windows are cut where they are consumed
-    (``shuffled_batches``)."""
+                   readers: int = 1, tickers_per_read: int = 0, collector=None, share: tuple[int, int] = (0, 1),
+                   node_id: str | None = None):
+    """A Ray Dataset of one worker's ticker blocks (``ticker_block``; one row per ticker): share ``share = (rank,
+    world)`` of the segment's tickers (``ticker_shares``) for ``epochs`` passes, each in its own random order. One
+    execution serves the whole fit (a Ray Data pipeline starts in seconds; once, not every epoch), and the worker's
+    epochs take their batches from it in turn (``stream_data_module``). The reading stage is a pool of ``readers``
+    actors of ``reader_cpus`` logical CPUs (light next to training: it must not wait for CPUs the Train workers
+    hold), ``tickers_per_read`` tickers a call, placed on ``node_id`` (the worker's node), so that each node reads only
+    its own worker's partitions. The placement is hard: a soft one put the readers elsewhere (seen on 3 nodes, 0% to
+    67% local, bench/stream_nodes.py); if the node goes, its worker goes with it and the restarted group builds new
+    pipelines on the new nodes (``ticker_split_config``). Windows are cut where they are consumed
+    (``shuffled_batches``). ``collector``: the run's (training.ray_reports), told which partitions each node read."""
     import ray
-    tickers = [t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    tickers = ticker_shares(plan, segment, share[1])[share[0]]
     items = [{"ticker": tickers[i], "epoch": e} for e in range(max(1, epochs))
-             for i in np.random.default_rng([seed, e]).permutation(len(tickers))]
-    if tickers_per_read <= 0:  # small panels: one ticker a block, so that every worker's share holds some
+             for i in np.random.default_rng([seed, e, share[0]]).permutation(len(tickers))]
+    if tickers_per_read <= 0:  # small shares: one ticker a block, so that the shuffle pool mixes several
         tickers_per_read = 1 if len(tickers) < 64 else 4
     ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
+    place = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)} if node_id else {}
     return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
-                                                              "segment": segment, "with_return": with_return},
+                                                              "segment": segment, "with_return": with_return,
+                                                              "collector": collector},
                           batch_size=tickers_per_read, batch_format="numpy", num_cpus=reader_cpus,
-                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)))
+                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)), **place)
 
 
 def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int = 256, with_return: bool = False,
                        shuffle_buffer: int = 20_000):
     """A LightningDataModule over a streamed data set. Training batches come from this Ray Train worker's shard of the
-    ``train`` Ray Dataset (``window_dataset``), mixed across tickers by a local shuffle buffer; a worker validates on
+    ``train`` Ray Dataset (``window_dataset``; outside Ray Train, from the partitions read in process), mixed across tickers by a local shuffle buffer; a worker validates on
     its own share of the tickers (rank r of w takes every w-th ticker: every validation sample is scored once, and
     the rank IC metric gathers the cross-section from all workers); test (on the driver) reads every ticker."""
     import lightning.pytorch as pl
@@ -203,11 +235,18 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
         schedule knows the epoch's length."""
 
         def __init__(self, rank: int, world: int):
+            import ray
             import ray.train
-            self.shard = ray.train.get_dataset_shard("train")
+            try:
+                self.shard = ray.train.get_dataset_shard("train")
+            except Exception:  # noqa: BLE001 - not a Train worker (one process, a search trial): read in process
+                self.shard = None
             self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
             self.rank, self.epoch = rank, 0
             self.blocks, self.pending, self.state = None, None, {}
+            self.by_node: dict[str, int] = {}  # blocks trained on, by the node that read them
+            self.seen: set[tuple[str, int]] = set()  # distinct (ticker, epoch) partitions among them
+            self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
         def __len__(self) -> int:
             return self.n
@@ -228,17 +267,46 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
                 if tag > e:
                     return
                 block, self.pending = self.pending, None
-                yield {k: v for k, v in block.items() if k != "epoch"}
+                node = str(block[READ_TAGS[1]])
+                self.by_node[node] = self.by_node.get(node, 0) + 1
+                self.seen.add((str(block[READ_TAGS[0]]), tag))
+                yield {k: v for k, v in block.items() if k not in ("epoch", *READ_TAGS)}
 
         def __iter__(self):
             # one execution of the dataset serves every epoch (it holds one ticker order per epoch, each row tagged
             # with its epoch): Lightning's epoch e takes the blocks tagged e, then exactly n batches from them
-            if self.blocks is None:
+            if self.blocks is None and self.shard is None:
+                self.blocks = self._local_blocks()
+            elif self.blocks is None:
                 rows = self.shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=4)
                 self.blocks = ({k: v[0] for k, v in row.items()} for row in rows)
             e, self.epoch = self.epoch, self.epoch + 1
-            yield from shuffled_batches(self._epoch_blocks(e), data.plan.seq_len, batch_size, self.n, with_return,
-                                        pool=shuffle_buffer, seed=(data.config.seed, self.rank, e), state=self.state)
+            try:
+                yield from shuffled_batches(self._epoch_blocks(e), data.plan.seq_len, batch_size, self.n,
+                                            with_return, pool=shuffle_buffer, seed=(data.config.seed, self.rank, e),
+                                            state=self.state)
+            finally:  # also when Lightning stops at its batch limit and drops the iterator
+                self._report()
+
+        def _local_blocks(self):
+            """Outside Ray Train (``training.fit`` on a streamed data set, a search trial): every training ticker's
+            block read in this process, epoch after epoch, each in its own random order (one ticker in memory at a
+            time besides the shuffle pool)."""
+            tickers = ticker_shares(data.plan, "train", 1)[0]
+            for e in itertools.count():
+                for i in np.random.default_rng([data.config.seed, e, 0]).permutation(len(tickers)):
+                    block = ticker_block(data.panel, data.plan, tickers[i], "train", with_return)
+                    yield {**block, "epoch": e, READ_TAGS[0]: tickers[i], READ_TAGS[1]: self.node}
+
+        def _report(self) -> None:
+            """Where this worker's blocks so far were read, to the run's collector (training.ray_reports)."""
+            if data.reads_to is not None:
+                import ray
+                try:  # waited for (briefly): the worker may be torn down right after its last epoch
+                    ray.wait([data.reads_to.add_reads.remote(self.rank, self.node, dict(self.by_node),
+                                                             len(self.seen))], timeout=10)
+                except Exception:  # noqa: BLE001 - a count, never a reason to fail the epoch
+                    pass
 
     def rank_world() -> tuple[int, int]:
         try:
@@ -266,27 +334,34 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
 
 
 def check_workers(data: StreamedData, workers: int) -> None:
-    """Every worker validates on its own tickers: there must be at least one with validation samples per worker."""
+    """Every worker trains and validates on its own tickers: at least one with samples of each per worker."""
     n_val = len(validating_tickers(data))
     if n_val < workers:
         raise ValueError(f"the streaming path validates each worker on its own tickers: {n_val} ticker(s) with "
                          f"validation samples cannot feed {workers} workers; lower --workers")
+    n_train = sum(1 for t in data.tickers if len(data.plan.per_ticker[t].samples["train"]))
+    if n_train < workers:
+        raise ValueError(f"the streaming path trains each worker on its own tickers: {n_train} ticker(s) with "
+                         f"training samples cannot feed {workers} workers; lower --workers")
 
 
-def ticker_split_config():
-    """Ray Train's DataConfig splitting only ``train``, by rows without equalising them (Ray's default drops rows to
-    give every worker the same count; here a row is a whole ticker, and ``shuffled_batches`` evens the steps)."""
+def ticker_split_config(build):
+    """Ray Train's DataConfig for the streaming path: instead of one pipeline split between the workers
+    (``streaming_split``; its locality hints are a preference: on 3 nodes 31% of the blocks reached the worker on the
+    node that read them, and one node read 62% of the panel, bench/stream_nodes.py), every worker gets its own pipeline over its share of the tickers,
+    read on its own node: ``build(share=(rank, world), node_id=...)`` -> the worker's Ray Dataset (``window_dataset``).
+    Called again with the new nodes when a worker group restarts."""
     import ray.train
 
-    class _TickerSplit(ray.train.DataConfig):
+    class _TickerShares(ray.train.DataConfig):
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-            # DataConfig.configure (Ray 2.60) with equal=False
-            ds = datasets["train"]
-            if ds.name is None:
-                ds.set_name("train")
-            ds = ds.copy(ds)
-            ds.context.execution_options = self._resolve_execution_options("train")
-            locality = worker_node_ids if self._enable_shard_locality else None
-            return [{"train": s} for s in ds.streaming_split(world_size, equal=False, locality_hints=locality)]
+            nodes = worker_node_ids or [None] * world_size
+            out = []
+            for rank in range(world_size):
+                ds = build(share=(rank, world_size), node_id=nodes[rank])
+                ds.set_name(f"train-{rank}")
+                ds.context.execution_options = self._resolve_execution_options("train")
+                out.append({"train": ds.iterator()})
+            return out
 
-    return _TickerSplit(datasets_to_split=["train"])
+    return _TickerShares(datasets_to_split=[])

@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from stocktrend.platform.training.ray_address import (_init_bounded, _probe, con
                                                        check_address, resolve_address, RayConnectionError)
 from stocktrend.platform.data.dataset import PreparedData
 from stocktrend.platform.training.local import TrainConfig, pick_precision, test_metrics_of
+from stocktrend.platform.training.ray_reports import StreamReads, report_callback, run_collector
 from stocktrend.platform.training.results import FitResult
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class RayConfig:
     start_retries: int = 1
     # The streaming path (a StreamedData): Ray Data reader actors, the logical CPUs each holds (0: they share the Train
     # workers' CPUs, light next to the training step; bench/stream_scale.py) and the tickers each reads per call
-    readers: int = 2
+    readers: int = 1  # per Train worker, on its node
     reader_cpus: float = 0.0
     tickers_per_read: int = 0  # 0 = one ticker a read below 64 tickers (every worker gets a share), else 4
 
@@ -80,7 +82,7 @@ def _load_worker_data(cfg: dict[str, Any]) -> PreparedData:
         return ray.get(cfg["data_ref"])
     if cfg["transport"] == "stream":  # the manifest and the plan; rows arrive through the Ray Dataset shard
         from stocktrend.platform.data.stream import PartitionedPanel, StreamedData
-        return StreamedData(PartitionedPanel.open(cfg["root"]), ray.get(cfg["plan_ref"]))
+        return StreamedData(PartitionedPanel.open(cfg["root"]), ray.get(cfg["plan_ref"]), cfg.get("collector"))
     from stocktrend.platform.data.cache import read_panel
     from stocktrend.platform.data.dataset import prepare
     return prepare(read_panel(cfg["panel_path"], cfg["data_hash"], cfg["cache_key"]), cfg["data_config"])
@@ -134,47 +136,7 @@ class RayRunInfo:
     best_checkpoint_dir: str
     workers: int
     seconds: float
-
-
-def _history_collector():
-    """A tiny actor that keeps rank 0's metrics of every report (the Train controller's callback feeds it).
-
-    Train V2's ``Result.metrics_dataframe`` only holds the reports of the checkpoints it kept, so the full per-epoch
-    history is collected here; a restart after a failure re-reports epochs, and the last report of an epoch wins.
-    It lives on the driver's node: anywhere else, losing that node would fail a run that survived it. The affinity
-    is hard: with a soft one Ray placed it on a worker node under load (seen: the run survived the node loss, its
-    history collector did not). It needs no CPU, so the driver's node can always hold it."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    @ray.remote(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node_id=ray.get_runtime_context().get_node_id(), soft=False))
-    class HistoryCollector:
-        def __init__(self):
-            self.rows: dict[int, dict[str, float]] = {}
-
-        def add(self, row: dict[str, float]) -> None:
-            self.rows[int(row.get("epoch", len(self.rows)))] = row
-
-        def get(self) -> list[dict[str, float]]:
-            return [self.rows[k] for k in sorted(self.rows)]
-
-    return HistoryCollector.remote()
-
-
-def _report_callback(collector):
-    from ray.train import UserCallback
-
-    class ForwardReports(UserCallback):
-        def __init__(self, target):
-            self.target = target
-
-        def after_report(self, run_context, metrics, checkpoint):
-            if metrics:
-                row = {k: float(v) for k, v in metrics[0].items() if isinstance(v, (int, float))}
-                self.target.add.remote(row)
-
-    return ForwardReports(collector)
+    reads: StreamReads | None = None  # the streaming path: where each worker's training blocks were read
 
 
 def _loopback_only() -> None:
@@ -366,15 +328,18 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                                 "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,
                                 "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}
     datasets: dict[str, Any] = {}
+    collector = run_collector()  # every epoch's metrics; on the streaming path, where the blocks were read
+    loop_cfg["collector"] = collector
     if isinstance(data, StreamedData):  # the streaming path: workers read their shard of the windows (Ray Data)
         from stocktrend.platform.data.stream_ingest import ticker_split_config, window_dataset
         plan_ref = ray.put(data.plan)
         loop_cfg.update(transport="stream", root=str(data.panel.root), plan_ref=plan_ref)
-        datasets["train"] = window_dataset(data.panel, plan_ref, data.plan, "train",
-                                           with_return=tcfg.spec.task(data.config.label_kind).is_multitask,
-                                           seed=tcfg.seed, epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus,
-                                           readers=rcfg.readers, tickers_per_read=rcfg.tickers_per_read)
-        # split by ticker, rows not equalised; every rank steps the same batches (stream_ingest.shuffled_batches)
+        build = partial(window_dataset, data.panel, plan_ref, data.plan, "train",
+                        with_return=tcfg.spec.task(data.config.label_kind).is_multitask, seed=tcfg.seed,
+                        epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus, readers=rcfg.readers,
+                        tickers_per_read=rcfg.tickers_per_read, collector=collector)
+        datasets["train"] = build()  # each worker's own is built in ticker_split_config, on the worker's node
+        # each worker its own share of the tickers, rows not equalised; every rank steps the same batches
     elif rcfg.data_transport in ("object-store", "auto"):  # auto with data already in memory: keep it there
         loop_cfg.update(data_ref=ray.put(data), transport="object-store")
     elif rcfg.data_transport == "shared-path":
@@ -386,11 +351,10 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         raise ValueError(f"unknown data transport {rcfg.data_transport!r}; use object-store, shared-path or stream"
                          if rcfg.data_transport != "stream" else "--data-transport stream needs the data set built "
                          "for streaming (stocktrend.platform.data.stream.build_streamed), not an in-memory one")
-    collector = _history_collector()
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
     trainer = TorchTrainer(
         train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
-        dataset_config=ticker_split_config() if datasets else None,
+        dataset_config=ticker_split_config(build) if datasets else None,
         scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
@@ -400,11 +364,12 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                                                          checkpoint_score_order=tcfg.monitor_mode),
             failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures,
                                                    controller_failure_limit=rcfg.start_retries),
-            callbacks=[_report_callback(collector), *(run_callbacks or [])]))
+            callbacks=[report_callback(collector), *(run_callbacks or [])]))
     try:
         result = run_in_thread(trainer.fit)
         history = [{k: v for k, v in row.items() if k.startswith(("train_", "val_")) or k == "epoch"}
                    for row in ray.get(collector.get.remote())]
+        reads = StreamReads(*ray.get(collector.get_reads.remote())) if datasets else None
     except ray.train.ControllerError as exc:
         cause = exc.controller_failure
         if type(cause).__name__ in ("WorkerGroupStartupTimeoutError", "InsufficientClusterResourcesError"):
@@ -441,7 +406,8 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
     fit_result = FitResult(module, mcfg, tcfg, best_row.get(tcfg.monitor) if best_row else None,
                            int(best_row["epoch"]) if best_row else None, len(history), history,
                            test_metrics_of(module, data, tcfg) if run_test else {})
-    return fit_result, RayRunInfo(result.path, str(best.path), rcfg.workers, time.perf_counter() - t0)
+    return fit_result, RayRunInfo(result.path, str(best.path), rcfg.workers, time.perf_counter() - t0,
+                                  reads)
 
 
 def _first_line(exc: BaseException) -> str:

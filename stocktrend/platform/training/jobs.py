@@ -118,8 +118,14 @@ def train_job(data_cfg: DataConfig, train_cfg: TrainConfig, model_name: str | No
         if ray_config is None:
             return fit(data, train_cfg, mcfg, init_state_dict=init_state, metric_sink=sink)
         from stocktrend.platform.training.distributed import fit_ray
+        nonlocal transport_note
         result, info = fit_ray(data, train_cfg, mcfg, ray_config, init_state_dict=init_state)
         log.info("Ray Train run stored at %s (best checkpoint %s)", info.storage_path, info.best_checkpoint_dir)
+        if info.reads is not None:  # the streaming path: where the training blocks were read
+            transport_note = f"{transport_note or 'stream'}; {info.reads.summary()}"
+            if sink is not None:
+                import mlflow
+                mlflow.log_metrics({"ray.stream_blocks": info.reads.blocks, "ray.stream_local_blocks": info.reads.local})
         if sink is not None:
             for row in result.history:
                 sink(row, int(row.get("epoch", 0)))
