@@ -124,6 +124,16 @@ def _check_capacity(opts: SearchOptions) -> SearchOptions:
     return opts
 
 
+def check_streamable(specs, data_config) -> None:
+    """What a search on the partitioned dataset cannot do, said before any trial starts."""
+    sk = [s.kind for s in specs if s.is_sklearn]
+    if sk:
+        raise ValueError(f"{', '.join(sk)} fit(s) on the whole training segment in memory: search them with "
+                         f"--data-transport object-store, or leave them out of a streamed search")
+    if data_config.ticker_id:
+        raise ValueError("--ticker-id is not available on the streaming path; use --data-transport object-store")
+
+
 def _search_panel(opts: SearchOptions, universe, data_config, specs):
     """The features every trial starts from: the in-memory panel (shipped once through the object store), or, on the
     streaming path (``--data-transport stream``, or ``auto`` when the in-memory panel would not fit half the available
@@ -135,17 +145,14 @@ def _search_panel(opts: SearchOptions, universe, data_config, specs):
         raise ValueError(f"unknown --data-transport {opts.data_transport!r} for a search; choose auto, object-store "
                          f"or stream")
     chosen = opts.data_transport
-    if chosen == "auto":
+    if chosen == "auto" and any(s.is_sklearn for s in specs):
+        chosen = "object-store"  # scikit-learn fits hold the whole training segment anyway
+    elif chosen == "auto":
         choice = transport.choose(universe, feature_set(data_config.features), ticker_id=bool(data_config.ticker_id))
         chosen = choice.transport
-        log.info("data transport %s: %s", chosen, choice.reason)
+        log.info("data transport %s: %s (a choice made again when the search is resumed)", chosen, choice.reason)
     if chosen == "stream":
-        sk = [s.kind for s in specs if s.is_sklearn]
-        if sk:
-            raise ValueError(f"{', '.join(sk)} fit(s) on the whole training segment in memory: search them with "
-                             f"--data-transport object-store, or leave them out of a streamed search")
-        if data_config.ticker_id:
-            raise ValueError("--ticker-id is not available on the streaming path; use --data-transport object-store")
+        check_streamable(specs, data_config)
         import os
         from stocktrend.platform.data.partitioned import build_partitioned
         panel = build_partitioned(universe, feature_set(data_config.features), None, os.cpu_count() or 1)
@@ -201,6 +208,10 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
     if panel is None:
         universe = load_universe(opts.data_dir, list(opts.tickers) or None, universe=opts.universe)
         panel = _search_panel(opts, universe, data_config, specs)
+        del universe  # the raw bars: the panel (or its partitions) is what trials need
+    from stocktrend.platform.data.partitioned import PartitionedPanel
+    if isinstance(panel, PartitionedPanel):
+        check_streamable(specs, data_config)
     if opts.metric == "val_rank_ic" and len(panel.tickers) < MIN_NAMES:
         raise ValueError(f"--metric val_rank_ic needs a panel of {MIN_NAMES} or more tickers (the daily cross-sectional "
                          f"rank IC); this one has {len(panel.tickers)}: use val_loss or val_auc")

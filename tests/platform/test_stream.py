@@ -189,14 +189,19 @@ def test_shuffled_batches_cut_every_window_once_and_step_exactly_n_times(both):
 def test_auto_transport_reads_a_containers_memory_limit(monkeypatch):
     """Inside a container the host's free memory is not this process's: a cgroup limit of 3 GB with 1 GB used leaves
     2 GB, whatever the host has (Ray's own cgroup reader, v1 and v2)."""
+    from types import SimpleNamespace
+
     import psutil
     from ray._private import utils as ray_utils
 
     from stocktrend.platform.data import transport
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=16 * 2**30))
     monkeypatch.setattr(ray_utils, "get_cgroup_mem_stats", lambda: (1 * 2**30, 3 * 2**30))
-    assert psutil.virtual_memory().available > 2 * 2**30 and transport.available_memory() == 2 * 2**30
+    assert transport.available_memory() == 2 * 2**30
+    monkeypatch.setattr(ray_utils, "get_cgroup_mem_stats", lambda: (1 * 2**30, 64 * 2**30))  # limit above the host's
+    assert transport.available_memory() == 16 * 2**30
     monkeypatch.setattr(ray_utils, "get_cgroup_mem_stats", lambda: None)  # no cgroup: the host's figure
-    assert transport.available_memory() == pytest.approx(psutil.virtual_memory().available, rel=0.2)
+    assert transport.available_memory() == 16 * 2**30
 
 
 def test_auto_transport_keeps_the_panel_in_memory_while_it_fits_half_the_available_memory(universe, both):

@@ -42,7 +42,7 @@ def test_two_workers_stream_their_shards_and_score_as_the_in_memory_path(ray_loc
     assert [w["rank"] for w in reads.workers] == [0, 1], reads
     training = [t for t in streamed.tickers if len(streamed.plan.per_ticker[t].samples["train"])]
     assert reads.reread() == 0 and 0 < reads.blocks <= sum(reads.read_by_node().values()) <= 2 * len(training)
-    assert reads.blocks == sum(w["partitions"] for w in reads.workers), reads  # no block reached two workers
+    assert reads.blocks == sum(w["partitions"] for w in reads.workers), reads  # no worker took a block twice
     assert reads.local == reads.blocks and len(reads.read) == 1, reads
     assert all(w["partitions"] > 0 for w in reads.workers), reads
     seen = [row["val_rank_ic"] for row in result.history]

@@ -78,16 +78,19 @@ def test_the_model_as_a_search_dimension(ray_local, tmp_path, monkeypatch):
 
 
 def test_a_streamed_search_reads_partitions_and_registers_its_best(ray_local, tmp_path, monkeypatch, planted_dir):
-    """--data-transport stream: the driver partitions the features (no in-memory panel is built), each trial fits its
-    own plan for its sequence length / top-K by streaming passes and trains reading a ticker at a time; the best
-    trial is registered and predicts on windows of its own sequence length."""
+    """--data-transport auto on a panel too large for memory (the memory share forced down) streams: the driver
+    partitions the features (no in-memory panel is built), each trial fits its own plan for its sequence length /
+    top-K by streaming passes and trains reading a ticker at a time; the best trial is registered and predicts on
+    windows of its own sequence length. scikit-learn models are refused on the streaming path."""
+    from stocktrend.platform.data import transport
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
+    monkeypatch.setattr(transport, "MEMORY_SHARE", 1e-9)
     with pytest.raises(ValueError, match="search them with --data-transport object-store"):
         run_search(SearchOptions(name="sk", preset="tiny", model="gbm", metric="val_auc", data_dir=planted_dir,
                                  data_transport="stream"))
     opts = SearchOptions(name="streamed", preset="tiny", model="lstm", num_samples=2, max_epochs=2, grace_period=1,
                          scheduler="fifo", data_dir=planted_dir, label_kind="excess", metric="val_rank_ic",
-                         epoch_windows=2048, model_name="streamed-search", data_transport="stream")
+                         epoch_windows=2048, model_name="streamed-search", data_transport="auto")
     res = run_search(opts)
     table = res["table"]
     assert len(table) == 2 and (table["status"] != "error").all(), table.get("error")

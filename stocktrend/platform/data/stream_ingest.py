@@ -4,7 +4,6 @@ consumed, and the LightningDataModule that puts them together (docs/data.md, "th
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Iterator
 
 import numpy as np
@@ -173,45 +172,49 @@ def _gather(held, owner: np.ndarray, idx: np.ndarray, seq_len: int, with_return:
 
 
 def ticker_shares(plan: StreamPlan, segment: str, world: int) -> list[list[str]]:
-    """The tickers with samples in ``segment`` dealt to ``world`` workers, largest first to the lightest share (so the
-    shares hold about the same number of samples); fixed for the run, so a worker reads the same partitions every
-    epoch."""
-    tickers = sorted((t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])),
-                     key=lambda t: (-len(plan.per_ticker[t].samples[segment]), t))
+    """The tickers with samples in ``segment`` dealt to ``world`` workers, largest first to the lightest share, by
+    the samples an epoch draws (training: after oversampling), so the shares hold about the same number; fixed for the
+    run, so a worker reads the same partitions every epoch."""
+    def size(t: str) -> int:
+        tp = plan.per_ticker[t]
+        return tp.train_rows() if segment == "train" else len(tp.samples[segment])
+    tickers = sorted((t for t in plan.tickers if len(plan.per_ticker[t].samples[segment])), key=lambda t: (-size(t), t))
     shares: list[list[str]] = [[] for _ in range(max(1, world))]
     load = [0] * len(shares)
     for t in tickers:
         i = min(range(len(shares)), key=lambda j: (load[j], j))
         shares[i].append(t)
-        load[i] += len(plan.per_ticker[t].samples[segment])
+        load[i] += size(t)
     return shares
 
 
-def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment: str = "train",
-                   with_return: bool = False, seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0,
-                   readers: int = 1, tickers_per_read: int = 0, collector=None, share: tuple[int, int] = (0, 1),
-                   node_id: str | None = None):
-    """A Ray Dataset of one worker's ticker blocks (``ticker_block``; one row per ticker): share ``share = (rank,
-    world)`` of the segment's tickers (``ticker_shares``) for ``epochs`` passes, each in its own random order. One
-    execution serves the whole fit (a Ray Data pipeline starts in seconds; once, not every epoch), and the worker's
-    epochs take their batches from it in turn (``stream_data_module``). The reading stage is a pool of ``readers``
-    actors of ``reader_cpus`` logical CPUs (light next to training: it must not wait for CPUs the Train workers
-    hold), ``tickers_per_read`` tickers a call, placed on ``node_id`` (the worker's node), so that each node reads only
-    its own worker's partitions. The placement is hard: a soft one put the readers elsewhere (seen on 3 nodes, 0% to
-    67% local, bench/stream_nodes.py); if the node goes, its worker goes with it and the restarted group builds new
-    pipelines on the new nodes (``ticker_split_config``). Windows are cut where they are consumed
-    (``shuffled_batches``). ``collector``: the run's (training.ray_reports), told which partitions each node read."""
+def window_dataset(root: str, plan_ref, tickers: list[str], segment: str = "train", with_return: bool = False,
+                   seed: int = 0, epochs: int = 1, reader_cpus: float = 0.0, readers: int = 1,
+                   tickers_per_read: int = 0, collector=None, rank: int = 0, node_id: str | None = None):
+    """A Ray Dataset of one worker's ticker blocks (``ticker_block``; one row per ticker): its share ``tickers``
+    (``ticker_shares``) for ``epochs`` passes, each in its own random order. One execution serves the whole fit (a Ray
+    Data pipeline starts in seconds; once, not every epoch), and the worker's epochs take their batches from it in
+    turn (``stream_data_module``). The reading stage is a pool of ``readers`` actors, ``tickers_per_read`` tickers a
+    call, placed on ``node_id`` (the worker's node), so that each node reads only its own worker's partitions. They
+    hold no logical CPU (light next to training; the worker's CPUs are its placement group's, so a reader pinned to
+    its node and asking for a CPU could wait there forever). The placement is hard: a soft one put the readers
+    elsewhere (0% and 67% local in two runs on 3 nodes, bench/stream_nodes.py); if the node goes, its worker goes with
+    it and the restarted group builds new pipelines on the new nodes (``ticker_split_config``). Windows are cut where
+    they are consumed (``shuffled_batches``). ``collector``: the run's (training.ray_reports), told which partitions
+    each node read. Only the plan's reference travels (the plan itself grows with the panel)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    tickers = ticker_shares(plan, segment, share[1])[share[0]]
+    if node_id and reader_cpus > 0:
+        raise ValueError("the streaming path's readers are pinned to their worker's node, whose CPUs the worker "
+                         "holds: reader_cpus must be 0")
     items = [{"ticker": tickers[i], "epoch": e} for e in range(max(1, epochs))
-             for i in np.random.default_rng([seed, e, share[0]]).permutation(len(tickers))]
+             for i in np.random.default_rng([seed, e, rank]).permutation(len(tickers))]
     if tickers_per_read <= 0:  # small shares: one ticker a block, so that the shuffle pool mixes several
         tickers_per_read = 1 if len(tickers) < 64 else 4
     ray.data.DataContext.get_current().enable_progress_bars = False  # the run's own log lines say how it goes
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // tickers_per_read), 4096)))
     place = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)} if node_id else {}
-    return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(panel.root), "plan_ref": plan_ref,
+    return ds.map_batches(_ReadBlocks, fn_constructor_kwargs={"root": str(root), "plan_ref": plan_ref,
                                                               "segment": segment, "with_return": with_return,
                                                               "collector": collector},
                           batch_size=tickers_per_read, batch_format="numpy", num_cpus=reader_cpus,
@@ -219,11 +222,12 @@ def window_dataset(panel: PartitionedPanel, plan_ref, plan: StreamPlan, segment:
 
 
 def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int = 256, with_return: bool = False,
-                       shuffle_buffer: int = 20_000):
+                       shuffle_buffer: int = 20_000, seed: int = 0):
     """A LightningDataModule over a streamed data set. Training batches come from this Ray Train worker's shard of the
-    ``train`` Ray Dataset (``window_dataset``; outside Ray Train, from the partitions read in process), mixed across tickers by a local shuffle buffer; a worker validates on
-    its own share of the tickers (rank r of w takes every w-th ticker: every validation sample is scored once, and
-    the rank IC metric gathers the cross-section from all workers); test (on the driver) reads every ticker."""
+    ``train`` Ray Dataset (``window_dataset``; outside Ray Train, from the partitions read in process), mixed across
+    tickers by a local shuffle buffer; a worker validates on its own share of the tickers (rank r of w takes every
+    w-th ticker: every validation sample is scored once, and the rank IC metric gathers the cross-section from all
+    workers); test (on the driver) reads every ticker. ``seed``: the training seed (ticker order, shuffles)."""
     import lightning.pytorch as pl
 
     with_day = data.is_panel
@@ -237,10 +241,9 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
         def __init__(self, rank: int, world: int):
             import ray
             import ray.train
-            try:
-                self.shard = ray.train.get_dataset_shard("train")
-            except Exception:  # noqa: BLE001 - not a Train worker (one process, a search trial): read in process
-                self.shard = None
+            # a Ray Train worker of fit_ray (it set the run's collector) reads its Ray Dataset shard; anything else
+            # (training.fit in one process, a search trial) reads the partitions itself
+            self.shard = ray.train.get_dataset_shard("train") if data.reads_to is not None else None
             self.n = max(1, data.plan.samples("train", balanced=True) // max(1, world) // batch_size)
             self.rank, self.epoch = rank, 0
             self.blocks, self.pending, self.state = None, None, {}
@@ -275,28 +278,27 @@ def stream_data_module(data: StreamedData, batch_size: int, eval_batch_size: int
         def __iter__(self):
             # one execution of the dataset serves every epoch (it holds one ticker order per epoch, each row tagged
             # with its epoch): Lightning's epoch e takes the blocks tagged e, then exactly n batches from them
-            if self.blocks is None and self.shard is None:
-                self.blocks = self._local_blocks()
+            if self.shard is None:  # in process: this epoch's tickers, each read only when its turn comes
+                self.blocks, self.pending = self._local_blocks(self.epoch), None
             elif self.blocks is None:
                 rows = self.shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=4)
                 self.blocks = ({k: v[0] for k, v in row.items()} for row in rows)
             e, self.epoch = self.epoch, self.epoch + 1
             try:
                 yield from shuffled_batches(self._epoch_blocks(e), data.plan.seq_len, batch_size, self.n,
-                                            with_return, pool=shuffle_buffer, seed=(data.config.seed, self.rank, e),
+                                            with_return, pool=shuffle_buffer, seed=(seed, self.rank, e),
                                             state=self.state)
             finally:  # also when Lightning stops at its batch limit and drops the iterator
                 self._report()
 
-        def _local_blocks(self):
-            """Outside Ray Train (``training.fit`` on a streamed data set, a search trial): every training ticker's
-            block read in this process, epoch after epoch, each in its own random order (one ticker in memory at a
-            time besides the shuffle pool)."""
+        def _local_blocks(self, e: int):
+            """Outside Ray Train (``training.fit`` on a streamed data set, a search trial): epoch ``e``'s training
+            blocks read in this process in the epoch's random order (as ``window_dataset``'s), lazily: an epoch cut
+            short (``--epoch-windows``) reads no more tickers than it trains on."""
             tickers = ticker_shares(data.plan, "train", 1)[0]
-            for e in itertools.count():
-                for i in np.random.default_rng([data.config.seed, e, 0]).permutation(len(tickers)):
-                    block = ticker_block(data.panel, data.plan, tickers[i], "train", with_return)
-                    yield {**block, "epoch": e, READ_TAGS[0]: tickers[i], READ_TAGS[1]: self.node}
+            for i in np.random.default_rng([seed, e, 0]).permutation(len(tickers)):
+                block = ticker_block(data.panel, data.plan, tickers[i], "train", with_return)
+                yield {**block, "epoch": e, READ_TAGS[0]: tickers[i], READ_TAGS[1]: self.node}
 
         def _report(self) -> None:
             """Where this worker's blocks so far were read, to the run's collector (training.ray_reports)."""
@@ -345,20 +347,23 @@ def check_workers(data: StreamedData, workers: int) -> None:
                          f"training samples cannot feed {workers} workers; lower --workers")
 
 
-def ticker_split_config(build):
+def ticker_split_config(build, shares: list[list[str]]):
     """Ray Train's DataConfig for the streaming path: instead of one pipeline split between the workers
     (``streaming_split``; its locality hints are a preference: on 3 nodes 31% of the blocks reached the worker on the
-    node that read them, and one node read 62% of the panel, bench/stream_nodes.py), every worker gets its own pipeline over its share of the tickers,
-    read on its own node: ``build(share=(rank, world), node_id=...)`` -> the worker's Ray Dataset (``window_dataset``).
-    Called again with the new nodes when a worker group restarts."""
+    node that read them, and one node read 62% of the panel, bench/stream_nodes.py), every worker gets its own
+    pipeline over its share of the tickers (``shares[rank]``, ``ticker_shares``), read on its own node:
+    ``build(tickers=..., rank=..., node_id=...)`` -> the worker's Ray Dataset (``window_dataset``). Called again with
+    the new nodes when a worker group restarts."""
     import ray.train
 
     class _TickerShares(ray.train.DataConfig):
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            if world_size != len(shares):
+                raise ValueError(f"{world_size} workers for {len(shares)} ticker shares")
             nodes = worker_node_ids or [None] * world_size
             out = []
             for rank in range(world_size):
-                ds = build(share=(rank, world_size), node_id=nodes[rank])
+                ds = build(tickers=shares[rank], rank=rank, node_id=nodes[rank])
                 ds.set_name(f"train-{rank}")
                 ds.context.execution_options = self._resolve_execution_options("train")
                 out.append({"train": ds.iterator()})

@@ -62,9 +62,9 @@ class RayConfig:
     start_retries: int = 1
     # The streaming path (a StreamedData): Ray Data reader actors, the logical CPUs each holds (0: they share the Train
     # workers' CPUs, light next to the training step; bench/stream_scale.py) and the tickers each reads per call
-    readers: int = 1  # per Train worker, on its node
+    readers: int = 0  # per Train worker, on its node; 0 = 2 for a single worker, else 1
     reader_cpus: float = 0.0
-    tickers_per_read: int = 0  # 0 = one ticker a read below 64 tickers (every worker gets a share), else 4
+    tickers_per_read: int = 0  # 0 = one ticker a read when a worker's share is under 64 tickers, else 4
 
 
 def _worker_accelerator(gpus_per_worker: float) -> str:
@@ -328,18 +328,18 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
                                 "gpus_per_worker": rcfg.gpus_per_worker, "transport": rcfg.data_transport,
                                 "init_state_dict": init_state_dict, "callbacks": extra_callbacks or []}
     datasets: dict[str, Any] = {}
-    collector = run_collector()  # every epoch's metrics; on the streaming path, where the blocks were read
-    loop_cfg["collector"] = collector
+    dataset_config = None
     if isinstance(data, StreamedData):  # the streaming path: workers read their shard of the windows (Ray Data)
-        from stocktrend.platform.data.stream_ingest import ticker_split_config, window_dataset
+        from stocktrend.platform.data.stream_ingest import ticker_shares, ticker_split_config, window_dataset
         plan_ref = ray.put(data.plan)
         loop_cfg.update(transport="stream", root=str(data.panel.root), plan_ref=plan_ref)
-        build = partial(window_dataset, data.panel, plan_ref, data.plan, "train",
+        # each worker its own share of the tickers, read on its node; every rank steps the same number of batches
+        shares = ticker_shares(data.plan, "train", rcfg.workers)
+        build = partial(window_dataset, str(data.panel.root), plan_ref, segment="train",
                         with_return=tcfg.spec.task(data.config.label_kind).is_multitask, seed=tcfg.seed,
-                        epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus, readers=rcfg.readers,
-                        tickers_per_read=rcfg.tickers_per_read, collector=collector)
-        datasets["train"] = build()  # each worker's own is built in ticker_split_config, on the worker's node
-        # each worker its own share of the tickers, rows not equalised; every rank steps the same batches
+                        epochs=tcfg.epochs, reader_cpus=rcfg.reader_cpus,
+                        readers=rcfg.readers or (2 if rcfg.workers == 1 else 1),
+                        tickers_per_read=rcfg.tickers_per_read)
     elif rcfg.data_transport in ("object-store", "auto"):  # auto with data already in memory: keep it there
         loop_cfg.update(data_ref=ray.put(data), transport="object-store")
     elif rcfg.data_transport == "shared-path":
@@ -351,21 +351,27 @@ def fit_ray(data: PreparedData, tcfg: TrainConfig, mcfg: Any, rcfg: RayConfig,
         raise ValueError(f"unknown data transport {rcfg.data_transport!r}; use object-store, shared-path or stream"
                          if rcfg.data_transport != "stream" else "--data-transport stream needs the data set built "
                          "for streaming (stocktrend.platform.data.stream.build_streamed), not an in-memory one")
+    collector = run_collector()  # every epoch's metrics; on the streaming path, where the blocks were read
+    loop_cfg["collector"] = collector
+    if isinstance(data, StreamedData):  # the worker's own datasets are built in ticker_split_config, on its node
+        build = partial(build, collector=collector)
+        datasets["train"] = build(tickers=shares[0], rank=0)
+        dataset_config = ticker_split_config(build, shares)
     resources = {"CPU": rcfg.cpus_per_worker, **({"GPU": rcfg.gpus_per_worker} if rcfg.gpus_per_worker else {})}
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
-        dataset_config=ticker_split_config(build) if datasets else None,
-        scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=rcfg.keep_checkpoints,
-                                                         checkpoint_score_attribute=tcfg.monitor,
-                                                         checkpoint_score_order=tcfg.monitor_mode),
-            failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures,
-                                                   controller_failure_limit=rcfg.start_retries),
-            callbacks=[report_callback(collector), *(run_callbacks or [])]))
-    try:
+    try:  # the collector is killed whatever happens from here
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=loop_cfg, datasets=datasets or None,
+            dataset_config=dataset_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=rcfg.workers, use_gpu=rcfg.gpus_per_worker > 0,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=name, storage_path=storage,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=rcfg.keep_checkpoints,
+                                                             checkpoint_score_attribute=tcfg.monitor,
+                                                             checkpoint_score_order=tcfg.monitor_mode),
+                failure_config=ray.train.FailureConfig(max_failures=rcfg.max_failures,
+                                                       controller_failure_limit=rcfg.start_retries),
+                callbacks=[report_callback(collector), *(run_callbacks or [])]))
         result = run_in_thread(trainer.fit)
         history = [{k: v for k, v in row.items() if k.startswith(("train_", "val_")) or k == "epoch"}
                    for row in ray.get(collector.get.remote())]

@@ -231,7 +231,7 @@ def data_module(data: PreparedData, tcfg: TrainConfig) -> StockDataModule:
     from stocktrend.platform.data.stream import StreamedData
     from stocktrend.platform.data.stream_ingest import stream_data_module
     if isinstance(data, StreamedData):
-        return stream_data_module(data, tcfg.batch_size,
+        return stream_data_module(data, tcfg.batch_size, seed=tcfg.seed,
                                   with_return=tcfg.spec.task(data.config.label_kind).is_multitask)
     return StockDataModule(data, batch_size=tcfg.batch_size,
                            with_return=tcfg.spec.task(data.config.label_kind).is_multitask)

@@ -69,7 +69,8 @@ class StreamReads:
 
     ``read``: per node, the (ticker, epoch) partitions its Ray Data readers read. ``workers``: per Train worker, its
     node, the blocks it took from its shard by the node that read them, and how many distinct partitions those were.
-    A pipeline stops when training does, so the last blocks read may not all be taken."""
+    Lower bounds: a pipeline stops when training does (the last blocks read may not all be taken), and a reader's
+    report still in flight when the run ends is not counted."""
 
     workers: list[dict] = field(default_factory=list)
     read: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
