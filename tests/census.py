@@ -117,9 +117,20 @@ class Census:
         return "\n".join(f"{x.ip:>18}:{x.port:<6} {x.verdict:<10} {x.name} (PID {x.pid})" for x in rows)
 
 
-def haproxy_started_since(t0: float) -> list[int]:
-    """HAProxy processes created at or after ``t0`` (time.time()) that still run: after a command ended, what it
-    left behind (tests run one at a time, so nothing else starts one meanwhile)."""
+def haproxy_started_since(t0: float, home: Path) -> list[int]:
+    """HAProxy processes created at or after ``t0`` (time.time()) for a command on ``home`` that still run: after the
+    command ended, what it left behind. Its HAProxy inherits the command's environment (through the Ray instance it
+    started), so another test process's endpoints are not counted."""
     time.sleep(1)
     return [p.pid for p in psutil.process_iter(["name", "create_time"])
-            if p.info["name"] == "haproxy" and (p.info["create_time"] or 0) >= t0 - 1]
+            if p.info["name"] == "haproxy" and (p.info["create_time"] or 0) >= t0 - 1
+            and _home_of(p) in (str(home), "unreadable")]
+
+
+def _home_of(p: psutil.Process) -> str | None:
+    try:
+        return p.environ().get("STOCKTREND_HOME")
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.Error:  # an environment this user cannot read: counted, as if it were the command's
+        return "unreadable"

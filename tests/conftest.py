@@ -10,6 +10,33 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # throwaway test clusters (R
 # Serve through the HAProxy ingress, as `stocktrend serve` does (RAY_SERVE_ENABLE_HA_PROXY=0 tests the Python proxy).
 for _k, _v in FAST_INGRESS_ENV.items():
     os.environ.setdefault(_k, _v)
+# Ray Train's controller polls its workers every 2 s by default: each run (about 30 in the suite, most of them a few
+# seconds of training) waits up to that long to see its workers finish or fail. The preemption watcher (an extra actor
+# per worker group, for graceful node drains, which no test performs) competes with the workers for the 2 cores.
+# Both travel from this process to every Ray Train run it or its CLI subprocesses start.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+def _own_ports() -> None:
+    """Test processes running side by side (``pytest -n 2``) must not pick the same ports: each takes its own slice of
+    stocktrend.platform.ports' range, and its own HAProxy side ports (Ray's fixed 9101 and 8404, on every interface),
+    which every endpoint it or its CLI subprocesses start inherits. tests/serve/test_leftovers.py and
+    test_serve_config.py check the platform's handling of the fixed defaults themselves."""
+    from stocktrend.platform import ports
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        n, i = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), int(worker[2:])
+        span = (ports.HIGH - ports.LOW + 1) // max(n, 1)
+        ports.LOW, ports.HIGH = ports.LOW + i * span, ports.LOW + (i + 1) * span - 1
+    for var in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+        os.environ.setdefault(var, str(ports.free_port("0.0.0.0")))
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the controller of `pytest -n N` runs no test: its workers, which inherit its environment, choose
+    _own_ports()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +61,7 @@ def _ray_session():
 @pytest.fixture(scope="module")
 def ray_local(_ray_session):
     """One local Ray instance shared by the in-process tests (2 CPUs, modest object store), started on first use in
-    a module and again in the next module after a job-submit test (always last in its module) ran ``ray stop``."""
+    a module and again in the next module after a job-submit test (always last in its module) shut it down."""
     import ray
     if not ray.is_initialized():
         # address="local": never join a cluster another test left behind (its address file in /tmp/ray).

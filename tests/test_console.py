@@ -44,10 +44,28 @@ def test_serve_without_a_registered_model_stops_before_ray_starts(tmp_path):
     assert "registered: none" in lines[0] and "stocktrend train" in lines[0] and "Traceback" not in r.stderr
 
 
-def _ray_processes() -> int:
+def _ray_processes(home: Path) -> int:
+    """Ray's processes (GCS, raylet, workers, ...) of the instances commands on ``home`` started: they inherit the
+    command's environment; another test process's Ray instances are not counted."""
     import psutil
-    return sum(1 for p in psutil.process_iter(["name", "cmdline"])
-               if any("ray::" in c for c in (p.info["cmdline"] or [])))
+    n = 0
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/dashboard" in cmd:
+            try:
+                n += p.environ().get("STOCKTREND_HOME") == str(home)
+            except psutil.Error:
+                continue
+    return n
+
+
+def _no_ray_within(home: Path, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while _ray_processes(home):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _stale_ray_tmp() -> str:
@@ -67,7 +85,6 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     monkeypatch.setenv("RAY_TMPDIR", _stale_ray_tmp())
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     home = tmp_path / "home"
-    before = _ray_processes()
     t0 = time.time()
     r = subprocess.run([CLI, *TRAIN], env=_env(home), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -94,6 +111,7 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
         assert time.time() - t0 < 120
         assert httpx.post(f"http://127.0.0.1:{port}/predict/ticker", json={"ticker": "MSFT"},
                           timeout=60).status_code == 200
+        assert _ray_processes(home) > 0  # the count sees the running instance
     finally:
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=120)
@@ -101,8 +119,7 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     assert p.returncode == 0, err[-3000:]
     assert "pid=" not in out + err and "Traceback" not in out + err, (out + err)[-3000:]
     assert "endpoint stopped" in out
-    time.sleep(2)
-    assert _ray_processes() <= before  # the command's local Ray instance is gone
+    assert _no_ray_within(home, 5)  # the command's local Ray instance is gone
 
     # The port, free when `serve` checked it, is taken by another process before the ingress binds it (here: the
     # moment the command says its Ray instance is up; Serve's controller and HAProxy start seconds later): one line
@@ -132,8 +149,7 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     assert len(errors) == 1 and f"port {port} on 127.0.0.1 was taken by another process" in errors[0], out[-3000:]
     assert "Traceback" not in out and "HAProxy crashed" not in out, out[-3000:]
     assert "cannot bind socket" in _log(home, "serve")  # Ray's whole message is in the command's log file
-    time.sleep(2)
-    assert _ray_processes() <= before
+    assert _no_ray_within(home, 5)
 
     # --verbose brings Ray's output back (one Train worker is enough to show its pid= lines).
     verbose_train = [*TRAIN[:TRAIN.index("--workers") + 1], "1", "--cpus-per-worker", "1"]

@@ -41,7 +41,7 @@ def test_quickstart_end_to_end(tmp_path):
     started = time.time()
     first = run(home, "--budget", "0.3", "--no-wait", "--port", str(port))
     # issue 37: nothing the command started outlives it (HAProxy was the one that did)
-    assert haproxy_started_since(started) == [], "HAProxy outlived the quickstart"
+    assert haproxy_started_since(started, home) == [], "HAProxy outlived the quickstart"
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     for i in range(1, 7):
@@ -138,7 +138,9 @@ def test_ctrl_c_during_the_search_stops_everything_and_a_rerun_resumes(tmp_path)
     env = {**ENV, "STOCKTREND_HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "1.5", "--no-serve", "--name", "cc", "--universe", "msft"]
+    # Budget 0.7: 4 trials of up to 4 epochs, 2 at a time; when the first has ended, another runs and one waits, so
+    # the SIGINT lands inside the search (the rerun then resumes it and retrains 7 epochs).
+    cmd = [CLI, "quickstart", "--preset", "tiny", "--budget", "0.7", "--no-serve", "--name", "cc", "--universe", "msft"]
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err_out:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err_out, text=True)

@@ -148,9 +148,12 @@ def orphan_placement_groups() -> list[str]:
 
 
 def _actor_alive(actor_id: str) -> bool:
+    import ray
     from ray.util.state import get_actor
     try:
-        info = get_actor(actor_id, timeout=10)
+        # This driver's instance by its GCS address: without one, Ray's state API fails whenever another Ray instance
+        # runs on the machine ("Found multiple active Ray instances"), and every group would be assumed alive.
+        info = get_actor(actor_id, address=ray.get_runtime_context().gcs_address, timeout=10)
     except Exception:  # state API unavailable: assume alive (never remove what we cannot prove is orphaned)
         return True
     return info is not None and getattr(info, "state", "DEAD") != "DEAD"

@@ -24,22 +24,54 @@ def local_head(env: dict | None = None):
     """Yields the dashboard address of a fresh 2-CPU head; stops it afterwards. ``env``: the environment of `ray start`
     (default: token authentication disabled).
 
-    `ray stop` stops every Ray process on the machine, so the in-process instance of the test session is shut down
-    first (the `ray_local` fixture starts it again in the next module)."""
+    The in-process instance of the test session is shut down first (the `ray_local` fixture starts it again in the
+    next module): the head takes both CPUs. The head is stopped alone (`ray stop` would stop every Ray instance on
+    the machine, another test process's too): its processes are those whose environment carries its marker."""
     import ray
     ray.shutdown()
-    env = env or ENV
     ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # AF_UNIX socket paths must stay under 108 bytes
-    port, dash = free_port(), free_port()
+    env = {**(env or ENV), HEAD_MARKER: ray_tmp}
+    port, dash, agent, client = free_port(), free_port(), free_port(), free_port()
     start = subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2", f"--dashboard-port={dash}",
+                            # Ray's fixed defaults (52365, 10001): taken by any other Ray instance on the machine
+                            f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
                             "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
                            capture_output=True, text=True, env=env, timeout=120)
-    assert start.returncode == 0, start.stderr[-2000:]
     try:
+        assert start.returncode == 0, start.stderr[-2000:]
         yield f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_marked(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+HEAD_MARKER = "STOCKTREND_TEST_RAY_HEAD"
+
+
+def stop_marked(value: str, timeout: float = 30) -> None:
+    """Stop every process whose environment has ``HEAD_MARKER=value`` (a head's GCS, raylet, dashboard, workers and
+    job drivers all inherit it; workers rewrite their command line, so it cannot be matched on): SIGTERM, then
+    SIGKILL for those still running after ``timeout`` seconds."""
+    import psutil
+    mine = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(HEAD_MARKER) == value:
+                mine.append(p)
+        except psutil.Error:
+            continue
+    for p in mine:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=10)
 
 
 def submit(address: str, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: int = 500):

@@ -16,7 +16,7 @@ from stocktrend.platform.training.local import TrainConfig, model_config_for
 from stocktrend.tune import trial as trial_mod
 from stocktrend.tune.search import SearchOptions, run_search
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # busy_core: one core held on purpose
 # A deliberately poor point (learning rate 1e-6: it stays at chance) that is also the slowest of the space (widest,
 # longest windows, smallest batches: about twice the preset default's epoch), so with two trials at a time it reaches
 # the ASHA rung after the preset default and is stopped there. The rung is at epoch 2 (grace period 2): on the planted

@@ -364,7 +364,9 @@ def test_killed_replica_is_replaced(served):
     from ray.util.state import list_actors
     with Loop(served["url"]) as loop:
         time.sleep(1)
-        actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+        # This test process's instance: without an address Ray's state API looks for every GCS on the machine
+        actors = [a for a in list_actors(address=ray.get_runtime_context().gcs_address,
+                                         filters=[("state", "=", "ALIVE")])
                   if "StockTrendService" in a.class_name and "secure" not in (a.name or "")]
         assert actors
         ray.kill(ray.get_actor(actors[0].name, namespace="serve"), no_restart=True)

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from stocktrend.serve import ingress
 from tests.census import Census
 from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
 from tests.ray.local_head import free_port
@@ -74,6 +75,8 @@ def burst(port: int, n: int = 400, seconds: float = 20.0) -> int:
 def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
     home = tmp_path / "home"
     env = cli_env(home)
+    for var in ingress.HAPROXY_SIDE_PORTS:  # HAProxy's own defaults: a leftover holding them would be "in use"
+        env.pop(var, None)
     data = planted_csv_folder(tmp_path, seed=5)
     for _ in range(2):  # versions 1 and 2: a champion and a challenger
         cli_ok(env, "train", "--model", "lstm", "--preset", "tiny", "--epochs", "1", "--data", str(data),

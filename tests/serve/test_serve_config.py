@@ -61,7 +61,12 @@ def test_a_second_endpoint_on_the_host_gets_free_haproxy_side_ports(monkeypatch)
     import os
     import socket
 
+    from stocktrend.platform.ports import free_port
     from stocktrend.serve import ingress
+    # Two ports this test holds stand for the defaults (holding the real 9101 / 8404 would crash the HAProxy of an
+    # endpoint another test process starts meanwhile).
+    monkeypatch.setattr(ingress, "HAPROXY_SIDE_PORTS", {"RAY_SERVE_HAPROXY_METRICS_PORT": free_port("0.0.0.0"),
+                                                        "RAY_SERVE_HAPROXY_STATS_PORT": free_port("0.0.0.0")})
     held = []
     for port in ingress.HAPROXY_SIDE_PORTS.values():
         s = socket.socket()
@@ -76,7 +81,7 @@ def test_a_second_endpoint_on_the_host_gets_free_haproxy_side_ports(monkeypatch)
         monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
         ingress._free_haproxy_ports()
         metrics = int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])
-        assert metrics != 9101 and metrics > 0
+        assert metrics != ingress.HAPROXY_SIDE_PORTS["RAY_SERVE_HAPROXY_METRICS_PORT"] and metrics > 0
         assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's choice stays
     finally:
         for s in held:

@@ -14,6 +14,14 @@ from tests.cli import CLI, ROOT, cli_env
 from tests.ray.local_head import free_port
 
 
+def _watchdog(p: subprocess.Popen) -> None:
+    """Kill ``p`` if it still runs after 120 s (a `monitoring up` that never prints must not hang the run). A daemon
+    timer: a pending one must not keep the test process from exiting (it did, for up to 120 s, after the last test)."""
+    t = threading.Timer(120, p.kill)
+    t.daemon = True
+    t.start()
+
+
 def monitoring_up_command(tmp_path):
     """The environment, ports and command line of a `monitoring up` on a fresh home; missing binaries fail the test
     with the advice (never a skip)."""
@@ -31,7 +39,7 @@ def monitoring_up_command(tmp_path):
 def test_monitoring_up_serves_on_loopback_refuses_a_taken_port_and_stops_on_ctrl_c(tmp_path):
     env, prom, am, args = monitoring_up_command(tmp_path)
     p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    threading.Timer(120, p.kill).start()
+    _watchdog(p)
     lines = []
     for line in p.stdout:
         lines.append(line)
@@ -64,7 +72,7 @@ def test_a_killed_monitoring_up_leaves_servers_that_the_next_one_ends(tmp_path):
 
     def up():
         p = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        threading.Timer(120, p.kill).start()
+        _watchdog(p)
         lines = []
         for line in p.stdout:
             lines.append(line)
