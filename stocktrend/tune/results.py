@@ -27,7 +27,7 @@ def trial_table(grid, opts: SearchOptions) -> pd.DataFrame:
         if interrupted and r.path.rstrip("/").rsplit("/", 1)[-1] in interrupted:
             status = "interrupted"
         trial_id = r.metrics.get("trial_id") if r.metrics else None
-        rows.append({"order": order, "trial_id": trial_id, **r.config,
+        rows.append({"order": order, "trial_id": trial_id, **(r.config or {}),
                      f"best_{opts.metric}": best, **extra, "epochs": epochs, "stopped_early": status == "stopped early",
                      "status": status, "restarts": int(restarts.get(trial_id, 0)),
                      "error": str(r.error).splitlines()[0][:200] if r.error else ""})
