@@ -7,6 +7,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "stocktrend")
+# The loop's panels (tests/loop/test_loop_cli.py) and the command that trains the champion of the session's
+# planted_home (tests/conftest.py).
+LOOP_DAYS = 1100
+LOOP_TRAIN = ["train", "--model", "lstm", "--preset", "tiny", "--epochs", "4", "--accumulate", "1", "--top-k", "8",
+              "--sequence-length", "10"]
 # Settings of this test process that must not reach a command meant to start from scratch.
 NOT_INHERITED = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "STOCKTREND_ARTIFACTS")
 
@@ -39,3 +44,25 @@ def cli_ok(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     r = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[-3000:])
     return r
+
+
+def clone_home(src: Path, dst: Path) -> Path:
+    """A copy of a home as if it had been made at ``dst``: its files, with the absolute paths the MLflow store keeps
+    (artefact locations) moved; refuses if any other file still names the original."""
+    import shutil
+    import sqlite3
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("logs", "locks"))
+    with sqlite3.connect(dst / "mlflow.db") as db:
+        for (table,) in db.execute("select name from sqlite_master where type='table'").fetchall():
+            for _, col, typ, *_ in db.execute(f'pragma table_info("{table}")').fetchall():
+                if any(t in typ.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                    db.execute(f'update "{table}" set "{col}" = replace("{col}", ?, ?) where instr("{col}", ?) > 0',
+                               (str(src), str(dst), str(src)))
+        assert not db.execute("select 1 from runs where instr(artifact_uri, ?) > 0", (str(src),)).fetchall()
+    for p in dst.rglob("*"):  # text files naming it (MLmodel's artifact_path) are moved too; anything else refuses
+        if p.is_file() and p.name != "mlflow.db" and p.stat().st_size < 2**24 and str(src).encode() in p.read_bytes():
+            try:
+                p.write_text(p.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
+            except UnicodeDecodeError:
+                raise AssertionError(f"a binary file of the copied home names the original: {p}") from None
+    return dst

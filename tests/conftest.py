@@ -76,3 +76,24 @@ def planted_dir(tmp_path_factory):
     learns it within 2 epochs, a learning rate of 1e-6 never does (tests/ray/test_no_hang.py, POOR)."""
     from stocktrend.platform.data.synthetic import planted_signal_universe, write_directory
     return write_directory(planted_signal_universe(900, seed=5, n_tickers=3), tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="session")
+def planted_panel(tmp_path_factory):
+    """A user data directory of 1,100 days whose tickers copy the market 5 days later from the first day (the loop's
+    planted panel, tests/loop/test_loop_cli.py)."""
+    from stocktrend.platform.data.synthetic import switching_signal_universe, write_directory
+    from tests.cli import LOOP_DAYS
+    return write_directory(switching_signal_universe(LOOP_DAYS, switch_day=0, seed=1),
+                           tmp_path_factory.mktemp("loop-data") / "planted")
+
+
+@pytest.fixture(scope="session")
+def planted_home(planted_panel, tmp_path_factory):
+    """A home whose registry holds the champion, version 1 in production, trained once per test run by `stocktrend
+    train` (the lstm, tiny, 4 epochs) on the planted panel. Tests never change it: each works on its own copy
+    (tests.cli.clone_home), since retrain, promote, score and serve write to a home."""
+    from tests.cli import LOOP_TRAIN, cli_env, cli_ok
+    home = tmp_path_factory.mktemp("planted-home") / "home"
+    cli_ok(cli_env(home), *LOOP_TRAIN, "--data", str(planted_panel), timeout=600)
+    return home

@@ -365,7 +365,8 @@ def app_builder(args: dict[str, Any] | None = None):
     """``serve run stocktrend.serve.app:app_builder model=stocktrend@production`` and serve_config.yaml use this.
 
     args: model, backend, poll_interval_s, max_batch_size, batch_wait_timeout_s, max_items, min_replicas,
-    max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, max_ongoing_requests,
+    max_replicas, target_ongoing_requests, upscale_delay_s, downscale_delay_s, look_back_period_s (Serve's window
+    over which the ongoing requests are averaged, default 30), max_ongoing_requests,
     max_queued_requests, num_cpus (per replica, default 1; also its torch / ONNX Runtime threads), env_vars (e.g.
     MLFLOW_TRACKING_URI, STOCKTREND_HOME for the replicas), challenger (NAME@ALIAS|VERSION: a second deployment),
     challenger_split, shadow, challenger_timeout_s, shadow_queue, challenger_num_cpus, drift_window."""
@@ -378,7 +379,8 @@ def app_builder(args: dict[str, Any] | None = None):
     autoscaling = {"min_replicas": int(args.get("min_replicas", 1)), "max_replicas": int(args.get("max_replicas", 2)),
                    "target_ongoing_requests": float(args.get("target_ongoing_requests", 8)),
                    "upscale_delay_s": float(args.get("upscale_delay_s", 10)),
-                   "downscale_delay_s": float(args.get("downscale_delay_s", 60))}
+                   "downscale_delay_s": float(args.get("downscale_delay_s", 60)),
+                   "look_back_period_s": float(args.get("look_back_period_s", 30))}
     env_vars = {k: str(v) for k, v in (args.get("env_vars") or {}).items()}
     if "STOCKTREND_HOME" in env_vars and "MLFLOW_TRACKING_URI" not in env_vars:
         # The replicas' home decides their store too, unless the user exported a tracking URI: an inherited

@@ -15,54 +15,22 @@ import pandas as pd
 import pytest
 
 from stocktrend.platform.data.synthetic import switching_signal_universe, write_directory
+from tests.cli import LOOP_DAYS as N_DAYS, LOOP_TRAIN, clone_home
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "stocktrend")
-N_DAYS = 1100
-TRAIN = ["train", "--model", "lstm", "--preset", "tiny", "--epochs", "4", "--accumulate", "1", "--top-k", "8",
-         "--sequence-length", "10"]
+TRAIN = LOOP_TRAIN
 
 
 @pytest.fixture(scope="module")
-def panels(tmp_path_factory):
+def panels(tmp_path_factory, planted_panel):
     d = tmp_path_factory.mktemp("loop-data")
     return {"rw": write_directory(switching_signal_universe(N_DAYS, switch_day=N_DAYS, seed=1), d / "rw"),
-            "planted": write_directory(switching_signal_universe(N_DAYS, switch_day=0, seed=1), d / "planted"),
+            "planted": planted_panel,  # the panel the session's planted_home was trained on (tests/conftest.py)
             # the signal starts 90 days before the end: after the challenger's training and validation days,
             # inside the gate window (the last 63 labelled days)
             "switch": write_directory(switching_signal_universe(N_DAYS, switch_day=N_DAYS - 90, seed=1),
                                       d / "switch")}
-
-
-@pytest.fixture(scope="module")
-def planted_home(panels, tmp_path_factory):
-    """The champion four tests start from, trained once by `stocktrend train` on the planted panel; each test works
-    on its own copy (``clone_home``), since retrain, promote and score change the home."""
-    home = tmp_path_factory.mktemp("planted-home") / "home"
-    cli(home, *TRAIN, "--data", panels["planted"])
-    return home
-
-
-def clone_home(src: Path, dst: Path) -> Path:
-    """A copy of a home as if it had been made at ``dst``: its files, with the absolute paths the MLflow store keeps
-    (artefact locations) moved; refuses if any other file still names the original."""
-    import shutil
-    import sqlite3
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("logs", "locks"))
-    with sqlite3.connect(dst / "mlflow.db") as db:
-        for (table,) in db.execute("select name from sqlite_master where type='table'").fetchall():
-            for _, col, typ, *_ in db.execute(f'pragma table_info("{table}")').fetchall():
-                if any(t in typ.upper() for t in ("CHAR", "TEXT", "CLOB")):
-                    db.execute(f'update "{table}" set "{col}" = replace("{col}", ?, ?) where instr("{col}", ?) > 0',
-                               (str(src), str(dst), str(src)))
-        assert not db.execute("select 1 from runs where instr(artifact_uri, ?) > 0", (str(src),)).fetchall()
-    for p in dst.rglob("*"):  # text files naming it (MLmodel's artifact_path) are moved too; anything else refuses
-        if p.is_file() and p.name != "mlflow.db" and p.stat().st_size < 2**24 and str(src).encode() in p.read_bytes():
-            try:
-                p.write_text(p.read_text(encoding="utf-8").replace(str(src), str(dst)), encoding="utf-8")
-            except UnicodeDecodeError:
-                raise AssertionError(f"a binary file of the copied home names the original: {p}") from None
-    return dst
 
 
 def env_for(home: Path) -> dict:

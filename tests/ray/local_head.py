@@ -50,8 +50,9 @@ HEAD_MARKER = "STOCKTREND_TEST_RAY_HEAD"
 
 def stop_marked(value: str, timeout: float = 30) -> None:
     """Stop every process whose environment has ``HEAD_MARKER=value`` (a head's GCS, raylet, dashboard, workers and
-    job drivers all inherit it; workers rewrite their command line, so it cannot be matched on): SIGTERM, then
-    SIGKILL for those still running after ``timeout`` seconds."""
+    job drivers all inherit it; workers rewrite their command line, so it cannot be matched on), in `ray stop`'s
+    order: the raylet, then the rest, then the GCS (terminated together, the raylet and the GCS each wait ~30 s for
+    the other before exiting). SIGTERM per group, SIGKILL for those still running after ``timeout`` seconds."""
     import psutil
     mine = []
     for p in psutil.process_iter():
@@ -60,18 +61,27 @@ def stop_marked(value: str, timeout: float = 30) -> None:
                 mine.append(p)
         except psutil.Error:
             continue
-    for p in mine:
+
+    def name(p) -> str:
         try:
-            p.terminate()
+            return p.name()
         except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(mine, timeout=timeout)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+            return ""
+    first = [p for p in mine if name(p) == "raylet"]
+    last = [p for p in mine if name(p) == "gcs_server"]
+    for group in (first, [p for p in mine if p not in first and p not in last], last):
+        for p in group:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(group, timeout=timeout)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
 
 
 def submit(address: str, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: int = 500):

@@ -37,8 +37,8 @@ def served(ray_local, tmp_path_factory):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 30})
     args = {"model": "svc@production", "poll_interval_s": 1, "min_replicas": 1, "max_replicas": 2,
-            "target_ongoing_requests": 2, "upscale_delay_s": 1, "downscale_delay_s": 4, "num_cpus": 0.25,
-            "max_batch_size": 16, "env_vars": {"STOCKTREND_HOME": str(home)}}
+            "target_ongoing_requests": 2, "upscale_delay_s": 1, "downscale_delay_s": 4, "look_back_period_s": 5,
+            "num_cpus": 0.25, "max_batch_size": 16, "env_vars": {"STOCKTREND_HOME": str(home)}}
     serve.run(app_builder(args), name="stocktrend", route_prefix="/")
     secure = StockTrendService.options(
         name="secure", ray_actor_options={"num_cpus": 0.1,

@@ -14,7 +14,7 @@ import pytest
 
 from stocktrend.serve import ingress
 from tests.census import Census
-from tests.cli import CLI, ROOT, cli_env, cli_ok, planted_csv_folder
+from tests.cli import CLI, ROOT, cli_env, clone_home
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
@@ -72,15 +72,27 @@ def burst(port: int, n: int = 400, seconds: float = 20.0) -> int:
     return ok[0]
 
 
-def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(tmp_path):
-    home = tmp_path / "home"
+def with_a_challenger(home, monkeypatch) -> None:
+    """Version 2 of the home's model: version 1's checkpoint registered again (a champion and a challenger to serve;
+    what they predict is not what this test is about)."""
+    import mlflow
+
+    from stocktrend.platform.registry import mlflow_registry as registry
+    from stocktrend.platform.registry.checkpoint import read_checkpoint
+    monkeypatch.setenv("STOCKTREND_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_id = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("stocktrend", "1").run_id
+    path = home / "models" / run_id / "model.pt"
+    with registry.tracked_run("challenger", {}) as run:
+        assert registry.register_checkpoint(path, run.info.run_id, "stocktrend", {}, ckpt=read_checkpoint(path)) == 2
+
+
+def test_serve_leaves_no_haproxy_behind_after_load_sigterm_or_sigkill(planted_home, tmp_path, monkeypatch):
+    home = clone_home(planted_home, tmp_path / "home")  # version 1 trained by `stocktrend train`, in production
+    with_a_challenger(home, monkeypatch)
     env = cli_env(home)
     for var in ingress.HAPROXY_SIDE_PORTS:  # HAProxy's own defaults: a leftover holding them would be "in use"
         env.pop(var, None)
-    data = planted_csv_folder(tmp_path, seed=5)
-    for _ in range(2):  # versions 1 and 2: a champion and a challenger
-        cli_ok(env, "train", "--model", "lstm", "--preset", "tiny", "--epochs", "1", "--data", str(data),
-               timeout=600)
 
     # Serve with a challenger, under Ray's default token authentication: the socket census of every process the
     # command started (issue 37: loopback, or refusing an unauthenticated request), then SIGTERM right after a load
