@@ -23,6 +23,15 @@ def panel():
     return random_walk_universe(2200, n_tickers=100, seed=11)
 
 
+@pytest.fixture(scope="module")
+def build(panel, tmp_path_factory):
+    """build_dataset on the panel with the module's own feature cache: the features (the slow part, the same for
+    every label) are computed once; the label, split and transforms of each config as in a fresh build."""
+    cache = tmp_path_factory.mktemp("power-cache")
+    return lambda label: build_dataset(DataConfig(label_kind=label, sequence_length=10, top_k=16), universe=panel,
+                                       cache_dir=cache)
+
+
 def test_scores(data, model: str, preset: str, epochs: int = 1, epoch_windows: int = 0):
     import torch
     torch.set_num_threads(1)  # one thread: the same weights whatever ran before in the session (bf16 sums)
@@ -42,17 +51,16 @@ test_scores.__test__ = False  # a helper, not a test
 
 
 @pytest.mark.parametrize("label,model,preset,epochs", [("excess", "gbm", "small", 1), ("rank", "hybrid", "tiny", 2)])
-def test_a_random_walk_panel_has_nothing_to_find(panel, label, model, preset, epochs):
-    data = build_dataset(DataConfig(label_kind=label, sequence_length=10, top_k=16), universe=panel, use_cache=False)
+def test_a_random_walk_panel_has_nothing_to_find(build, label, model, preset, epochs):
+    data = build(label)
     # 32,768 random training windows per epoch for the network (of ~170,000): enough to fit noise, a fifth of the time
     ric, t, auc, days = test_scores(data, model, preset, epochs, epoch_windows=0 if model == "gbm" else 32768)
     assert days >= 180
     assert abs(ric) < 0.05 and abs(auc - 0.5) < 0.05, (ric, t, auc)
 
 
-def test_a_planted_signal_of_rho_010_is_found(panel):
-    data = build_dataset(DataConfig(label_kind="excess", sequence_length=10, top_k=16), universe=panel,
-                         use_cache=False)
+def test_a_planted_signal_of_rho_010_is_found(build):
+    data = build("excess")
     planted, column, realised = plant_signal(data, 0.10, seed=1)
     assert abs(realised - 0.10) < 0.01 and column in data.transforms.selected
     ric, t, auc, _ = test_scores(planted, "gbm", "small")
