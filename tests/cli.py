@@ -66,3 +66,10 @@ def clone_home(src: Path, dst: Path) -> Path:
             except UnicodeDecodeError:
                 raise AssertionError(f"a binary file of the copied home names the original: {p}") from None
     return dst
+
+
+def checkpoint_of(home: Path, version: int, name: str = "stocktrend") -> Path:
+    """The weights-only checkpoint a `stocktrend train` on ``home`` wrote for the registered ``name`` version."""
+    import mlflow
+    c = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    return home / "models" / c.get_model_version(name, str(version)).run_id / "model.pt"

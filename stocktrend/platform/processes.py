@@ -92,21 +92,27 @@ def _matching(pid: int, started: float):
 def end_processes(procs: dict[int, float], timeout_s: float = 5.0) -> list[int]:
     """End the given processes that are still the ones recorded (PID and start time): SIGTERM, then SIGKILL after
     ``timeout_s``. Returns the PIDs that were running."""
-    import psutil
     alive = [p for p in (_matching(pid, t) for pid, t in procs.items()) if p is not None]
-    for p in alive:
+    terminate_then_kill(alive, timeout_s)
+    return [p.pid for p in alive]
+
+
+def terminate_then_kill(procs: list, timeout_s: float = 5.0) -> None:
+    """SIGTERM to each of ``procs`` (psutil.Process), SIGKILL to those still running after ``timeout_s``; returns
+    when they are gone (or ``timeout_s`` after the SIGKILL)."""
+    import psutil
+    for p in procs:
         try:
             p.terminate()
         except psutil.Error:
             pass
-    _, still = psutil.wait_procs(alive, timeout=timeout_s)
+    _, still = psutil.wait_procs(procs, timeout=timeout_s)
     for p in still:
         try:
             p.kill()
         except psutil.Error:
             pass
     psutil.wait_procs(still, timeout=timeout_s)
-    return [p.pid for p in alive]
 
 
 def forget() -> None:

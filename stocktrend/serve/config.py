@@ -23,8 +23,8 @@ DEFAULT_USER_CONFIG: dict[str, Any] = {
 
 
 BUILDER_ARGS = {*DEFAULT_USER_CONFIG, "min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                "downscale_delay_s", "look_back_period_s", "max_ongoing_requests", "max_queued_requests", "num_cpus", "env_vars",
-                "challenger_num_cpus"}
+                "downscale_delay_s", "look_back_period_s", "max_ongoing_requests", "max_queued_requests", "num_cpus",
+                "env_vars", "challenger_num_cpus"}
 
 
 def validate_serve_config(cfg: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from stocktrend.platform.data.synthetic import switching_signal_universe, write_directory
-from tests.cli import LOOP_DAYS as N_DAYS, LOOP_TRAIN, clone_home
+from tests.cli import LOOP_DAYS as N_DAYS, LOOP_TRAIN, checkpoint_of as _checkpoint, clone_home
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).parent / "stocktrend")
@@ -91,12 +91,6 @@ def test_gate_promotes_a_planted_challenger_survives_sigkill_and_never_sees_the_
     mv = c.get_model_version("stocktrend", str(now["production"]))
     assert {a.path for a in c.list_artifacts(mv.run_id, "gate")} == {"gate/gate.md", "gate/gate.json"}
     assert c.get_run(mv.run_id).data.tags["stocktrend.gate"] == "pass"
-
-
-def _checkpoint(home: Path, version: int) -> Path:
-    import mlflow
-    c = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    return home / "models" / c.get_model_version("stocktrend", str(version)).run_id / "model.pt"
 
 
 def test_gate_keeps_a_planted_champion_against_a_random_walk_challenger(panels, planted_home, tmp_path):

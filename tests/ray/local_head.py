@@ -54,6 +54,8 @@ def stop_marked(value: str, timeout: float = 30) -> None:
     order: the raylet, then the rest, then the GCS (terminated together, the raylet and the GCS each wait ~30 s for
     the other before exiting). SIGTERM per group, SIGKILL for those still running after ``timeout`` seconds."""
     import psutil
+
+    from stocktrend.platform.processes import terminate_then_kill
     mine = []
     for p in psutil.process_iter():
         try:
@@ -70,18 +72,7 @@ def stop_marked(value: str, timeout: float = 30) -> None:
     first = [p for p in mine if name(p) == "raylet"]
     last = [p for p in mine if name(p) == "gcs_server"]
     for group in (first, [p for p in mine if p not in first and p not in last], last):
-        for p in group:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(group, timeout=timeout)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=10)
+        terminate_then_kill(group, timeout)
 
 
 def submit(address: str, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: int = 500):

@@ -14,7 +14,7 @@ import pytest
 
 from stocktrend.serve import ingress
 from tests.census import Census
-from tests.cli import CLI, ROOT, cli_env, clone_home
+from tests.cli import CLI, ROOT, checkpoint_of, cli_env, clone_home
 from tests.ray.local_head import free_port
 
 pytestmark = pytest.mark.slow
@@ -75,14 +75,11 @@ def burst(port: int, n: int = 400, seconds: float = 20.0) -> int:
 def with_a_challenger(home, monkeypatch) -> None:
     """Version 2 of the home's model: version 1's checkpoint registered again (a champion and a challenger to serve;
     what they predict is not what this test is about)."""
-    import mlflow
-
     from stocktrend.platform.registry import mlflow_registry as registry
     from stocktrend.platform.registry.checkpoint import read_checkpoint
     monkeypatch.setenv("STOCKTREND_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run_id = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_model_version("stocktrend", "1").run_id
-    path = home / "models" / run_id / "model.pt"
+    path = checkpoint_of(home, 1)
     with registry.tracked_run("challenger", {}) as run:
         assert registry.register_checkpoint(path, run.info.run_id, "stocktrend", {}, ckpt=read_checkpoint(path)) == 2
 

@@ -35,6 +35,9 @@ def test_app_builder_reads_the_config_args():
     assert dep.user_config["model"] == "stocktrend@production"
     assert dep._deployment_config.autoscaling_config.max_replicas == 4
     assert dep._deployment_config.max_queued_requests == 64
+    assert dep._deployment_config.autoscaling_config.look_back_period_s == 30  # Serve's default window
+    quick = app_builder({**CFG["applications"][0]["args"], "look_back_period_s": 5})._bound_deployment
+    assert quick._deployment_config.autoscaling_config.look_back_period_s == 5
     with pytest.raises(ValueError, match="unknown app_builder arg"):
         app_builder({"modle": "x"})
 
