@@ -93,7 +93,11 @@ def test_quiet_console_for_train_and_serve_and_verbose_brings_ray_back(tmp_path,
     assert "pid=" not in console and "Traceback" not in console and "GCS" not in console, console[-3000:]
     assert "registered   : stocktrend version 1" in r.stdout
     assert "data         : object-store: in memory (1 ticker, " in r.stdout  # --data-transport auto, a small panel
-    assert "pid=" in _log(home, "train")  # Ray's worker and controller output is in the command's log file
+    log = _log(home, "train")
+    assert "pid=" in log  # Ray's worker and controller output is in the command's log file
+    # Ray Train's placement-group cleaner reaches this instance's state API, not the stale file's dead cluster (its
+    # stop used to time out after 12 s at the end of every run)
+    assert "Failed to stop PlacementGroupCleaner" not in log and "Found multiple active Ray" not in log, log[-3000:]
 
     assert subprocess.run([CLI, "models", "promote", "stocktrend", "1"], env=_env(home), capture_output=True,
                           timeout=120).returncode == 0

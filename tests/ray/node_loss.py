@@ -28,8 +28,17 @@ _CLUSTERS: list = []  # shut down at exit whatever happened (a failed scenario m
 
 
 def _cluster(workers: int):
+    """A head without CPUs and ``workers`` one-CPU nodes. Its dashboard's port is chosen here and named in
+    RAY_API_SERVER_ADDRESS for every process the cluster starts (as stocktrend.platform.training.distributed does for a
+    private instance): Ray Train's placement-group cleaner calls the state API without an address, and with another
+    Ray instance on the machine it otherwise asks whichever started last, and its stop waits 12 s at every run's end."""
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE})
+
+    from stocktrend.platform.ports import free_port
+    dashboard = free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{dashboard}"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": OBJECT_STORE,
+                                                            "include_dashboard": True, "dashboard_port": dashboard})
     _CLUSTERS.append(cluster)
     nodes = [cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE) for _ in range(workers)]
     cluster.wait_for_nodes()

@@ -154,13 +154,36 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def _state_api_here(kw: dict[str, Any]) -> None:
+    """The private instance's dashboard on a port chosen here, and ``RAY_API_SERVER_ADDRESS`` naming it for this
+    process and every process Ray starts (read by Ray's state API before anything else).
+
+    Without it, a state API call made with no address (Ray Train's placement-group cleaner asks whether the
+    controller is alive every second) resolves the cluster itself: from ``<ray temp dir>/ray_current_cluster`` first,
+    which a cluster that died without ``ray stop`` leaves behind, so each call retried a dead GCS and every Ray Train
+    run ended with a 12-14 s wait ("Failed to stop PlacementGroupCleaner gracefully"); or it failed when another Ray
+    instance ran on the machine ("Found multiple active Ray instances")."""
+    from stocktrend.platform import ports
+    from ray._private import ray_constants
+    port = ports.free_port()
+    kw["dashboard_port"] = port
+    var = ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE
+    RAY_STATE.setdefault("api_server_before", os.environ.get(var))
+    os.environ[var] = f"http://127.0.0.1:{port}"
+
+
 def _restore_cluster_mode() -> None:
     """After the private instance: this process may join or start a cluster again (``ray start`` refuses to add a
-    node while local-only mode is on)."""
+    node while local-only mode is on), and its state API calls no longer name the stopped instance's dashboard."""
+    from ray._private import ray_constants
+    if "api_server_before" in RAY_STATE:
+        api = RAY_STATE.pop("api_server_before")
+        os.environ.pop(ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE, None)
+        if api is not None:
+            os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE] = api
     before = RAY_STATE.pop("cluster_mode_before", None)
     if before is None:
         return
-    from ray._private import ray_constants
     env, flag = before
     var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
     if env is None:
@@ -211,6 +234,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     for line in processes.reap_leftovers():  # what a killed command on this home left running (by recorded PID)
         log.warning(line)
     _loopback_only()
+    _state_api_here(kw)
     try:
         ray.init(address="local", num_cpus=num_cpus, **kw)
     except BaseException:
