@@ -24,7 +24,10 @@ of the smallest rho each model detects at each breadth.
 
 The oracle: the planted column itself, read at each test window's last day, used as the score on the same test days.
 Its t is what the data hold at that rho; each model's **efficiency** = t(model) / t(oracle), printed per fit and as the
-median over the seeds (each seed draws its own planted noise and trains its own models).
+median over the seeds (each seed draws its own planted noise and trains its own models). For the volume kind the
+oracle is z itself, which no model sees: the bars show log volume = the ticker's own log volume + z. The row
+``observable`` scores what the bars show of it with no training: log volume minus its mean over the previous
+OBSERVABLE_DAYS days, the ceiling a model reading volume can be measured against.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+
+OBSERVABLE_DAYS = 20  # the volume kind's observable score: log volume against its mean over this many previous days
 
 
 def main() -> None:
@@ -153,6 +158,7 @@ def main() -> None:
             for rho in [float(r) for r in args.rhos.split(",")]:
                 for seed in [int(x) for x in args.seeds.split(",")]:
                     t0 = time.perf_counter()
+                    extra_scores: dict[str, np.ndarray] = {}
                     if signal == "column":
                         data, column, realised = plant_signal(base, rho, seed=seed)
                         col = list(data.transforms.selected).index(column)
@@ -183,7 +189,16 @@ def main() -> None:
                         keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(data.dates[test]),
                                                           data.ticker_of(test)])
                         oracle = lookup.reindex(keys).to_numpy(dtype=np.float64)
+                        if signal == "volume":  # what the bars show of z: log volume against its own trailing mean
+                            logv = np.log(pd.DataFrame({t: f["volume"] for t, f in planted.tickers.items()}
+                                                       ).clip(lower=1))
+                            seen = logv - logv.rolling(OBSERVABLE_DAYS, min_periods=OBSERVABLE_DAYS).mean().shift(1)
+                            extra_scores["observable"] = seen.stack().reindex(keys).to_numpy(dtype=np.float64)
                         sel = [c for c in data.transforms.selected if "vol" in c] if signal == "volume" else []
+                        for c in sel:  # each selected volume feature, read on the last day, as a score by itself
+                            if c.startswith("volume_"):
+                                j = list(data.transforms.selected).index(c)
+                                extra_scores[c] = data.x[test, j].astype(np.float64)
                         where = (f"volume features selected: {', '.join(sel) or 'none'}" if signal == "volume"
                                  else "in prices")
                     print(f"  {signal} rho {rho:.2f} seed {seed}: planted (realised {realised:.3f}, {where}) in "
@@ -191,9 +206,10 @@ def main() -> None:
                     torch.manual_seed(seed)
                     np.random.seed(seed)
                     t_oracle = None
-                    for model in ["oracle", *args.models.split(",")]:
+                    for model in ["oracle", *extra_scores, *args.models.split(",")]:
                         t0 = time.perf_counter()
-                        score, note = (oracle, "") if model == "oracle" else run_model(data_by_label, model, seed)
+                        score, note = ((oracle, "") if model == "oracle" else (extra_scores[model], "")
+                                       if model in extra_scores else run_model(data_by_label, model, seed))
                         ric, t, days = score_ic(data, score)
                         t_oracle = t if model == "oracle" else t_oracle
                         rows.append({"universe": universe, "breadth": len(base.tickers), "signal": signal,
