@@ -148,9 +148,8 @@ def _loopback_only() -> None:
     address). Set for this process (read at import) and inherited by the processes Ray starts."""
     from ray._private import ray_constants
 
-    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    RAY_STATE.setdefault("cluster_mode_before", (os.environ.get(var), ray_constants.ENABLE_RAY_CLUSTER))
-    os.environ[var] = "0"
+    RAY_STATE.setdefault("cluster_flag_before", ray_constants.ENABLE_RAY_CLUSTER)
+    _instance_env(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
@@ -165,32 +164,28 @@ def _state_api_here(kw: dict[str, Any]) -> None:
     instance ran on the machine ("Found multiple active Ray instances")."""
     from stocktrend.platform import ports
     from ray._private import ray_constants
-    port = ports.free_port()
-    kw["dashboard_port"] = port
-    var = ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE
-    RAY_STATE.setdefault("api_server_before", os.environ.get(var))
-    os.environ[var] = f"http://127.0.0.1:{port}"
+    kw["dashboard_port"] = port = ports.free_port()
+    _instance_env(ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE, f"http://127.0.0.1:{port}")
+
+
+def _instance_env(var: str, value: str) -> None:
+    """Set ``var`` for this process and what the private instance starts; its value before is kept for
+    ``_restore_cluster_mode``."""
+    RAY_STATE.setdefault("env_before", {}).setdefault(var, os.environ.get(var))
+    os.environ[var] = value
 
 
 def _restore_cluster_mode() -> None:
     """After the private instance: this process may join or start a cluster again (``ray start`` refuses to add a
     node while local-only mode is on), and its state API calls no longer name the stopped instance's dashboard."""
-    from ray._private import ray_constants
-    if "api_server_before" in RAY_STATE:
-        api = RAY_STATE.pop("api_server_before")
-        os.environ.pop(ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE, None)
-        if api is not None:
-            os.environ[ray_constants.RAY_API_SERVER_ADDRESS_ENVIRONMENT_VARIABLE] = api
-    before = RAY_STATE.pop("cluster_mode_before", None)
-    if before is None:
-        return
-    env, flag = before
-    var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    if env is None:
-        os.environ.pop(var, None)
-    else:
-        os.environ[var] = env
-    ray_constants.ENABLE_RAY_CLUSTER = flag
+    for var, value in RAY_STATE.pop("env_before", {}).items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    if "cluster_flag_before" in RAY_STATE:
+        from ray._private import ray_constants
+        ray_constants.ENABLE_RAY_CLUSTER = RAY_STATE.pop("cluster_flag_before")
 
 
 def tickers_label(tickers: list[str], first: int = 8) -> str:
