@@ -3,6 +3,7 @@ models, on exactly the same `us29` features, label and date segments.
 
     python bench/peers/qlib_models.py                 # creates bench/peers/.venvs/qlib on first use (pyqlib 0.9.7)
     python bench/peers/qlib_models.py --epochs 2 --quick
+    python bench/peers/qlib_models.py --folds 3 --inputs 50x30,8x5   # 3 walk-forward folds, two input settings
 
 1. In the platform's environment: the us29 panel is built as the platform builds it (standard features, top-50
    selection and scaler fitted on the training segment, purged chronological 80/10/10 split) with the
@@ -14,6 +15,9 @@ models, on exactly the same `us29` features, label and date segments.
    ``StaticDataLoader`` -> ``DataHandlerLP`` (DropnaLabel + CSZScoreNorm on the label for learning, Fillna for
    inference; no Qlib data download) -> ``TSDatasetH`` (the platform's window length) / ``DatasetH`` for LightGBM,
    with the platform's train / valid / test date segments; data-loader workers 0, CPU.
+   With ``--folds K`` every fold is built as ``stocktrend evaluate --walk-forward K`` builds it (selection and scaler
+   fitted on the fold's training segment) and both libraries' models are retrained on each; ``--inputs`` repeats the
+   whole comparison for each input setting (top-K features x window days).
 3. Every model's test predictions are scored the same way: daily cross-sectional IC and rank IC against the realised
    5-day return, Newey-West t (4 lags), one table.
 """
@@ -26,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,21 +39,42 @@ QLIB_PACKAGES = [["--no-deps", "pyqlib==0.9.7"],
                   "python-redis-lock", "requests", "packaging", "scipy", "dill", "lightgbm", "mlflow-skinny"]]
 
 
-def platform_side(args, work: Path) -> dict:
+def fold_sets(args, top_k: int, seq: int) -> tuple[list, list]:
+    """The folds of one input setting, for the regression label (the hybrid, Qlib's table) and the classification
+    label (lstm, gbm): ``--folds 0`` the universe's 80/10/10 split, K > 0 expanding walk-forward folds
+    (``walk_forward_boundaries``: the last K tenths of the days are the test blocks, each validated on the tenth
+    before it); every fold's top-K selection and scaler are fitted on its own training segment."""
+    import pandas as pd
+
+    from stocktrend.platform.data.dataset import DataConfig, build_dataset, prepare
+    from stocktrend.platform.data.splits import walk_forward_boundaries
+    out = []
+    for label in ("excess_regression", "excess"):
+        data = build_dataset(DataConfig(universe=args.universe, label_kind=label, top_k=top_k, sequence_length=seq),
+                             n_jobs=2)
+        if args.folds == 0:
+            out.append([data])
+            continue
+        bounds = walk_forward_boundaries(pd.DatetimeIndex(data.dates), n_folds=args.folds)
+        out.append([prepare(data.panel, data.config, b) for b in bounds])
+    return out[0], out[1]
+
+
+def platform_side(args, reg, cls, work: Path) -> dict:
+    """One fold: the platform's models trained and scored on its test segment; Qlib's table written to ``work``."""
     import numpy as np
     import pandas as pd
     import torch
 
-    from stocktrend.platform.data.dataset import DataConfig, build_dataset
+    from stocktrend.models import zoo
     from stocktrend.platform.registry.checkpoint import Predictor, make_checkpoint
     from stocktrend.platform.training.local import TrainConfig, fit, model_config_for
     torch.set_num_threads(os.cpu_count() or 1)
-    t0 = time.perf_counter()
-    data = build_dataset(DataConfig(universe=args.universe, label_kind="excess_regression", top_k=args.top_k,
-                                    sequence_length=args.seq), n_jobs=2)
-    print(f"platform: {len(data.tickers)} tickers, {data.n_features} inputs, train {' .. '.join(data.date_range('train'))}"
-          f", valid {' .. '.join(data.date_range('val'))}, test {' .. '.join(data.date_range('test'))} "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    data = reg
+    seeds = [int(v) for v in args.seeds.split(",")]
+    print(f"platform: {len(data.tickers)} tickers, {data.n_features} inputs x {data.seq_len} days, train "
+          f"{' .. '.join(data.date_range('train'))}, valid {' .. '.join(data.date_range('val'))}, test "
+          f"{' .. '.join(data.date_range('test'))}", flush=True)
     # The table Qlib reads: every row of the panel (its windows need the history), the model inputs as the platform
     # scaled and selected them, the label (NaN where unknown).
     names = data.transforms.input_names
@@ -56,25 +82,28 @@ def platform_side(args, work: Path) -> dict:
     table.insert(0, "instrument", data.ticker_of(np.arange(len(data.x))).astype(str))
     table.insert(0, "datetime", pd.to_datetime(data.dates))
     table["LABEL0"] = data.target_value.astype(np.float32)
+    work.mkdir(parents=True, exist_ok=True)
     table.to_parquet(work / "panel.parquet", index=False)
     segments = {seg: data.date_range(seg) for seg in ("train", "val", "test")}
     (work / "segments.json").write_text(json.dumps({**segments, "seq": data.seq_len, "features": names}))
     preds = {}
     rows = data.samples["test"]
-    for kind, label in (("hybrid", "excess_regression"), ("lstm", "excess"), ("gbm", "excess")):
+    for kind, seed in ((k, sd) for k in args.models.split(",") for sd in seeds):
         t0 = time.perf_counter()
-        d = data if label == "excess_regression" else build_dataset(
-            DataConfig(universe=args.universe, label_kind=label, top_k=args.top_k, sequence_length=args.seq))
-        tcfg = TrainConfig(preset="small", model=kind, epochs=args.epochs, patience=2, accumulate=1,
-                           epoch_windows=0 if kind == "gbm" else args.epoch_windows, progress=False)
-        res = fit(d, tcfg, model_config_for(d, "small", kind), run_test=False)
+        d = reg if kind == "hybrid" else cls  # the hybrid regresses the excess return, the others classify it
+        tcfg = TrainConfig(preset="small", model=kind, epochs=args.epochs, patience=2, accumulate=1, seed=seed,
+                           epoch_windows=0 if kind == "gbm" else args.epoch_windows, progress=False,
+                           monitor=args.monitor)
+        tcfg = tcfg.resolved(d)
+        overrides = {"seed": seed} if "seed" in {f.name for f in fields(zoo.get(kind).config)} else {}
+        res = fit(d, tcfg, model_config_for(d, "small", kind, **overrides), run_test=False)
         out, _ = Predictor(make_checkpoint(res.module.model, res.model_config, d, kind=kind)).predict_proba(
             d.windows(d.samples["test"]))
-        score = out[:, 0] if label == "excess_regression" else out[:, 1]
-        preds[f"stocktrend {kind}"] = pd.DataFrame({"datetime": pd.to_datetime(d.dates[d.samples["test"]]),
-                                                    "instrument": d.ticker_of(d.samples["test"]).astype(str),
-                                                    "score": score})
-        print(f"  stocktrend {kind}: {time.perf_counter() - t0:.0f} s", flush=True)
+        score = out[:, 0] if d is reg else out[:, 1]
+        preds[(f"stocktrend {kind}", seed)] = pd.DataFrame({"datetime": pd.to_datetime(d.dates[d.samples["test"]]),
+                                                            "instrument": d.ticker_of(d.samples["test"]).astype(str),
+                                                            "score": score})
+        print(f"  stocktrend {kind} (seed {seed}): {time.perf_counter() - t0:.0f} s", flush=True)
     truth = pd.DataFrame({"datetime": pd.to_datetime(data.dates[rows]), "instrument": data.ticker_of(rows).astype(str),
                           "fwd": data.forward_return[rows]})
     return {"preds": preds, "truth": truth, "horizon": data.config.horizon}
@@ -138,8 +167,18 @@ def main() -> None:
     ap.add_argument("--universe", default="us29")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--epoch-windows", type=int, default=16384)
-    ap.add_argument("--top-k", type=int, default=50)
-    ap.add_argument("--seq", type=int, default=30)
+    ap.add_argument("--inputs", default="50x30",
+                    help="comma-separated input settings, top-K features x window days (e.g. 50x30,8x5): every model, "
+                         "the platform's and Qlib's, runs on each")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="K > 0: K expanding walk-forward folds (the last K tenths of the days, each a test block); "
+                         "0: the universe's 80/10/10 split")
+    ap.add_argument("--models", default="hybrid,lstm,gbm", help="the platform's models")
+    ap.add_argument("--monitor", default="auto", help="the platform's early stopping and kept checkpoint: auto "
+                    "(val_rank_ic on a panel, the shipped default) | val_loss | val_rank_ic")
+    ap.add_argument("--seeds", default="42", help="comma-separated: the platform's models train once per seed (Qlib's "
+                    "with its seed 0); the tables give the median over the seeds")
+    ap.add_argument("--no-qlib", action="store_true", help="the platform's models only")
     ap.add_argument("--quick", action="store_true", help="2 epochs, 50 boosting rounds: checks the whole path")
     ap.add_argument("--peer", default=None, help=argparse.SUPPRESS)  # internal: run the Qlib side on this folder
     args = ap.parse_args()
@@ -156,29 +195,51 @@ def main() -> None:
     import pandas as pd
 
     from stocktrend.platform.evaluation.cross_section import daily_ic, ic_summary
-    work = HERE / ".work" / f"qlib-{args.universe}"
-    work.mkdir(parents=True, exist_ok=True)
-    res = platform_side(args, work)
-    python = _venv.ensure("qlib", QLIB_PACKAGES)
-    t0 = time.perf_counter()
-    r = subprocess.run([str(python), __file__, "--peer", str(work), "--epochs", str(args.epochs),
-                        *(["--quick"] if args.quick else [])], timeout=7200)
-    if r.returncode:
-        raise SystemExit(f"the Qlib side failed (exit {r.returncode})")
-    print(f"qlib side: {time.perf_counter() - t0:.0f} s", flush=True)
-    qp = pd.read_parquet(work / "qlib_preds.parquet")
-    preds = {**res["preds"], **{m: g.drop(columns="model") for m, g in qp.groupby("model", sort=False)}}
-    truth = res["truth"]
+    python = None if args.no_qlib else _venv.ensure("qlib", QLIB_PACKAGES)
     rows = []
-    for name, p in preds.items():
-        f = truth.merge(p, on=["datetime", "instrument"], how="inner").rename(
-            columns={"datetime": "date", "instrument": "ticker"})
-        s = ic_summary(daily_ic(f), res["horizon"])
-        rows.append({"model": name, "test predictions": len(f), "IC": s["ic_mean"], "IC t": s["ic_t"],
-                     "rank IC": s["rank_ic_mean"], "rank IC t": s["rank_ic_t"], "days": int(s["days"])})
-    v = _venv.versions(python, ["pyqlib", "torch", "lightgbm", "pandas", "numpy"])
-    print(f"\nversions (qlib venv): {v}")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    for setting in args.inputs.split(","):
+        top_k, seq = (int(v) for v in setting.lower().split("x"))
+        regs, clss = fold_sets(args, top_k, seq)
+        for k, (reg, cls) in enumerate(zip(regs, clss), 1):
+            print(f"\n== inputs {top_k} x {seq}, fold {k}/{len(regs)}", flush=True)
+            work = HERE / ".work" / f"qlib-{args.universe}-{top_k}x{seq}-fold{k}"
+            res = platform_side(args, reg, cls, work)
+            preds = dict(res["preds"])
+            if python is not None:
+                t0 = time.perf_counter()
+                r = subprocess.run([str(python), __file__, "--peer", str(work), "--epochs", str(args.epochs),
+                                    *(["--quick"] if args.quick else [])], timeout=7200)
+                if r.returncode:
+                    raise SystemExit(f"the Qlib side failed (exit {r.returncode})")
+                print(f"qlib side: {time.perf_counter() - t0:.0f} s", flush=True)
+                qp = pd.read_parquet(work / "qlib_preds.parquet")
+                preds.update({(m, 0): g.drop(columns="model") for m, g in qp.groupby("model", sort=False)})
+            truth = res["truth"]
+            for (name, seed), p in preds.items():
+                f = truth.merge(p, on=["datetime", "instrument"], how="inner").rename(
+                    columns={"datetime": "date", "instrument": "ticker"})
+                s = ic_summary(daily_ic(f), res["horizon"])
+                rows.append({"inputs": f"{top_k}x{seq}", "fold": k, "test": " .. ".join(reg.date_range("test")),
+                             "model": name, "seed": seed, "predictions": len(f), "IC": s["ic_mean"], "IC t": s["ic_t"],
+                             "rank IC": s["rank_ic_mean"], "rank IC t": s["rank_ic_t"], "days": int(s["days"])})
+            print(pd.DataFrame(rows[-len(preds):]).to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+                  flush=True)
+    if python is not None:
+        print(f"\nversions (qlib venv): {_venv.versions(python, ['pyqlib', 'torch', 'lightgbm', 'pandas', 'numpy'])}")
+    table = pd.DataFrame(rows)
+    print("\nevery fold:")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if table["seed"].nunique() > 1:  # the median over the seeds per fold, then the folds
+        table = table.groupby(["inputs", "fold", "test", "model"], sort=False).median(numeric_only=True).reset_index()
+        table[["predictions", "days"]] = table[["predictions", "days"]].astype(int)
+        print("\nmedian over the seeds:")
+        print(table.drop(columns="seed").to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if table["fold"].nunique() > 1:
+        agg = table.groupby(["inputs", "model"], sort=False).agg(
+            rank_ic_mean=("rank IC", "mean"), rank_ic_t_mean=("rank IC t", "mean"),
+            folds_positive=("rank IC", lambda v: int((v > 0).sum())), ic_mean=("IC", "mean")).reset_index()
+        print("\nmean over the folds (rank IC, its Newey-West t, folds with rank IC > 0, IC):")
+        print(agg.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
 if __name__ == "__main__":
