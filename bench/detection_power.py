@@ -50,8 +50,9 @@ def main() -> None:
                     "every training window, as the platform trains by default (8192 capped: the lstm recovered 0.28 "
                     "of the oracle at rho 0.10 instead of 0.68, bench/README.md)")
     ap.add_argument("--top-k", type=int, default=20)
-    ap.add_argument("--seq-len", type=int, default=0, help="window length in days for every model; 0 = the "
-                    "universe's default (30 on us29)")
+    ap.add_argument("--seq-len", type=int, default=30, help="window length in days for every model (30: what the "
+                    "tables of bench/README.md were measured with unless they say otherwise); 0 = the universe's "
+                    "default (5 on us29 since 2026-12-07)")
     ap.add_argument("--logistic-max", type=int, default=30000, help="training windows for logistic regression")
     ap.add_argument("--seeds", default="1", help="comma-separated: one planted signal and one fit per model each")
     ap.add_argument("--signals", default="column", help="comma-separated signal kinds: column (one input column "

@@ -170,7 +170,8 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
         d = data_defaults(opts.universe)
         data = build_dataset(DataConfig(universe=opts.universe, features=d["features"],
-                                        sequence_length=d["sequence_length"], fractions=tuple(d["fractions"])))
+                                        sequence_length=d["sequence_length"], top_k=d["top_k"],
+                                        fractions=tuple(d["fractions"])))
         s = data.summary()
         out["cache"] = str(s["cache_path"])
         say(f"  features {s['features_total']} engineered, {s['features_kept']} kept; rows {s['rows']}; "

@@ -64,7 +64,8 @@ def data_build(
     horizon: int = typer.Option(5, min=1, help="Forward-return horizon of the label (days)."),
     label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
                               "excess_regression | rank."),
-    top_k: int = typer.Option(50, min=0, help="Features kept (0 = all)."),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Features kept (0 = all; default 50, or the universe's "
+                                        "own: stocktrend data universes)."),
     split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, or "
                                         "the universe's own)."),
     features: Optional[str] = features_option(),
@@ -142,7 +143,7 @@ def data_universes(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         typer.echo(f"{r['name']}\n  tickers : {r['tickers']}\n  columns : {r['columns']}\n  dates   : {r['dates']}\n"
                    f"  market  : {r['market']}\n  source  : {r['source']}\n  licence : {r['licence']}\n"
-                   f"  install : {r['install']}\n  features: {r['features']}"
+                   f"  install : {r['install']}\n  features: {r['features']}\n  defaults: {r['defaults']}"
                    + (f"\n  caveats : {r['caveats']}" if r.get("caveats") else "")
                    + (f"\n  sectors : {r['sectors']}" if r.get("sectors") else ""))
 
@@ -163,6 +164,7 @@ def data_config(ticker, data, market, indicators, sequence_length, horizon, labe
         raise typer.BadParameter(f"unknown feature set {features!r}; use {', '.join(FEATURE_SETS)}")
     return DataConfig(tickers=_split_list(ticker) or (), data_dir=data, universe=universe, market=_split_list(market),
                       indicators=_split_list(indicators) or (), horizon=horizon, label_kind=label,
-                      sequence_length=sequence_length or d["sequence_length"], top_k=top_k,
+                      sequence_length=sequence_length or d["sequence_length"],
+                      top_k=d["top_k"] if top_k is None else top_k,
                       fractions=_fractions(split) if split else tuple(d["fractions"]), embargo=embargo,
                       ticker_id=ticker_id, features=features)

@@ -148,7 +148,7 @@ def replay_cmd(
     preset: str = typer.Option("small", help="Model preset."),
     label: str = typer.Option("binary", help="Label kind (excess / rank for market-neutral replays of a panel)."),
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default: the universe's)."),
-    top_k: int = typer.Option(50, min=0, help="Features kept."),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Features kept; default: the universe's."),
     search: bool = typer.Option(False, "--search", help="Each step runs a small Tune search instead of a plain "
                                 "retrain (one step at a time)."),
     policy: str = typer.Option("gated-refit", help="Which policy moves the replay registry's aliases: gated | "

@@ -29,7 +29,7 @@ def train_cmd(
     horizon: int = typer.Option(5, min=1),
     label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
                               "excess_regression | rank."),
-    top_k: int = typer.Option(50, min=0),
+    top_k: Optional[int] = typer.Option(None, min=0, help="Features kept (0 = all); default: the universe's."),
     split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, "
                                         "or the universe's own)."),
     features: Optional[str] = features_option(),

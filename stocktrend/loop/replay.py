@@ -58,7 +58,7 @@ class ReplayOptions:
     preset: str = "small"
     label: str = "binary"
     sequence_length: int | None = None  # default: the universe's own (30; 10 for sp500_2010)
-    top_k: int = 50
+    top_k: int | None = None  # default: the universe's (data_defaults)
     search: bool = False  # each step runs a small Tune search (in the driver, one step at a time) instead
     policy: str = "gated-refit"  # which policy moves the replay registry's aliases (measured best: docs/results.md)
     gate: GateOptions = field(default_factory=GateOptions)
@@ -89,7 +89,7 @@ def data_config(opts: ReplayOptions):
     d = data_defaults(None if opts.data_dir else opts.universe)
     return DataConfig(data_dir=opts.data_dir, universe=opts.universe or "msft", label_kind=opts.label,
                       features=d["features"], sequence_length=opts.sequence_length or d["sequence_length"],
-                      fractions=tuple(d["fractions"]), top_k=opts.top_k)
+                      fractions=tuple(d["fractions"]), top_k=d["top_k"] if opts.top_k is None else opts.top_k)
 
 
 def plan_steps(opts: ReplayOptions, cfg) -> tuple[list[pd.Timestamp], pd.DatetimeIndex]:

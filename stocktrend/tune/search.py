@@ -174,7 +174,7 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
 
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.training.distributed import init_ray
-    from stocktrend.platform.data.universes import data_defaults, load_universe
+    from stocktrend.platform.data.universes import UNIVERSES, data_defaults, load_universe
     from stocktrend.models.rank_ic import MIN_NAMES
     from stocktrend.models.spec import Task
     from stocktrend.tune import trial as trial_mod
@@ -200,6 +200,8 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
              opts.max_concurrent, f"{opts.cpus_per_trial():g} CPU",
              "training in the trial's process" if opts.in_process else
              f"Ray Train with {opts.workers_per_trial} worker(s)")
+    # the universe's own window length and top-K (us29: 5 days x 8 features) are the first trial's
+    start = {} if opts.data_dir or opts.universe not in UNIVERSES else UNIVERSES[opts.universe].defaults
     if data_config is None:
         d = data_defaults(None if opts.data_dir else opts.universe)
         data_config = DataConfig(tickers=opts.tickers, data_dir=opts.data_dir, universe=opts.universe,
@@ -231,10 +233,10 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
                                    restart_errored=False)
     else:
         if opts.searcher == "optuna":
-            searcher = _searcher(opts, search_defaults(specs, opts.preset))
+            searcher = _searcher(opts, search_defaults(specs, opts.preset, start))
         elif opts.searcher == "random":
             from ray.tune.search import BasicVariantGenerator
-            searcher = BasicVariantGenerator(points_to_evaluate=[*search_defaults(specs, opts.preset),
+            searcher = BasicVariantGenerator(points_to_evaluate=[*search_defaults(specs, opts.preset, start),
                                                                  *opts.extra_points],
                                              max_concurrent=opts.max_concurrent, random_state=opts.seed)
         else:

@@ -20,7 +20,7 @@ from stocktrend.models.spec import ModelSpec
 # 0.91 of the oracle at rho 0.05 from 30 to 5 days, the lstm 0.62 -> 0.68; bench/README.md, issue 38), while a
 # signal spread over weeks needs the long ones: the search decides per data set.
 COMMON: dict[str, dict[str, Any]] = {
-    "small": {"sequence_length": tune.randint(5, 61), "top_k": tune.choice([20, 30, 50, 80]),
+    "small": {"sequence_length": tune.randint(5, 61), "top_k": tune.choice([8, 20, 30, 50, 80]),
               "lr": tune.loguniform(5e-5, 1e-3), "weight_decay": tune.loguniform(1e-4, 5e-2),
               "batch_size": tune.choice([32, 64, 128])},
     "seed": {"sequence_length": tune.randint(20, 61), "top_k": tune.choice([30, 50, 80]),
@@ -63,15 +63,29 @@ def search_space(specs: list[ModelSpec], preset_name: str) -> dict[str, Any]:
     return space
 
 
-def search_defaults(specs: list[ModelSpec], preset_name: str) -> list[dict[str, Any]]:
-    """Points evaluated first: every model's preset (tuning starts from the defaults)."""
+def _in_domain(domain: Any, value: Any) -> bool:
+    if hasattr(domain, "categories"):
+        return value in domain.categories
+    return domain.lower <= value < domain.upper  # tune.randint: the upper bound is excluded
+
+
+def search_defaults(specs: list[ModelSpec], preset_name: str, start: dict[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
+    """Points evaluated first: every model's preset (tuning starts from the defaults), with the window length and
+    top-K of ``start`` (a universe's own data defaults, e.g. us29's 5 days x 8 features) where the preset's space
+    holds them."""
+    common = dict(COMMON_DEFAULTS[preset_name])
+    for key, value in (start or {}).items():
+        if key in ("sequence_length", "top_k") and _in_domain(COMMON[preset_name][key], value):
+            common[key] = value
     if len(specs) == 1:
         spec = specs[0]
-        return [{**_common(spec, preset_name, COMMON_DEFAULTS), **spec.search_defaults(preset_name)}]
+        return [{**{k: v for k, v in common.items() if not (spec.is_sklearn and k in TORCH_ONLY)},
+                 **spec.search_defaults(preset_name)}]
     points = []
     everyone = {f"{s.kind}.{p}": v for s in specs for p, v in s.search_defaults(preset_name).items()}
     for spec in specs:
-        points.append({"model": spec.kind, **COMMON_DEFAULTS[preset_name], **everyone})
+        points.append({"model": spec.kind, **common, **everyone})
     return points
 
 

@@ -153,6 +153,8 @@ def test_data_build_cli_on_the_tech_universe(tmp_path):
     env = {**os.environ, "STOCKTREND_HOME": str(tmp_path)}
     listing = subprocess.run([cli, "data", "universes"], env=env, capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0 and "tech" in listing.stdout and "Quandl WIKI" in listing.stdout
+    us29 = listing.stdout[listing.stdout.index("\nus29\n"):]
+    assert "defaults: 5-day windows, top 8 features, split 0.8/0.1/0.1" in us29.split("\nsp500_2010\n")[0]
     r = subprocess.run([cli, "data", "build", "--universe", "tech"], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
