@@ -14,6 +14,7 @@ CPU-bound on 2 cores: this says which processes it would have to spend less on.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -21,10 +22,12 @@ from collections import defaultdict
 
 import psutil
 
-RAY_DAEMONS = (("gcs_server", "ray gcs_server"), ("raylet", "ray raylet"), ("dashboard/agent.py", "ray dashboard agent"),
+RAY_BINARIES = {"gcs_server": "ray gcs_server", "raylet": "ray raylet"}
+# Python processes of Ray, by their script; a worker's arguments name the raylet too, so workers are matched first
+RAY_SCRIPTS = (("default_worker.py", "ray worker (untitled)"), ("dashboard/agent.py", "ray dashboard agent"),
                ("runtime_env/agent/main.py", "ray runtime-env agent"), ("dashboard/dashboard.py", "ray dashboard"),
                ("log_monitor.py", "ray log monitor"), ("autoscaler/_private/monitor.py", "ray monitor"),
-               ("ray/util/client/server", "ray client server"), ("default_worker.py", "ray worker (untitled)"))
+               ("ray/util/client/server", "ray client server"))
 
 
 def kind_of(p: dict) -> str:
@@ -34,9 +37,15 @@ def kind_of(p: dict) -> str:
         title = cmd if cmd.startswith("ray::") else name
         what = title[5:].split()[0] if len(title) > 5 else "?"
         return "ray worker: " + what.split(".")[0].rstrip(":")
-    for needle, kind in RAY_DAEMONS:
+    argv = p.get("cmdline") or []
+    exe = os.path.basename(argv[0]) if argv else name
+    if exe in RAY_BINARIES:
+        return RAY_BINARIES[exe]
+    for needle, kind in RAY_SCRIPTS:
         if needle in cmd:
             return kind
+    if name.startswith("ray-dashboard-"):
+        return "ray dashboard (its modules' processes)"
     if "haproxy" in name or "haproxy" in cmd.split(" ")[0]:
         return "haproxy"
     for tool in ("alertmanager", "promtool", "prometheus"):
@@ -48,8 +57,9 @@ def kind_of(p: dict) -> str:
         return "peer venv: " + cmd.split("bench/peers/.venvs/")[1].split("/")[0]
     if "stocktrend" in cmd and ("python" in name or "stocktrend" in name):
         parts = cmd.split()
-        i = next((j for j, a in enumerate(parts) if a.endswith("stocktrend") or a == "stocktrend.cli"), None)
-        sub = parts[i + 1] if i is not None and i + 1 < len(parts) else "?"
+        i = next((j for j, a in enumerate(parts) if a.endswith("/stocktrend") or a in ("stocktrend", "stocktrend.cli")),
+                 None)
+        sub = next((a for a in parts[i + 1:] if not a.startswith("-")), "?") if i is not None else "?"
         return f"stocktrend {sub} (command)"
     if "python" in name:
         return "other python"
