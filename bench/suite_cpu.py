@@ -36,6 +36,8 @@ def kind_of(p: dict) -> str:
     if cmd.startswith("ray::") or name.startswith("ray::"):
         title = cmd if cmd.startswith("ray::") else name
         what = title[5:].split()[0] if len(title) > 5 else "?"
+        if what.startswith(("SERVE_REPLICA", "ServeReplica")):
+            return "ray worker: a Serve replica"
         return "ray worker: " + what.split(".")[0].rstrip(":")
     argv = p.get("cmdline") or []
     exe = os.path.basename(argv[0]) if argv else name
