@@ -45,8 +45,9 @@ def _dist(spec: tuple) -> Any:
             "loguniform": lambda: tune.loguniform(*args), "randint": lambda: tune.randint(*args)}[kind]()
 
 
-def _common(spec: ModelSpec, preset_name: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {k: v for k, v in table[preset_name].items() if not (spec.is_sklearn and k in TORCH_ONLY)}
+def _common(spec: ModelSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """The data and training parameters a model takes (scikit-learn models have no lr, weight decay or batch)."""
+    return {k: v for k, v in params.items() if not (spec.is_sklearn and k in TORCH_ONLY)}
 
 
 def search_space(specs: list[ModelSpec], preset_name: str) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def search_space(specs: list[ModelSpec], preset_name: str) -> dict[str, Any]:
         raise ValueError(f"unknown search preset {preset_name!r}; available: {', '.join(COMMON)}")
     if len(specs) == 1:
         spec = specs[0]
-        return {**_common(spec, preset_name, COMMON),
+        return {**_common(spec, COMMON[preset_name]),
                 **{k: _dist(v) for k, v in spec.space_for(preset_name).items()}}
     space: dict[str, Any] = {"model": tune.choice([s.kind for s in specs]), **COMMON[preset_name]}
     for spec in specs:
@@ -80,8 +81,7 @@ def search_defaults(specs: list[ModelSpec], preset_name: str, start: dict[str, A
             common[key] = value
     if len(specs) == 1:
         spec = specs[0]
-        return [{**{k: v for k, v in common.items() if not (spec.is_sklearn and k in TORCH_ONLY)},
-                 **spec.search_defaults(preset_name)}]
+        return [{**_common(spec, common), **spec.search_defaults(preset_name)}]
     points = []
     everyone = {f"{s.kind}.{p}": v for s in specs for p, v in s.search_defaults(preset_name).items()}
     for spec in specs:
