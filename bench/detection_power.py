@@ -36,6 +36,7 @@ import argparse
 import os
 import time
 
+CLASSIFIER_LABELS = {"excess": "excess", "binary": "binary"}  # --label values a classifier (and logistic) trains on
 OBSERVABLE_DAYS = 20  # the volume kind's observable score: log volume against its mean over this many previous days
 
 
@@ -59,7 +60,8 @@ def main() -> None:
                     "replaced), volume (the raw volume carries it; the features must find it), momentum "
                     "(idiosyncratic momentum planted in prices)")
     ap.add_argument("--label", default="excess", help="the data set's label for every model: excess (direction of "
-                    "the excess return), excess_regression, rank (regressors; classifiers keep excess)")
+                    "the excess return), binary (direction of the raw return, market included: classifiers only), "
+                    "excess_regression, rank (regressors; classifiers keep excess)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a model-config override "
                     "(e.g. min_samples_leaf=200), applied to every model whose config has the field; repeatable")
     ap.add_argument("--cs-norm", action="store_true", help="a lever: every input column z-scored within each day's "
@@ -110,8 +112,8 @@ def main() -> None:
 
     def run_model(data_by_label, model, seed):
         spec = None if model == "logistic" else zoo.get(model)
-        label = spec.label_for(args.label) if spec else "excess"
-        if spec and spec.task(label) == "classification" and args.label != "excess":
+        label = spec.label_for(args.label) if spec else CLASSIFIER_LABELS.get(args.label, "excess")
+        if (spec is None or spec.task(label) == "classification") and args.label not in CLASSIFIER_LABELS:
             label = "excess"  # classifiers learn the direction of the same excess return
         data = data_by_label(label)
         if args.cs_norm:

@@ -143,7 +143,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
     from stocktrend.platform.training.local import TrainConfig
     from stocktrend.tune.search import SearchOptions, run_search
     from stocktrend.models import hybrid
-    from stocktrend.platform.data.universes import data_defaults
+    from stocktrend.platform.data.universes import data_defaults, default_label
     from stocktrend.platform.training.local import model_config_for
     from stocktrend.tune.space import COMMON
 
@@ -169,7 +169,8 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
 
     with st.stage("data: embedded prices -> causal features (cached) -> labels -> purged chronological split"):
         d = data_defaults(opts.universe)
-        data = build_dataset(DataConfig(universe=opts.universe, features=d["features"],
+        label = default_label(opts.universe)  # excess on a panel, binary on msft
+        data = build_dataset(DataConfig(universe=opts.universe, features=d["features"], label_kind=label,
                                         sequence_length=d["sequence_length"], top_k=d["top_k"],
                                         fractions=tuple(d["fractions"])))
         s = data.summary()
@@ -188,7 +189,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
                               epoch_windows=p.epoch_windows,
                               grace_period=p.grace_period, max_concurrent=p.max_concurrent, seed=opts.seed,
                               register=False, model_name=opts.model_name, verbose=opts.verbose,
-                              nested_train=opts.nested_train, universe=opts.universe)
+                              nested_train=opts.nested_train, universe=opts.universe, label_kind=label)
         res = run_search(sopts)
         table = res["table"]
         best = res["best_config"]
@@ -199,7 +200,7 @@ def run_quickstart(opts: QuickstartOptions, say: Callable[[str], None] = print) 
         say(f"  best config: {best}")
 
     with st.stage(f"retrain the best config with Ray Train ({opts.workers} workers), register in MLflow"):
-        dcfg = DataConfig(universe=opts.universe, sequence_length=int(best["sequence_length"]),
+        dcfg = DataConfig(universe=opts.universe, sequence_length=int(best["sequence_length"]), label_kind=label,
                           top_k=int(best["top_k"]), features=d["features"], fractions=tuple(d["fractions"]))
         tdata = build_dataset(dcfg)
         mc = hybrid.SPEC.from_params(model_config_for(tdata, opts.preset, hybrid.SPEC), best)

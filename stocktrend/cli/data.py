@@ -62,8 +62,8 @@ def data_build(
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per input window (default 30, or the "
                                                   "universe's own: stocktrend data universes)."),
     horizon: int = typer.Option(5, min=1, help="Forward-return horizon of the label (days)."),
-    label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
-                              "excess_regression | rank."),
+    label: str = typer.Option("auto", help="auto (excess on a panel of 3+ tickers, binary otherwise) | binary | "
+                              "ternary | regression; market-neutral (panels): excess | excess_regression | rank."),
     top_k: Optional[int] = typer.Option(None, min=0, help="Features kept (0 = all; default 50, or the universe's "
                                         "own: stocktrend data universes)."),
     split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, or "
@@ -153,11 +153,13 @@ def data_config(ticker, data, market, indicators, sequence_length, horizon, labe
     """Flags -> DataConfig; settings left unset take the universe's own defaults (``data_defaults``)."""
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.data.features import FEATURE_SETS
-    from stocktrend.platform.data.universes import data_defaults, spec
-    if label not in LABELS:
-        raise typer.BadParameter(f"unknown label kind {label!r}; use {', '.join(LABELS)}")
+    from stocktrend.platform.data.universes import AUTO_LABEL, data_defaults, default_label, spec
+    if label not in (AUTO_LABEL, *LABELS):
+        raise typer.BadParameter(f"unknown label kind {label!r}; use {', '.join((AUTO_LABEL, *LABELS))}")
     if data is None:
         spec(universe)  # an unknown name fails here, before any work
+    if label == AUTO_LABEL:
+        label = default_label(None if data is not None else universe, data, _split_list(ticker) or ())
     d = data_defaults(None if data is not None else universe)
     features = features or d["features"]
     if features not in FEATURE_SETS:

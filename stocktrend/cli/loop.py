@@ -146,7 +146,8 @@ def replay_cmd(
     data: Optional[str] = typer.Option(None, "--data", help="Directory of CSV/Parquet files instead."),
     model: str = typer.Option(DEFAULT_KIND, "--model", "-m", help="Model kind retrained at every step."),
     preset: str = typer.Option("small", help="Model preset."),
-    label: str = typer.Option("binary", help="Label kind (excess / rank for market-neutral replays of a panel)."),
+    label: str = typer.Option("auto", help="Label kind: auto (excess on a panel of 3+ tickers, binary otherwise) | "
+                              "binary | ternary | excess | rank | ..."),
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default: the universe's)."),
     top_k: Optional[int] = typer.Option(None, min=0, help="Features kept; default: the universe's."),
     search: bool = typer.Option(False, "--search", help="Each step runs a small Tune search instead of a plain "
@@ -178,7 +179,10 @@ def replay_cmd(
     from stocktrend.loop.gate import GateOptions, parse_beat
     from stocktrend.loop.replay import ReplayOptions, replay
     from stocktrend.models import zoo
+    from stocktrend.platform.data.universes import AUTO_LABEL, default_label
     spec = zoo.get(model)
+    if label == AUTO_LABEL:
+        label = default_label(None if data else (universe or "msft"), data)
     if preset not in spec.presets:
         raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(spec.presets)}")
     if address:

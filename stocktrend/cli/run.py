@@ -27,8 +27,8 @@ def train_cmd(
     sequence_length: Optional[int] = typer.Option(None, min=1, help="Days per window (default 30, or the universe's "
                                                   "own)."),
     horizon: int = typer.Option(5, min=1),
-    label: str = typer.Option("binary", help="binary | ternary | regression; market-neutral (panels): excess | "
-                              "excess_regression | rank."),
+    label: str = typer.Option("auto", help="auto (excess on a panel of 3+ tickers, binary otherwise) | binary | "
+                              "ternary | regression; market-neutral (panels): excess | excess_regression | rank."),
     top_k: Optional[int] = typer.Option(None, min=0, help="Features kept (0 = all); default: the universe's."),
     split: Optional[str] = typer.Option(None, help="Train,val,test fractions of the timeline (default 0.8,0.1,0.1, "
                                         "or the universe's own)."),

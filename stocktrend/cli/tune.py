@@ -55,9 +55,10 @@ def tune_cmd(
     universe: Optional[str] = typer.Option(None, help="Embedded universe: msft (default), tech, sp20, us29, "
                                            "sp500_2010 (stocktrend data universes)."),
     data: Optional[str] = typer.Option(None, help="Directory of CSV/Parquet files (default: the embedded universe)."),
-    label: Optional[str] = typer.Option(None, callback=_one_of("binary", "ternary", "excess"),
-                                        help="binary (default: Bajista/Alcista), ternary (with Neutral) or excess (the "
-                                        "direction against the day's universe mean; panels)."),
+    label: Optional[str] = typer.Option(None, callback=_one_of("auto", "binary", "ternary", "excess"),
+                                        help="auto (default: excess on a panel of 3+ tickers, binary otherwise), "
+                                        "binary (Bajista/Alcista), ternary (with Neutral) or excess (the direction "
+                                        "against the day's universe mean; panels)."),
     ticker_id: bool = typer.Option(False, "--ticker-id", help="The ticker's identity as a one-hot model input."),
     features: Optional[str] = typer.Option(None, callback=_one_of("standard", "short"),
                                            help="Feature set (default: the universe's own; short = look-backs up to "

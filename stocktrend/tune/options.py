@@ -27,7 +27,7 @@ class SearchOptions:
     tickers: tuple[str, ...] = ()
     data_dir: str | None = None
     universe: str = "msft"  # named embedded universe (ignored with data_dir)
-    label_kind: str = "binary"  # binary | ternary (regression is not searched)
+    label_kind: str = "auto"  # auto (excess on a panel of 3+ tickers, else binary) | binary | ternary | excess
     features: str | None = None  # feature set; None = the universe's own (standard, or short for sp500_2010)
     ticker_id: bool = False  # the ticker's identity as a one-hot input
     storage: str | None = None  # Tune + Train storage (local dir or URI); default $STOCKTREND_HOME/tune

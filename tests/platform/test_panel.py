@@ -154,12 +154,14 @@ def test_data_build_cli_on_the_tech_universe(tmp_path):
     listing = subprocess.run([cli, "data", "universes"], env=env, capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0 and "tech" in listing.stdout and "Quandl WIKI" in listing.stdout
     us29 = listing.stdout[listing.stdout.index("\nus29\n"):]
-    assert "defaults: 5-day windows, top 8 features, split 0.8/0.1/0.1" in us29.split("\nsp500_2010\n")[0]
+    assert "defaults: 5-day windows, top 8 features, split 0.8/0.1/0.1, label excess" in us29.split("\nsp500_2010\n")[0]
+    assert "label binary" in listing.stdout.split("\ntech\n")[0]  # msft: one ticker, the raw direction
     r = subprocess.run([cli, "data", "build", "--universe", "tech"], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "AAPL, IBM, MSFT, GOOG" in out
+    assert "label        : excess, horizon 5 days" in out  # --label auto on a panel of 4: against the day's mean
     for t, first in (("AAPL", "2001-02-27"), ("GOOG", "2005-08-16")):  # each after its own 250-day warm-up
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(t + " "))
         assert first in line and "2013-03-01" in line and "purged" in line and "embargoed" in line

@@ -1,5 +1,5 @@
-"""A universe's own data settings (window length, top-K, split) reach every command that builds its data set, and
-the first trial of a search on it, unless the user sets them."""
+"""A universe's own data settings (window length, top-K, split, label) reach every command that builds its data set,
+and the first trial of a search on it, unless the user sets them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from stocktrend.cli.data import data_config
 from stocktrend.platform.data.universes import data_defaults
 
 
-def _cfg(universe, top_k=None, sequence_length=None, data=None):
-    return data_config(None, data, None, None, sequence_length, 5, "binary", top_k, None, None, universe=universe)
+def _cfg(universe, top_k=None, sequence_length=None, data=None, label="binary", ticker=None):
+    return data_config(ticker, data, None, None, sequence_length, 5, label, top_k, None, None, universe=universe)
 
 
 def test_each_universe_has_its_windows_and_top_k_and_flags_override_them():
@@ -35,3 +35,27 @@ def test_a_search_starts_from_the_universes_settings_where_its_space_holds_them(
     assert search_defaults([zoo.get("lstm")], "small")[0]["sequence_length"] == 30  # no universe: the preset's
     both = search_defaults([zoo.get("lstm"), zoo.get("gbm")], "small", us29)
     assert all((p["sequence_length"], p["top_k"]) == (5, 8) for p in both)
+
+
+def test_label_auto_is_excess_on_a_panel_of_three_or_more_and_the_raw_direction_otherwise(tmp_path):
+    """--label auto (the default of data build, train, tune, replay): a panel is judged by its daily rank IC, which the
+    market's move does not change, so its label is the direction against the day's universe mean."""
+    from stocktrend.platform.data.synthetic import random_walk_universe, write_directory
+    from stocktrend.platform.data.universes import default_label
+    from stocktrend.tune.options import SearchOptions
+    assert _cfg("us29", label="auto").label_kind == "excess"
+    assert _cfg("tech", label="auto").label_kind == "excess"  # 4 names
+    assert _cfg("msft", label="auto").label_kind == "binary"  # one name: no cross-section
+    assert _cfg("tech", label="auto", ticker="AAPL,IBM").label_kind == "binary"  # the tickers asked for count
+    assert _cfg("us29", label="binary").label_kind == "binary"  # what the user says wins
+    assert _cfg("us29", label="ternary").label_kind == "ternary"
+    three = write_directory(random_walk_universe(60, n_tickers=3, seed=1), tmp_path / "three")
+    two = write_directory(random_walk_universe(60, n_tickers=2, seed=1), tmp_path / "two")
+    assert _cfg(None, data=three, label="auto").label_kind == "excess"  # files counted, no price read
+    assert _cfg(None, data=two, label="auto").label_kind == "binary"
+    assert default_label(None, tmp_path / "missing") == "binary"  # the load names the missing directory
+    assert SearchOptions().label_kind == "auto"
+    import pytest
+    import typer
+    with pytest.raises(typer.BadParameter, match="unknown label kind 'up'.*auto, binary"):
+        _cfg("us29", label="up")

@@ -61,7 +61,8 @@ def test_six_trial_search_twice_under_load_returns_every_cpu(ray_local, busy_cor
     timing = []
     for run in range(2):
         opts = SearchOptions(name=f"load-{run}", preset="tiny", num_samples=6, **RUNG,
-                             register=False, seed=run, extra_points=(POOR,), data_dir=planted_dir)
+                             register=False, seed=run, extra_points=(POOR,), data_dir=planted_dir,
+                             label_kind="binary")  # planted_dir's signal is the market's: the raw direction
         t0 = time.perf_counter()
         res = run_search(opts)
         timing.append(time.perf_counter() - t0)
@@ -83,7 +84,8 @@ def test_nested_train_trials_leave_no_placement_group(ray_local, busy_core, plan
     """--workers-per-trial keeps Tune driving Ray Train; ASHA-stopped trials must not leave their groups behind."""
     monkeypatch.setenv("STOCKTREND_HOME", str(tmp_path))
     opts = SearchOptions(name="nested", preset="tiny", num_samples=2, **NESTED_RUNG, register=False,
-                         nested_train=True, extra_points=(POOR,), start_timeout_s=20, data_dir=planted_dir)
+                         nested_train=True, extra_points=(POOR,), start_timeout_s=20, data_dir=planted_dir,
+                         label_kind="binary")
     res = run_search(opts)
     table = res["table"]
     assert len(table) == 2 and (table["status"] != "error").all(), table[["status", "error"]]

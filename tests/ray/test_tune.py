@@ -23,7 +23,8 @@ def test_three_trial_search_asha_cache_and_registry(ray_local, tmp_path, monkeyp
     before = cache.COMPUTE_COUNT["tickers"]
     # A deliberately poor point (chance-level by construction, and the slowest of the space so that it reaches the
     # rung after the preset default it runs beside, on a panel the default learns by then) makes an ASHA stop certain.
-    opts = SearchOptions(name="ci", preset="tiny", num_samples=3, **RUNG, data_dir=planted_dir,
+    # (planted_dir's tickers copy the market: its signal needs the raw direction, not the panel's excess default)
+    opts = SearchOptions(name="ci", preset="tiny", num_samples=3, **RUNG, data_dir=planted_dir, label_kind="binary",
                          model_name="tuned", extra_points=(POOR,))
     res = run_search(opts)
     table = res["table"]

@@ -36,8 +36,8 @@ from stocktrend.platform.data.sources import (ColumnAliases, DataValidationError
 from stocktrend.platform.data.universes.bokeh import read_tech
 from stocktrend.platform.data.universes.skfolio import SP20_TICKERS, read_sp20, sp20_file
 
-__all__ = ["UNIVERSES", "SP20_TICKERS", "UniverseSpec", "audit_step", "audit_violations", "data_defaults", "describe",
-           "load_named", "load_universe", "read_sp20", "read_tech", "sp20_file", "spec"]
+__all__ = ["AUTO_LABEL", "UNIVERSES", "SP20_TICKERS", "UniverseSpec", "audit_step", "audit_violations", "data_defaults",
+           "default_label", "describe", "load_named", "load_universe", "read_sp20", "read_tech", "sp20_file", "spec"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,33 @@ def data_defaults(name: str | None) -> dict[str, Any]:
     return {**base, "features": s.features, **s.defaults}
 
 
+AUTO_LABEL = "auto"  # --label auto: the label follows the panel's breadth (default_label)
+
+
+def default_label(universe: str | None, data_dir: str | Path | None = None, tickers: tuple[str, ...] | list[str] = ()
+                  ) -> str:
+    """What ``--label auto`` trains on: ``excess`` (the direction of the forward return against the day's universe
+    mean) on a panel of 3 or more tickers, ``binary`` (the raw direction) on one or two, as ``--monitor auto`` judges
+    a panel by its daily rank IC. Counts the tickers asked for, else the files of ``data_dir`` (no price is read),
+    else the named universe's.
+
+    Measured (bench/README.md, issue 38, us29 with weak planted signals, rho 0.05): on the raw direction, whose labels
+    are mostly the market's move, the lstm kept 0.10-0.60 of the oracle's rank IC where the excess label kept
+    0.86-0.92 (logistic regression 0.15-0.41 against 0.76-1.39)."""
+    from stocktrend.models.rank_ic import MIN_NAMES
+    from stocktrend.platform.data.sources import _files
+    if tickers:
+        n = len(tickers)
+    elif data_dir is not None:
+        from stocktrend.platform.data.remote import is_remote, local_copy
+        if is_remote(str(data_dir)):  # the local snapshot the load reads too (downloaded once, when changed)
+            data_dir = local_copy(str(data_dir))
+        n = len(_files(Path(data_dir))) if Path(data_dir).is_dir() else 0  # a missing directory fails when loaded
+    else:
+        n = len(UNIVERSES[universe or "msft"].known_tickers()) if (universe or "msft") in UNIVERSES else 0
+    return "excess" if n >= MIN_NAMES else "binary"
+
+
 def spec(name: str) -> UniverseSpec:
     if name not in UNIVERSES:
         raise DataValidationError(f"unknown universe {name!r}; available: {', '.join(UNIVERSES)} "
@@ -189,7 +216,7 @@ def describe() -> list[dict[str, str]]:
                "features": s.features}
         d = data_defaults(s.name)
         row["defaults"] = (f"{d['sequence_length']}-day windows, top {d['top_k']} features, split "
-                           f"{'/'.join(f'{f:g}' for f in d['fractions'])}")
+                           f"{'/'.join(f'{f:g}' for f in d['fractions'])}, label {default_label(s.name)}")
         if s.caveats:
             row["caveats"] = s.caveats
         if s.details is not None and names:
