@@ -36,6 +36,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from stocktrend.platform.data.dataset import DataConfig, build_dataset, prepare
+    from stocktrend.platform.data.universes import default_label
     from stocktrend.platform.data.splits import walk_forward_boundaries
     from stocktrend.platform.evaluation.cross_section import evaluate_panel
     from stocktrend.platform.evaluation.metrics import classification_scores
@@ -54,14 +55,15 @@ def main() -> None:
     for universe in args.universes.split(","):
         t0 = time.perf_counter()
         init_ray(num_cpus=None, verbose=False)
+        label = default_label(universe)  # as the quickstart: excess on a panel, binary on msft
         res = run_search(SearchOptions(name=f"choice-{universe}", preset="small", num_samples=args.trials,
                                        max_epochs=6, grace_period=2, universe=universe, register=False,
-                                       epoch_windows=epoch_windows))
+                                       epoch_windows=epoch_windows, label_kind=label))
         shutdown_ray()
         best = res["best_config"]
         t_search = time.perf_counter() - t0
         base = build_dataset(DataConfig(universe=universe, sequence_length=int(best["sequence_length"]),
-                                        top_k=int(best["top_k"])))
+                                        top_k=int(best["top_k"]), label_kind=label))
         lr = float(best["lr"])
         tcfg = TrainConfig(preset="small", epochs=args.epochs, batch_size=int(best["batch_size"]), lr=lr, max_lr=lr * 5,
                            weight_decay=float(best["weight_decay"]), patience=3, progress=False)

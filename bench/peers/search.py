@@ -350,7 +350,8 @@ def run_platform(s: Setup, panel, seed: int, tag: str) -> dict[str, Any]:
     work = Path(s.work) / tag
     name = f"peer-{tag}"
     cmd = [sys.executable, "-m", "stocktrend.tune.search", "--name", name, "--model", s.model, "--preset", s.preset,
-           "--universe", s.universe, "--ticker", ",".join(s.tickers), "--num-samples", str(s.trials),
+           "--universe", s.universe, "--ticker", ",".join(s.tickers), "--label", "binary",  # as dcfg
+           "--num-samples", str(s.trials),
            "--max-epochs", str(s.max_epochs), "--grace-period", str(s.grace), "--reduction-factor", str(s.rf),
            "--metric", s.metric, "--max-concurrent", "2", "--cpus-per-worker", "1", "--seed", str(seed),
            "--epoch-windows", str(s.epoch_windows), "--storage", str(work / "tune"),
