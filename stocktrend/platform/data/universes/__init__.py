@@ -216,7 +216,8 @@ def describe() -> list[dict[str, str]]:
                "features": s.features}
         d = data_defaults(s.name)
         row["defaults"] = (f"{d['sequence_length']}-day windows, top {d['top_k']} features, split "
-                           f"{'/'.join(f'{f:g}' for f in d['fractions'])}, label {default_label(s.name)}")
+                           f"{'/'.join(f'{f:g}' for f in d['fractions'])}, "
+                           f"label {default_label(s.name, tickers=names)}")  # the names listed above, not again
         if s.caveats:
             row["caveats"] = s.caveats
         if s.details is not None and names:
