@@ -73,5 +73,17 @@ class SearchOptions:
             return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
         return {"cpu": 1.0}
 
+    def with_label(self, data_config=None) -> "SearchOptions":
+        """These options with ``--label auto`` made concrete: the given data config's label, else ``excess`` on a
+        panel of 3+ tickers (asked for, in ``data_dir``, or the universe's) and ``binary`` otherwise; an explicit
+        label is kept. Resolved before anything reads it: trial tables, checkpoints and tags hold the concrete one."""
+        from dataclasses import replace
+
+        from stocktrend.platform.data.universes import AUTO_LABEL, default_label
+        if self.label_kind != AUTO_LABEL:
+            return self
+        return replace(self, label_kind=data_config.label_kind if data_config is not None else
+                       default_label(None if self.data_dir else self.universe, self.data_dir, self.tickers))
+
     def cpus_per_trial(self) -> float:
         return self.cpus_per_worker if self.in_process else 1 + self.workers_per_trial * self.cpus_per_worker

@@ -174,16 +174,14 @@ def run_search(opts: SearchOptions, panel=None, data_config=None, bounds=None) -
 
     from stocktrend.platform.data.dataset import DataConfig
     from stocktrend.platform.training.distributed import init_ray
-    from stocktrend.platform.data.universes import AUTO_LABEL, UNIVERSES, data_defaults, default_label, load_universe
+    from stocktrend.platform.data.universes import UNIVERSES, data_defaults, load_universe
     from stocktrend.models.rank_ic import MIN_NAMES
     from stocktrend.models.spec import Task
     from stocktrend.tune import trial as trial_mod
     from stocktrend.tune.space import search_defaults, search_space
 
     specs = opts.specs  # unknown models fail here, before Ray starts
-    if opts.label_kind == AUTO_LABEL:  # excess on a panel of 3+ tickers, binary otherwise
-        opts = replace(opts, label_kind=data_config.label_kind if data_config is not None else
-                       default_label(None if opts.data_dir else opts.universe, opts.data_dir, opts.tickers))
+    opts = opts.with_label(data_config)  # --label auto: excess on a panel of 3+ tickers, binary otherwise
     space = search_space(specs, opts.preset)  # and unknown presets
     tasks = {s.task(s.label_for(opts.label_kind)) for s in specs}
     if len(tasks) > 1:

@@ -59,3 +59,19 @@ def test_label_auto_is_excess_on_a_panel_of_three_or_more_and_the_raw_direction_
     import typer
     with pytest.raises(typer.BadParameter, match="unknown label kind 'up'.*auto, binary"):
         _cfg("us29", label="up")
+
+
+def test_a_search_resolves_label_auto_before_anything_reads_it(tmp_path):
+    """`tune` / `python -m stocktrend.tune.search` with the default --label auto: the options run_search goes on with
+    hold the concrete label (its trial table, checkpoints and tags name it), by the same rule as the other commands."""
+    from stocktrend.platform.data.dataset import DataConfig
+    from stocktrend.platform.data.synthetic import random_walk_universe, write_directory
+    from stocktrend.tune.options import SearchOptions
+    assert SearchOptions(universe="us29").with_label().label_kind == "excess"
+    assert SearchOptions(universe="msft").with_label().label_kind == "binary"
+    assert SearchOptions(universe="tech", tickers=("AAPL", "IBM")).with_label().label_kind == "binary"
+    panel = write_directory(random_walk_universe(60, n_tickers=4, seed=1), tmp_path / "panel")
+    assert SearchOptions(data_dir=str(panel), universe="msft").with_label().label_kind == "excess"  # the files count
+    assert SearchOptions(universe="us29", label_kind="binary").with_label().label_kind == "binary"  # the user's wins
+    # the loop's retrain passes the champion's data config: its label, not the rule's
+    assert SearchOptions(universe="us29").with_label(DataConfig(label_kind="binary")).label_kind == "binary"

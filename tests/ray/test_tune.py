@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from stocktrend.platform.data import cache
@@ -108,7 +109,7 @@ def test_a_streamed_search_reads_partitions_and_registers_its_best(ray_local, tm
 
 
 def test_smoke_search_through_ray_job_submit_as_the_readme_says(tmp_path):
-    """Issues 30 + the README: a local `ray start --head` cluster with token authentication (on because
+    """Issues 30 + the README (and the smoke search end to end, then `stocktrend tune --promote` on its home): a local `ray start --head` cluster with token authentication (on because
     ~/.ray/auth_token exists), `ray job submit --working-dir . -- python -m stocktrend.tune.search --smoke-test` from a
     shell with RAY_AUTH_MODE=token and no STOCKTREND_HOME: the results land in ~/stocktrend-runs, not in Ray's temporary
     copy of the working directory, and `stocktrend models list` finds the version there."""
@@ -139,3 +140,24 @@ def test_smoke_search_through_ray_job_submit_as_the_readme_says(tmp_path):
     listed = subprocess.run([f"{bin_dir}/stocktrend", "models", "list", "stocktrend-smoke-test"],
                             env={**base, "STOCKTREND_HOME": str(durable)}, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "stocktrend-smoke-test v1" in listed.stdout, listed.stdout + listed.stderr
+    # The smoke search finished, wrote its trial table and registered its best trial under the smoke-test model name
+    # (never the user's production model).
+    table = pd.read_csv(durable / "searches" / "job" / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) <= {"completed", "stopped early"}, table
+    assert table["epochs"].max() <= 2
+    assert "registered: stocktrend-smoke-test version 1" in job.stdout
+
+    # Then `stocktrend tune --promote` on that home, the head stopped (its own private instance, under the token the
+    # user's ~/.ray holds): the second search's best version is offered to production through the gate (the same
+    # rule, report and exit codes as `stocktrend models promote`), never moved there unconditionally.
+    again = subprocess.run([f"{bin_dir}/stocktrend", "tune", "--smoke-test", "--name", "smoke2", "--promote"],
+                           env={**base, "STOCKTREND_HOME": str(durable)}, capture_output=True, text=True, timeout=300,
+                           cwd=ROOT)
+    assert again.returncode in (0, 3), again.stdout[-3000:] + again.stderr[-3000:]
+    out = again.stdout
+    assert "registered: stocktrend-smoke-test version 2" in out and "gate         : " in out, out
+    assert "candidate v2" in out or "challenger v2" in out, out
+    import mlflow
+    c = mlflow.MlflowClient(f"sqlite:///{durable / 'mlflow.db'}")
+    production = int(c.get_registered_model("stocktrend-smoke-test").aliases["production"])
+    assert production == (2 if again.returncode == 0 else 1), out
