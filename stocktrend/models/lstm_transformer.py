@@ -39,12 +39,17 @@ class LSTMTransformerConfig(ConfigMixin):
     static_dense: tuple[int, ...] = (32,)  # static branch widths
     head: tuple[int, ...] = (32,)  # head widths after [pooled temporal, static]
     return_scale: float = 100.0  # the head predicts return x scale (percent), which keeps the NLL well conditioned
+    # How the mean is trained: "huber" (as every regressor; the variance by the NLL around it) or "nll" (seed 003's
+    # joint Gaussian NLL, which can explain a weak signal away as noise)
+    mean_loss: str = "huber"
 
     def __post_init__(self) -> None:
         if self.hidden % self.n_heads:
             raise ValueError(f"hidden {self.hidden} must be divisible by n_heads {self.n_heads}")
         if self.n_classes != 0:
             raise ValueError("lstm_transformer is a regressor (n_classes must be 0)")
+        if self.mean_loss not in ("huber", "nll"):
+            raise ValueError(f"mean_loss must be 'huber' or 'nll', not {self.mean_loss!r}")
 
 
 PRESETS: dict[str, LSTMTransformerConfig] = {

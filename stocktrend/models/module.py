@@ -81,10 +81,16 @@ class TrendModule(pl.LightningModule):
         if self.task.is_classification:
             return self.ce(out["logits"].float(), y)
         if self.task.is_regression:
-            if "log_var" in out:  # Gaussian NLL in the model's scaled units (return x scale) for conditioning
+            if "log_var" in out:  # mean and variance, in the model's scaled units (return x scale) for conditioning
                 s = float(self.cfg.return_scale)
                 mu, log_var = out["ret"].float() * s, out["log_var"].float() + 2 * torch.log(torch.tensor(s))
-                return (0.5 * (log_var + (y * s - mu) ** 2 / log_var.exp())).mean()
+                if getattr(self.cfg, "mean_loss", "nll") == "nll":  # joint Gaussian NLL (seed 003)
+                    return (0.5 * (log_var + (y * s - mu) ** 2 / log_var.exp())).mean()
+                # The mean by Huber, as every regressor; the variance by the NLL around the detached mean. The joint
+                # NLL scales each sample's pull on the mean by 1/variance, so the net can explain a weak signal away
+                # as noise (bench/README: the lstm_transformer's efficiency with each loss).
+                mean = nn.functional.huber_loss(mu, y * s, delta=self.huber.delta * s)
+                return mean + (0.5 * (log_var + (y * s - mu.detach()) ** 2 / log_var.exp())).mean()
             return self.huber(out["ret"].float(), y)
         from stocktrend.models.mtl_lstm import focal_loss
         cfg = self.cfg

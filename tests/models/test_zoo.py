@@ -88,6 +88,32 @@ def test_regression_label_is_refused_for_classifiers():
     with pytest.raises(ValueError, match="lstm predicts classes"):
         zoo.get("lstm").label_for("regression")
     assert zoo.get("lstm_transformer").label_for("binary") == "regression"
+    # a panel's market-neutral direction: the regressor takes the day's rank of the return (bench/README.md, issue 38)
+    assert zoo.get("lstm_transformer").label_for("excess") == "rank"
+    assert zoo.get("lstm_transformer").label_for("excess_regression") == "excess_regression"  # asked for: kept
+
+
+def test_the_regressors_mean_is_pulled_by_its_error_alone_and_its_variance_by_the_nll():
+    """lstm_transformer's loss: the mean by Huber (each sample's pull on it does not shrink where the net predicts a
+    large variance, which is how the joint NLL let it explain a weak signal away as noise), the log-variance by the
+    Gaussian NLL around the detached mean; ``mean_loss="nll"`` keeps seed 003's joint NLL."""
+    import torch
+    from stocktrend.models.module import TrendModule
+
+    def grads(mean_loss, log_var):
+        m = TrendModule({"n_features": 4, "mean_loss": mean_loss}, model_kind="lstm_transformer",
+                        label_kind="excess_regression")
+        ret = torch.tensor([0.01, 0.01], requires_grad=True)
+        lv = torch.tensor(log_var, requires_grad=True)
+        m._loss({"ret": ret, "log_var": lv}, torch.tensor([0.0, 0.0]), None).backward()
+        return ret.grad, lv.grad
+    calm, wild = grads("huber", [-9.0, -9.0]), grads("huber", [-9.0, -5.0])
+    assert torch.allclose(calm[0], wild[0]) and calm[0].abs().min() > 0  # the same pull whatever the variance
+    assert wild[1][1] != calm[1][1]  # the variance still learns from the error
+    nll = grads("nll", [-9.0, -5.0])[0]
+    assert nll[1].abs() < nll[0].abs() / 10  # the joint NLL: a high-variance sample barely moves the mean
+    with pytest.raises(ValueError, match="mean_loss"):
+        zoo.get("lstm_transformer").config(mean_loss="mse")
 
 
 class Evil:
