@@ -39,9 +39,10 @@ class LSTMTransformerConfig(ConfigMixin):
     static_dense: tuple[int, ...] = (32,)  # static branch widths
     head: tuple[int, ...] = (32,)  # head widths after [pooled temporal, static]
     return_scale: float = 100.0  # the head predicts return x scale (percent), which keeps the NLL well conditioned
-    # How the mean is trained: "huber" (as every regressor; the variance by the NLL around it) or "nll" (seed 003's
-    # joint Gaussian NLL, which can explain a weak signal away as noise)
-    mean_loss: str = "huber"
+    # How the mean is trained: "huber" (as every regressor; the variance by the NLL around it; every preset) or "nll"
+    # (seed 003's joint Gaussian NLL, which can explain a weak signal away as noise; the field's default, so that a
+    # checkpoint saved before the field existed retrains as it was trained)
+    mean_loss: str = "nll"
 
     def __post_init__(self) -> None:
         if self.hidden % self.n_heads:
@@ -54,9 +55,10 @@ class LSTMTransformerConfig(ConfigMixin):
 
 PRESETS: dict[str, LSTMTransformerConfig] = {
     "seed": LSTMTransformerConfig(hidden=128, lstm_layers=2, n_heads=8, transformer_layers=2, ff_dim=256,
-                                  static_dense=(64,), head=(64, 32)),
-    "small": LSTMTransformerConfig(),
-    "tiny": LSTMTransformerConfig(hidden=8, n_heads=2, ff_dim=16, dropout=0.0, static_dense=(8,), head=(8,)),
+                                  static_dense=(64,), head=(64, 32), mean_loss="huber"),
+    "small": LSTMTransformerConfig(mean_loss="huber"),
+    "tiny": LSTMTransformerConfig(hidden=8, n_heads=2, ff_dim=16, dropout=0.0, static_dense=(8,), head=(8,),
+                                  mean_loss="huber"),
 }
 
 SPACE: dict[str, tuple] = {"hidden": ("choice", [32, 64, 96]), "dropout": ("uniform", 0.0, 0.3),

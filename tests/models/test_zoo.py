@@ -112,6 +112,9 @@ def test_the_regressors_mean_is_pulled_by_its_error_alone_and_its_variance_by_th
     assert wild[1][1] != calm[1][1]  # the variance still learns from the error
     nll = grads("nll", [-9.0, -5.0])[0]
     assert nll[1].abs() < nll[0].abs() / 10  # the joint NLL: a high-variance sample barely moves the mean
+    spec = zoo.get("lstm_transformer")
+    assert {spec.preset(p).mean_loss for p in spec.presets} == {"huber"}  # what every preset trains with
+    assert spec.config_from_dict({"n_features": 4}).mean_loss == "nll"  # a checkpoint from before: as it was trained
     with pytest.raises(ValueError, match="mean_loss"):
         zoo.get("lstm_transformer").config(mean_loss="mse")
 
