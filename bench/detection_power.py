@@ -46,7 +46,11 @@ def main() -> None:
     ap.add_argument("--rhos", default="0.01,0.02,0.03,0.05,0.10")
     ap.add_argument("--models", default="hybrid,lstm,gbm,logistic")
     ap.add_argument("--epochs", type=int, default=6, help="upper bound on epochs (torch models; early stopping, "
-                    "patience 2)")
+                    "--patience)")
+    ap.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs (torch models; "
+                    "`stocktrend train` uses 15 of up to 30 epochs)")
+    ap.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps (torch models; `stocktrend "
+                    "train` uses 4)")
     ap.add_argument("--epoch-windows", type=int, default=0, help="training windows per epoch (torch models); 0 = "
                     "every training window, as the platform trains by default (8192 capped: the lstm recovered 0.28 "
                     "of the oracle at rho 0.10 instead of 0.68, bench/README.md)")
@@ -130,7 +134,8 @@ def main() -> None:
         monitor = args.monitor if not spec.is_sklearn else "val_loss"
         # each seed trains its own models too (before 2026-12-06 every fit used seed 42: the seeds varied only the
         # planted noise, and the deterministic momentum planting not at all)
-        tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=2, accumulate=1, seed=seed,
+        tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=args.patience,
+                           accumulate=args.accumulate, seed=seed,
                            epoch_windows=0 if spec.is_sklearn else args.epoch_windows, progress=False,
                            monitor=monitor, monitor_mode="max" if monitor == "val_rank_ic" else "min")
         names = {f.name for f in fields(spec.config)}

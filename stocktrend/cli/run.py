@@ -274,8 +274,8 @@ def serve_cmd(
 
 @app.command("quickstart")
 def quickstart_cmd(
-    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 6 trials of up to 6 epochs (the whole command "
-                                 "about 2.5 minutes on 2 cores); 0.3 = 2 trials of 2 epochs."),
+    budget: float = typer.Option(1.0, help="Scales the search: 1.0 = 5 trials of up to 6 epochs (the whole command "
+                                 "under 2 minutes on 2 cores); 0.3 = 2 trials of 2 epochs."),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the endpoint and send sample requests."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Keep serving until Ctrl-C (--no-wait: stop after the "
                               "sample requests)."),
