@@ -17,8 +17,9 @@ excluded: from the epoch's start to its last training batch); epochs/hour = thro
 training windows of a full epoch (validation not counted).
 ``--in-memory`` runs the train phase on today's path instead (``build_dataset`` + the object-store transport).
 ``score`` (with ``--phases ...,score``): the trained model saved as the checkpoint `stocktrend train` registers, then
-`stocktrend score`'s Ray Data engine (``loop.score.run_ray``: features per block of tickers in tasks, windows and ONNX
-inference in an actor pool) over every ticker's last ``--score-days`` days, in a fresh local Ray instance.
+`stocktrend score` with its Ray Data engine (``loop.score_source.run_ray``: each task reads its block of tickers' bars
+from the data directory and builds their features, windows and ONNX inference in an actor pool) over every ticker's
+last ``--score-days`` days, in a fresh local Ray instance.
 Benchmarks print figures; they assert nothing.
 """
 
@@ -211,27 +212,54 @@ def phase_train(args) -> dict:
             "rss_gb": watch.by_role()}
 
 
-def phase_score(args) -> dict:
-    """`stocktrend score`'s Ray Data engine on the trained model: the last ``--score-days`` common days of every
-    ticker (the bars generated in memory as the build did, as `score` loads a user's directory)."""
-    from stocktrend.loop.score import last_common_day, resolve, run_ray
+def _bars_dir(args) -> Path:
+    return Path(args.root).parent / f"bars-{args.tickers}x{args.days}"
+
+
+def phase_bars(args) -> dict:
+    """The build's synthetic universe written as a user's data directory (one Parquet file per ticker, ``market/``):
+    what the score phase reads, in its own process so that the score phase's memory is its own."""
     from stocktrend.platform.data.synthetic import random_walk_universe
-    from stocktrend.platform.training.distributed import init_ray, shutdown_ray
+    bars = _bars_dir(args)
+    if not (bars / "_done").is_file():
+        universe = random_walk_universe(args.days, n_tickers=args.tickers, seed=0)
+        (bars / "market").mkdir(parents=True, exist_ok=True)
+        for name, frame in universe.tickers.items():
+            frame.to_parquet(bars / f"{name}.parquet")
+        for name, frame in universe.market.items():
+            frame.to_parquet(bars / "market" / f"{name}.parquet")
+        (bars / "_done").write_text("")
+    return {"dir": str(bars)}
+
+
+def phase_score(args) -> dict:
+    """`stocktrend score` with the Ray Data engine on the trained model, over every ticker's last ``--score-days``
+    days, reading the bars as a user's data directory (``phase_bars``): the driver surveys the directory a block of
+    tickers at a time, each Ray task reads its own tickers."""
+    import tempfile
+
+    from stocktrend.loop.score import ScoreOptions, score
+    from stocktrend.platform.training.distributed import shutdown_ray
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    universe = random_walk_universe(args.days, n_tickers=args.tickers, seed=0)
-    model = resolve(str(Path(args.root).parent / f"model-{args.tickers}.pt"))
-    hi = last_common_day(universe)
-    days = next(iter(universe.tickers.values())).index
-    lo = days[days <= hi][-args.score_days]
-    init_ray(None)
+    when = ({"as_of": "latest"} if args.score_days == 1 else
+            {"start": str(pd_business_day(args.days - args.score_days)), "end": str(pd_business_day(args.days - 1))})
     t0 = time.perf_counter()
     with ProcessWatch() as watch:
-        arrays = run_ray(universe, [model], lo, hi, "onnx")
+        res = score(ScoreOptions(model=str(Path(args.root).parent / f"model-{args.tickers}.pt"),
+                                 data_dir=str(_bars_dir(args)), engine="ray",
+                                 out_dir=tempfile.mkdtemp(prefix="stream-scores-"), **when), say=lambda _: None)
     took = time.perf_counter() - t0
     shutdown_ray()
-    return {"score_s": took, "rows": int(len(arrays["ticker"])), "tickers": int(len(set(arrays["ticker"]))),
+    frame = res["models"][0]["frame"]
+    return {"score_s": took, "rows": int(len(frame)), "tickers": int(frame["ticker"].nunique()),
             "days": args.score_days, "rss_gb": watch.by_role()}
+
+
+def pd_business_day(i: int):
+    """The i-th day of the synthetic generator's calendar."""
+    from stocktrend.platform.data.synthetic import business_days
+    return business_days(i + 1)[-1].date()
 
 
 def run_phase(phase: str, args, **extra) -> dict:
@@ -278,7 +306,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.phase:
         args.tickers = int(args.tickers)
-        out = {"build": phase_build, "plan": phase_plan, "train": phase_train, "score": phase_score}[args.phase](args)
+        out = {"build": phase_build, "plan": phase_plan, "train": phase_train, "score": phase_score,
+               "bars": phase_bars}[args.phase](args)
         print("RESULT " + json.dumps(out), flush=True)
         return
     import shutil
@@ -312,6 +341,7 @@ def main() -> None:
                   f"({t['full_epoch_windows']:,} windows); data {t['data_s']:.0f} s, fit {t['fit_s']:.0f} s; "
                   f"peak RSS GB: {roles}", flush=True)
             if "score" in args.phases and not args.in_memory:
+                run_phase("bars", args, root=b["root"])
                 sc = run_phase("score", args, root=b["root"])
                 roles = ", ".join(f"{k} {v:.2f}" for k, v in list(sc["rss_gb"].items())[:6])
                 print(f"   score : {sc['tickers']:,} tickers x {sc['days']} day(s) = {sc['rows']:,} predictions in "

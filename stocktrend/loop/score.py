@@ -1,6 +1,9 @@
 """``stocktrend score``: what the registered model(s) say for every ticker of a universe on every trading day of a range.
 
-The work is two stages, on Ray Data or, for small jobs, in this process (the same functions either way):
+The bars are read a block of tickers at a time (``stocktrend.loop.score_source``): the driver surveys the source for
+the dates and the data hash, then each block reads its own tickers again (a Ray task per block on Ray Data), so no
+process holds every ticker's bars. The work is two stages, on Ray Data or, for small jobs, in this process (the same
+functions either way):
 1. **features, one block per ticker**: the ticker's bars (up to the last scored day, nothing later) go through the
    training feature code once for the whole range, then through each model's fitted scaler and selection, and every
    scored day's window is cut from that matrix (``ticker_windows``; on Ray Data the block carries the rows the
@@ -105,22 +108,12 @@ def comparable(champion: Any, challenger: Any, who: str = "challenger") -> None:
 
 
 def load_scoring_universe(model: Any, universe: str | None, data_dir: str | None, as_of: Any) -> Universe:
-    """The model's own universe (or another source with the same tickers), cut at ``as_of``."""
-    from stocktrend.platform.data.universes import load_universe
-    cfg = model.data_config
-    if data_dir is None and universe is None:
-        data_dir, universe = cfg.data_dir, cfg.universe
-    tickers = list(cfg.tickers) or None
-    u = load_universe(data_dir, tickers if (data_dir, universe) == (cfg.data_dir, cfg.universe) else None,
-                      list(cfg.market) if cfg.market is not None and data_dir is None else None,
-                      list(cfg.indicators) if data_dir is None else None, universe=universe, as_of=as_of)
-    trained = set(model.ckpt["tickers"])
-    unknown = sorted(set(u.tickers) - trained)
-    if unknown:
-        where = f"data directory {data_dir}" if data_dir else f"universe {universe}"
-        raise DataValidationError(f"the model was not trained for {where}: it does not know {', '.join(unknown[:8])}"
-                                  f"{' ...' if len(unknown) > 8 else ''} (it was trained on "
-                                  f"{', '.join(sorted(trained)[:8])}{' ...' if len(trained) > 8 else ''})")
+    """The model's own universe (or another source with the same tickers), cut at ``as_of``, in one piece (the drift
+    monitor's read; ``score`` reads a block at a time: ``stocktrend.loop.score_source``)."""
+    from stocktrend.loop.score_source import check_known, scoring_source
+    source = scoring_source(model, universe, data_dir)
+    u = source.load(source.tickers, as_of)
+    check_known(model, source, list(u.tickers))
     return u
 
 
@@ -202,21 +195,6 @@ def _inputs_of(frame, market, indicators, feature_config, models, lo, hi):
     return ticker, feats.index.to_numpy()[pos], pos, inputs
 
 
-_CONTEXT: dict[str, tuple] = {}
-
-
-def _ticker_rows_from(frame: pd.DataFrame, context: list, **kw: Any) -> dict[str, np.ndarray]:
-    """``ticker_rows`` with the market context fetched from the object store (once per worker process)."""
-    import ray
-    key = context[0].hex()
-    if key not in _CONTEXT:
-        _CONTEXT.clear()
-        _CONTEXT[key] = ray.get(context[0])
-    market, indicators = _CONTEXT[key]
-    parts = [ticker_rows(f, market, indicators, **kw) for _, f in frame.groupby("ticker", sort=False)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 class Scorer:
     """Inference actor: loads every model once (ONNX Runtime where possible), threads = the actor's CPUs."""
 
@@ -261,62 +239,6 @@ class Scorer:
 def _model_specs(models: list[ScoredModel]) -> list[dict[str, Any]]:
     return [{"transforms": m.pred.transforms.to_dict(), "seq_len": m.pred.seq_len,
              "ticker_id": bool(m.pred.transforms.tickers)} for m in models]
-
-
-def _ticker_frames(u: Universe) -> list[pd.DataFrame]:
-    return [f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
-            for t, f in u.tickers.items()]
-
-
-def run_local(u: Universe, models: list[ScoredModel], lo, hi, backend: str, threads: int = 1
-              ) -> dict[str, np.ndarray]:
-    """Both stages in this process, ticker after ticker (the reference for the Ray Data engine)."""
-    specs = _model_specs(models)
-    fc = models[0].pred.ckpt["feature_config"]
-    scorer = Scorer([m.pinned for m in models], backend, threads)
-    parts = []
-    for frame in _ticker_frames(u):
-        block = ticker_windows(frame, u.market, u.indicators, fc, specs, lo, hi)
-        if len(block["ticker"]):
-            parts.append(scorer(block))
-    return _concat(parts, len(models))
-
-
-def run_ray(u: Universe, models: list[ScoredModel], lo, hi, backend: str, actors: int = 0
-            ) -> dict[str, np.ndarray]:
-    """Ray Data: blocks of whole tickers -> features and each ticker's input rows (tasks) -> windows and inference
-    (an actor pool)."""
-    import ray
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
-    from stocktrend.platform import console
-    console.reroute()  # Ray Data configures its own log handlers when imported
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    specs = _model_specs(models)
-    fc = models[0].pred.ckpt["feature_config"]
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    n_actors = actors or max(1, cpus)
-    # A block holds whole tickers: one per ticker costs a Ray task per ticker, which on a small machine cost more than
-    # the features (500 tickers: 0.6x the single process); about four blocks per CPU keep every CPU busy.
-    frames = _ticker_frames(u)
-    per_block = max(1, -(-len(frames) // (4 * cpus)))
-    ds = ray.data.from_pandas([pd.concat(frames[i:i + per_block], ignore_index=True)
-                               for i in range(0, len(frames), per_block)])
-    # The market context goes through the object store once (a reference in the arguments, fetched per block): the
-    # stage's arguments stay small whatever the universe.
-    context = ray.put((u.market, u.indicators))
-    ds = ds.map_batches(_ticker_rows_from, batch_size=None, batch_format="pandas", zero_copy_batch=True,
-                        fn_kwargs={"context": [context], "feature_config": fc, "models": specs, "lo": lo, "hi": hi},
-                        num_cpus=1)
-    ds = ds.map_batches(Scorer, fn_constructor_kwargs={"refs": [m.pinned for m in models], "backend": backend,
-                                                       "threads": 1},
-                        batch_size=4, batch_format="numpy", num_cpus=1,  # 4 tickers: ~1,000 windows a year
-                        compute=ActorPoolStrategy(min_size=1, max_size=n_actors))
-    parts = [b for b in ds.iter_batches(batch_size=None, batch_format="numpy") if len(b["ticker"])]
-    return _concat(parts, len(models))
 
 
 def _concat(parts: list[dict[str, np.ndarray]], n_models: int) -> dict[str, np.ndarray]:
@@ -403,17 +325,19 @@ def score(opts: ScoreOptions, say: Callable[[str], None] = print) -> dict[str, A
         models.append(challenger)
     latest = opts.as_of == LATEST
     end = None if latest else (opts.as_of or opts.end)
-    # Loaded a few days past the range, only to tell "after the data" from "no trading day in the range"; the
-    # features are then built from the bars up to the range's last day.
+    # Read a few days past the range, only to tell "after the data" from "no trading day in the range"; the
+    # features are then built from the bars up to the range's last day. The bars are read a block of tickers at a
+    # time, by the survey here and again by the engine (stocktrend.loop.score_source): no process holds them all.
+    from stocktrend.loop.score_source import run_local, run_ray, scoring_source, survey
     peek = as_of_day(end) + pd.Timedelta(days=10) if end else None
-    u = load_scoring_universe(champion.pred, opts.universe, opts.data_dir, peek)
+    u = survey(champion.pred, scoring_source(champion.pred, opts.universe, opts.data_dir), peek,
+               as_of_day(end) if end else None)
     if latest:  # the evening job: the last day every ticker's and the context's bars reach (a weekend is no error)
         opts = replace(opts, as_of=str(last_common_day(u).date()))
         say(f"as of        : {opts.as_of} (the last trading day in the data)")
     lo, hi = scoring_days(u, opts.as_of, opts.start, opts.end)
-    u = u.cut(hi)
-    data_hash = u.content_hash()
-    n_days = int(sum(((f.index >= lo) & (f.index <= hi)).sum() for f in u.tickers.values()))
+    data_hash = u.data_hash(hi)
+    n_days = u.ticker_days(lo, hi)
     if n_days == 0:
         raise DataValidationError(f"no trading day between {lo.date()} and {hi.date()} in the data")
     engine = opts.engine

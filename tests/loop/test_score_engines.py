@@ -1,5 +1,6 @@
-"""`stocktrend score` on Ray Data (real Ray, an actor pool, a block per ticker) writes exactly what the in-process
-engine writes, champion and challenger in one pass; bad requests are one clear error."""
+"""`stocktrend score` on Ray Data (real Ray, an actor pool, a block per ticker, each task reading its own tickers' bars)
+writes exactly what the in-process engine writes, champion and challenger in one pass; bad requests are one clear
+error."""
 
 import subprocess
 import sys
@@ -29,12 +30,21 @@ def models(planted_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ray_data_scores_what_the_local_engine_scores(ray_local, models, planted_dir, tmp_path):
+def test_ray_data_scores_what_the_local_engine_scores(ray_local, models, planted_dir, tmp_path, monkeypatch):
+    from stocktrend.loop import score_source
+    asked: list[list[str]] = []
+    load = score_source.BarSource.load
+    monkeypatch.setattr(score_source.BarSource, "load", lambda self, t, a: asked.append(list(t)) or load(self, t, a))
+    monkeypatch.setattr(score_source, "SURVEY_TICKERS", 1)
     runs = {}
     for engine in ("local", "ray"):
+        asked.clear()
         res = score(ScoreOptions(model=models[0], challenger=models[1], start="2002-06-01", end="2003-06-30",
                                  engine=engine, actors=2, out_dir=str(tmp_path / engine)), say=lambda _: None)
         assert res["engine"] == engine and res["rows"] == 3 * len(res["models"][0]["frame"]["as_of"].unique())
+        # the driver reads one ticker at a time: the survey (and the local engine); on Ray Data only the survey,
+        # each task reading its own block
+        assert all(len(t) == 1 for t in asked) and len(asked) == (6 if engine == "local" else 3), asked
         runs[engine] = res
     for name in ("lstm", "gbm"):
         a = read_scores(tmp_path / "local", name, name).sort_values(["as_of", "ticker"]).reset_index(drop=True)

@@ -92,11 +92,16 @@ class Universe:
         h = hashlib.sha256()
         for group_name, group in (("t", self.tickers), ("m", self.market), ("i", self.indicators)):
             for name in sorted(group):
-                frame = group[name]
-                h.update(f"{group_name}:{name}:{','.join(frame.columns)}".encode())
-                h.update(frame.index.asi8.tobytes())
-                h.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64)).tobytes())
+                hash_frame(h, group_name, name, group[name])
         return h.hexdigest()[:16]
+
+
+def hash_frame(h, group_name: str, name: str, frame: pd.DataFrame) -> None:
+    """One series' part of ``Universe.content_hash`` (fed in its order: tickers by name, then market, then indicators;
+    ``stocktrend score`` feeds it a block of tickers at a time)."""
+    h.update(f"{group_name}:{name}:{','.join(frame.columns)}".encode())
+    h.update(frame.index.asi8.tobytes())
+    h.update(np.ascontiguousarray(frame.to_numpy(dtype=np.float64)).tobytes())
 
 
 def as_of_day(as_of: str | pd.Timestamp) -> pd.Timestamp:
@@ -307,6 +312,17 @@ def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
 
 
+def directory_tickers(directory: Path | str) -> list[str]:
+    """The tickers of a data directory (its files' stems; no file is read), or one line saying why there are none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataValidationError(f"{directory}: data directory does not exist")
+    files = [p.stem for p in _files(directory)]
+    if not files:
+        raise DataValidationError(f"{directory}: no .csv or .parquet ticker files found")
+    return files
+
+
 def load_directory(directory: Path | str, tickers: list[str] | None = None, aliases: ColumnAliases | None = None,
                    repair: bool = True, as_of: str | pd.Timestamp | None = None) -> Universe:
     """A user's data directory.
@@ -316,11 +332,8 @@ def load_directory(directory: Path | str, tickers: list[str] | None = None, alia
     ``indicators/`` with date + numeric columns (e.g. ``VIX.csv``).
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise DataValidationError(f"{directory}: data directory does not exist")
+    directory_tickers(directory)  # the directory and at least one ticker file, or one line
     files = {p.stem: p for p in _files(directory)}
-    if not files:
-        raise DataValidationError(f"{directory}: no .csv or .parquet ticker files found")
     if tickers:
         unknown = [t for t in tickers if t not in files]
         if unknown:

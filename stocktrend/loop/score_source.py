@@ -1,0 +1,225 @@
+"""Where ``stocktrend score`` reads its bars: a block of tickers at a time, so that no process holds every ticker's bars.
+
+The source (a data directory or an embedded universe, its tickers and its market context) is named once by the
+driver, which then surveys it ``SURVEY_TICKERS`` tickers at a time: each ticker's dates (what the range checks and the
+engine's choice need) and the data hash of what is scored (``Universe.content_hash`` of the bars up to the last scored
+day, fed a block at a time in the same order); the bars themselves are dropped after each block. The scoring engines
+then read their tickers again, cut at the last scored day: the local engine a block at a time in this process, the Ray
+Data engine in a task per block (every node must reach the data directory, as every node reaches the registry; an
+embedded universe ships with the package). A source of one block (``SURVEY_TICKERS`` tickers or fewer) is read once:
+the survey keeps it for the local engine and the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.platform.data.sources import DataValidationError, Universe, hash_frame
+
+SURVEY_TICKERS = 1024  # tickers a block reads: ~250 MB of bars at most on a 20-year panel; most sources are one block
+
+
+@dataclass(frozen=True)
+class BarSource:
+    """A scoring job's bars: where they are and which tickers (sorted; empty = every ticker the source has)."""
+
+    data_dir: str | None
+    universe: str | None
+    tickers: tuple[str, ...]
+    market: tuple[str, ...] | None = None
+    indicators: tuple[str, ...] | None = None
+
+    def load(self, tickers: list[str] | tuple[str, ...], as_of: Any) -> Universe:
+        """These tickers' bars (``[]``: every ticker of the source) and the market context, as of the day."""
+        from stocktrend.platform.data.universes import load_universe
+        return load_universe(self.data_dir, list(tickers) or None, list(self.market) if self.market is not None
+                             else None, list(self.indicators) if self.indicators is not None else None,
+                             universe=self.universe, as_of=as_of)
+
+    def blocks(self, size: int) -> list[tuple[str, ...]]:
+        if not self.tickers:
+            return [()]
+        return [self.tickers[i:i + size] for i in range(0, len(self.tickers), size)]
+
+
+def scoring_source(model: Any, universe: str | None, data_dir: str | None) -> BarSource:
+    """The model's own universe (or another source with the same tickers): its tickers listed, no bar read."""
+    from stocktrend.platform.data.sources import directory_tickers
+    from stocktrend.platform.data.universes import spec
+    cfg = model.data_config
+    if data_dir is None and universe is None:
+        data_dir, universe = cfg.data_dir, cfg.universe
+    own = (data_dir, universe) == (cfg.data_dir, cfg.universe)
+    if own and cfg.tickers:
+        tickers = list(cfg.tickers)
+    elif data_dir is not None:
+        from stocktrend.platform.data.remote import is_remote, local_copy
+        tickers = directory_tickers(local_copy(str(data_dir)) if is_remote(str(data_dir)) else data_dir)
+    else:
+        tickers = list(spec(universe or "msft").known_tickers())  # a loader may leave some out: the survey says
+    return BarSource(data_dir, universe, tuple(sorted(tickers)),
+                     tuple(cfg.market) if cfg.market is not None and data_dir is None else None,
+                     tuple(cfg.indicators) if data_dir is None else None)
+
+
+def check_known(model: Any, source: BarSource, tickers: list[str]) -> None:
+    trained = set(model.ckpt["tickers"])
+    unknown = sorted(set(tickers) - trained)
+    if unknown:
+        where = f"data directory {source.data_dir}" if source.data_dir else f"universe {source.universe}"
+        raise DataValidationError(f"the model was not trained for {where}: it does not know {', '.join(unknown[:8])}"
+                                  f"{' ...' if len(unknown) > 8 else ''} (it was trained on "
+                                  f"{', '.join(sorted(trained)[:8])}{' ...' if len(trained) > 8 else ''})")
+
+
+@dataclass
+class Survey:
+    """What the driver keeps of the source: each ticker's dates and the (small) market context; no bar of a ticker.
+    Duck-types the parts of ``Universe`` the range checks read (``date_range``, ``market``, ``indicators``)."""
+
+    source: BarSource
+    dates: dict[str, np.ndarray] = field(default_factory=dict)  # ticker -> its days (datetime64[ns]), sorted
+    market: dict[str, pd.DataFrame] = field(default_factory=dict)
+    indicators: dict[str, pd.DataFrame] = field(default_factory=dict)
+    hashed_to: pd.Timestamp | None = None  # the cut the ticker part of the hash was fed with (None: uncut)
+    _hash: Any = None  # sha256 over the tickers' bars, in name order
+    kept: Universe | None = None  # a source of one block is kept (its bars are no more than a block): not read twice
+
+    @property
+    def tickers(self) -> list[str]:
+        return sorted(self.dates)
+
+    def date_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        firsts = [d[0] for d in self.dates.values() if len(d)]
+        if not firsts:
+            raise DataValidationError(f"{self.source.data_dir or self.source.universe}: no rows")
+        return pd.Timestamp(min(firsts)), pd.Timestamp(max(d[-1] for d in self.dates.values() if len(d)))
+
+    def ticker_days(self, lo: pd.Timestamp, hi: pd.Timestamp) -> int:
+        a, b = np.datetime64(lo, "ns"), np.datetime64(hi, "ns")
+        return int(sum(np.searchsorted(d, b, "right") - np.searchsorted(d, a, "left") for d in self.dates.values()))
+
+    def data_hash(self, hi: pd.Timestamp) -> str:
+        """``Universe.content_hash`` of the bars up to ``hi`` (every ticker, then the context), without holding them:
+        the survey's hash when nothing it fed lies after ``hi``, else a second pass a block at a time."""
+        late = any(len(d) and d[-1] > np.datetime64(hi, "ns") for d in self.dates.values())
+        h = self._hash.copy()
+        if late and (self.hashed_to is None or self.hashed_to > hi):
+            h = hashlib.sha256()
+            for u in self.read(hi):
+                for t in sorted(u.tickers):
+                    hash_frame(h, "t", t, u.tickers[t])
+        for group_name, group in (("m", self.market), ("i", self.indicators)):
+            for name in sorted(group):
+                hash_frame(h, group_name, name, group[name].loc[:hi])
+        return h.hexdigest()[:16]
+
+    def read(self, hi: pd.Timestamp, size: int | None = None) -> Iterator[Universe]:
+        """The surveyed tickers' bars up to ``hi``, a block of ``size`` tickers at a time (the kept block if any)."""
+        if self.kept is not None:
+            yield self.kept.cut(hi)
+            return
+        for tickers in self.blocks(size or SURVEY_TICKERS):
+            yield self.source.load(tickers, hi)
+
+    def blocks(self, size: int) -> list[tuple[str, ...]]:
+        """The surveyed tickers (the ones the source really has) in blocks of ``size``."""
+        t = self.tickers
+        return [tuple(t[i:i + size]) for i in range(0, len(t), size)]
+
+
+def survey(model: Any, source: BarSource, as_of: Any, hash_cut: pd.Timestamp | None) -> Survey:
+    """Read the source a block at a time (each cut at ``as_of``): check every ticker is the model's, keep its dates,
+    feed the hash with its bars up to ``hash_cut``; the context is kept from the first block (every block reads the
+    same context)."""
+    s = Survey(source, hashed_to=hash_cut, _hash=hashlib.sha256())
+    blocks = source.blocks(SURVEY_TICKERS)
+    for i, block in enumerate(blocks):
+        u = source.load(block, as_of)
+        check_known(model, source, list(u.tickers))
+        if i == 0:
+            s.market, s.indicators = u.market, u.indicators
+            s.kept = u if len(blocks) == 1 else None
+        for t in sorted(u.tickers):
+            frame = u.tickers[t]
+            s.dates[t] = frame.index.to_numpy(dtype="datetime64[ns]")
+            hash_frame(s._hash, "t", t, frame if hash_cut is None else frame.loc[:hash_cut])
+    return s
+
+
+def ticker_frames(u: Universe) -> Iterator[pd.DataFrame]:
+    for t in sorted(u.tickers):
+        f = u.tickers[t]
+        yield f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The engines: the same two stages (features per ticker, then inference), a block of tickers read at a time
+# --------------------------------------------------------------------------------------------------------------------
+
+def run_local(s: Survey, models: list, lo: pd.Timestamp, hi: pd.Timestamp, backend: str, threads: int = 1,
+              block: int | None = None) -> dict[str, np.ndarray]:
+    """Both stages in this process, a block of tickers read at a time (the reference for the Ray Data engine)."""
+    from stocktrend.loop.score import Scorer, _concat, _model_specs, ticker_windows
+    specs = _model_specs(models)
+    fc = models[0].pred.ckpt["feature_config"]
+    scorer = Scorer([m.pinned for m in models], backend, threads)
+    parts = []
+    for u in s.read(hi, block):
+        for frame in ticker_frames(u):
+            out = ticker_windows(frame, u.market, u.indicators, fc, specs, lo, hi)
+            if len(out["ticker"]):
+                parts.append(scorer(out))
+    return _concat(parts, len(models))
+
+
+def _block_rows(batch: dict[str, np.ndarray], source: BarSource, **kw: Any) -> dict[str, np.ndarray]:
+    """A Ray task's block: read its tickers (cut at the last scored day) and build each one's input rows."""
+    from stocktrend.loop.score import ticker_rows
+    parts = []
+    for names in batch["tickers"]:
+        u = source.load(json.loads(str(names)), kw["hi"])
+        parts += [ticker_rows(f, u.market, u.indicators, **kw) for f in ticker_frames(u)]
+    if not parts:  # the source left every ticker of the block out
+        return {"ticker": np.array([], dtype=object), "as_of": np.array([], dtype=object),
+                **{f"rows_{i}": np.array([], dtype=object) for i in range(len(kw["models"]))}}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def run_ray(s: Survey, models: list, lo: pd.Timestamp, hi: pd.Timestamp, backend: str, actors: int = 0
+            ) -> dict[str, np.ndarray]:
+    """Ray Data: blocks of ticker names -> each block's bars read and its tickers' input rows built (tasks) -> windows
+    and inference (an actor pool). The driver ships names, never bars."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    from stocktrend.loop.score import Scorer, _concat, _model_specs
+    from stocktrend.platform import console
+    console.reroute()  # Ray Data configures its own log handlers when imported
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n_actors = actors or max(1, cpus)
+    # A block holds whole tickers: one per ticker costs a Ray task per ticker, which on a small machine cost more than
+    # the features (500 tickers: 0.6x the single process); about four blocks per CPU keep every CPU busy.
+    names = s.tickers
+    per_block = max(1, -(-len(names) // (4 * cpus)))
+    items = [{"tickers": json.dumps(list(b))} for b in s.blocks(per_block)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(_block_rows, batch_size=1, batch_format="numpy", num_cpus=1,
+                        fn_kwargs={"source": s.source, "feature_config": models[0].pred.ckpt["feature_config"],
+                                   "models": _model_specs(models), "lo": lo, "hi": hi})
+    ds = ds.map_batches(Scorer, fn_constructor_kwargs={"refs": [m.pinned for m in models], "backend": backend,
+                                                       "threads": 1},
+                        batch_size=4, batch_format="numpy", num_cpus=1,  # 4 tickers: ~1,000 windows a year
+                        compute=ActorPoolStrategy(min_size=1, max_size=n_actors))
+    parts = [b for b in ds.iter_batches(batch_size=None, batch_format="numpy") if len(b["ticker"])]
+    return _concat(parts, len(models))
