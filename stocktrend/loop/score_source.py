@@ -1,4 +1,4 @@
-"""Where ``stocktrend score`` reads its bars: a block of tickers at a time, so that no process holds every ticker's bars.
+"""Where ``stocktrend score`` reads its bars: a block of tickers at a time, so no process holds every ticker's bars.
 
 The source (a data directory or an embedded universe, its tickers and its market context) is named once by the
 driver, which then surveys it ``SURVEY_TICKERS`` tickers at a time: each ticker's dates (what the range checks and the
