@@ -5,7 +5,8 @@ on the scored days against the checkpoint's training deciles, with its band; the
 validation segment in percentage points; mean confidence against validation's; ``platform.evaluation.drift``), and,
 for the days whose outcome is known by now, realised performance next to the baselines on the same (ticker, day)
 pairs: hit rate (against "always up" and momentum) and, on panels, the daily rank IC with its Newey-West t.
-The inputs are rebuilt for the scored days through the model's own feature path (features once per ticker).
+The inputs are rebuilt for the scored days through the model's own feature path (features once per ticker), the
+bars and the outcomes read a block of tickers at a time (``stocktrend.loop.score_source``).
 Writes ``$STOCKTREND_HOME/reports/monitor-<name>-v<version>/monitor.md`` and ``.json``.
 """
 
@@ -33,8 +34,11 @@ class MonitorOptions:
 
 
 def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
-    from stocktrend.loop.replay_report import direction_hits, truth
-    from stocktrend.loop.score import load_scoring_universe, read_scores, resolve, ticker_windows
+    from dataclasses import replace
+
+    from stocktrend.loop import score_source
+    from stocktrend.loop.replay_report import direction_hits, truth_of
+    from stocktrend.loop.score import read_scores, resolve, ticker_windows
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.evaluation.cross_section import MIN_NAMES, daily_ic, ic_summary
     from stocktrend.platform.evaluation.drift import band, drift_summary
@@ -48,26 +52,29 @@ def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[st
     scores["as_of"] = pd.to_datetime(scores["as_of"])
     lo, hi = scores["as_of"].min(), scores["as_of"].max()
     pred = m.pred
-    u = load_scoring_universe(pred, opts.universe, opts.data_dir, hi)
     spec = [{"transforms": pred.transforms.to_dict(), "seq_len": pred.seq_len,
              "ticker_id": bool(pred.transforms.tickers)}]
     fc = pred.ckpt["feature_config"]
     rows, keys = [], []
-    for t, f in u.tickers.items():
-        if t not in set(scores["ticker"]):
-            continue
-        frame = f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
-        block = ticker_windows(frame, u.market, u.indicators, fc, spec, lo, hi)
-        rows.append(block["x_0"][:, -1])
-        keys.append(pd.DataFrame({"ticker": t, "as_of": pd.to_datetime(block["as_of"])}))
+    # the scored tickers' bars, a block at a time (no process holds every ticker's: stocktrend.loop.score_source)
+    source = score_source.scoring_source(pred, opts.universe, opts.data_dir)
+    source = replace(source, tickers=tuple(sorted(set(scores["ticker"]))))
+    for block in source.blocks(score_source.SURVEY_TICKERS):
+        u = source.load(block, hi)
+        score_source.check_known(pred, source, list(u.tickers))
+        for frame in score_source.ticker_frames(u):
+            out = ticker_windows(frame, u.market, u.indicators, fc, spec, lo, hi)
+            rows.append(out["x_0"][:, -1])
+            keys.append(pd.DataFrame({"ticker": out["ticker"], "as_of": pd.to_datetime(out["as_of"])}))
     x_last = pd.concat(keys, ignore_index=True).assign(_row=lambda d: np.arange(len(d)))
     x_last = x_last.merge(scores[["ticker", "as_of"]], on=["ticker", "as_of"])
     stacked = np.concatenate(rows)[x_last["_row"].to_numpy()] if rows else np.zeros((0, 0))
     drift = drift_summary(pred.ckpt.get("reference"), stacked, pred.transforms.input_names,
                           scores["label"].tolist(), scores["confidence"].to_numpy())
-    outcomes, _ = truth(pred.data_config if opts.data_dir is None and opts.universe is None else
-                        _cfg(pred.data_config, opts))
-    joined = scores.rename(columns={"as_of": "date"}).merge(outcomes, on=["ticker", "date"], how="left")
+    dated = scores.rename(columns={"as_of": "date"})
+    outcomes = truth_of(pred.data_config if opts.data_dir is None and opts.universe is None else
+                        _cfg(pred.data_config, opts), dated)
+    joined = dated.merge(outcomes, on=["ticker", "date"], how="left")
     known = joined.dropna(subset=["fwd"])
     label = pred.kind.value
     realised: dict[str, Any] = {"days_known": int(known["date"].nunique()), "predictions_known": int(len(known)),

@@ -80,20 +80,43 @@ def score_served(frame: pd.DataFrame, context: tuple[dict, dict], feature_config
 def truth(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (ticker, day): the realised ``horizon``-day return, its excess over the day's mean, the next day's return,
     and the trailing ``horizon``-day return (the momentum baseline), from the whole data."""
-    from stocktrend.platform.data.labels import forward_returns
     from stocktrend.platform.data.universes import load_universe
     u = load_universe(cfg.data_dir, list(cfg.tickers) or None, universe=cfg.universe)
-    parts = []
-    for t, f in u.tickers.items():
-        c = f["close"].to_numpy(dtype=np.float64)
-        h = cfg.horizon
-        trailing = np.full(len(c), np.nan)
-        trailing[h:] = c[h:] / c[:-h] - 1
-        parts.append(pd.DataFrame({"ticker": t, "date": f.index, "fwd": forward_returns(c, h),
-                                   "ret1": forward_returns(c, 1), "momentum": trailing}))
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat([_ticker_truth(t, f, cfg.horizon) for t, f in u.tickers.items()], ignore_index=True)
     out["excess"] = out["fwd"] - out.groupby("date")["fwd"].transform("mean")
     return out, u
+
+
+def truth_of(cfg, keys: pd.DataFrame) -> pd.DataFrame:
+    """``truth``'s rows for the (ticker, date) pairs of ``keys`` only, the data read a block of tickers at a time
+    (``stocktrend.loop.score_source``): the day's mean forward return that ``excess`` subtracts is summed over every
+    ticker of the universe, block by block, so it equals the whole read's."""
+    from stocktrend.loop import score_source
+    source = score_source.source_of(cfg)
+    wanted = keys[["ticker", "date"]].drop_duplicates()
+    sums, kept = None, []
+    for block in source.blocks(score_source.SURVEY_TICKERS):
+        u = source.load(block, None)
+        if not u.tickers:
+            continue
+        rows = pd.concat([_ticker_truth(t, f, cfg.horizon) for t, f in u.tickers.items()], ignore_index=True)
+        day = rows.groupby("date")["fwd"].agg(["sum", "count"])
+        sums = day if sums is None else sums.add(day, fill_value=0)
+        kept.append(rows.merge(wanted, on=["ticker", "date"]))
+    if not kept:
+        return pd.DataFrame(columns=["ticker", "date", "fwd", "ret1", "momentum", "excess"])
+    out = pd.concat(kept, ignore_index=True)
+    out["excess"] = out["fwd"] - out["date"].map(sums["sum"] / sums["count"].where(sums["count"] > 0))
+    return out
+
+
+def _ticker_truth(ticker: str, f: pd.DataFrame, h: int) -> pd.DataFrame:
+    from stocktrend.platform.data.labels import forward_returns
+    c = f["close"].to_numpy(dtype=np.float64)
+    trailing = np.full(len(c), np.nan)
+    trailing[h:] = c[h:] / c[:-h] - 1
+    return pd.DataFrame({"ticker": ticker, "date": f.index, "fwd": forward_returns(c, h),
+                         "ret1": forward_returns(c, 1), "momentum": trailing})
 
 
 def direction_threshold(label_kind: str) -> float:

@@ -13,7 +13,6 @@ the survey keeps it for the local engine and the hash.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -50,9 +49,14 @@ class BarSource:
 
 def scoring_source(model: Any, universe: str | None, data_dir: str | None) -> BarSource:
     """The model's own universe (or another source with the same tickers): its tickers listed, no bar read."""
+    return source_of(model.data_config, universe, data_dir)
+
+
+def source_of(cfg: Any, universe: str | None = None, data_dir: str | None = None) -> BarSource:
+    """A data config's source (or the other one named), its tickers listed: the config's own, else every ticker the
+    directory or the embedded universe has. No bar is read."""
     from stocktrend.platform.data.sources import directory_tickers
     from stocktrend.platform.data.universes import spec
-    cfg = model.data_config
     if data_dir is None and universe is None:
         data_dir, universe = cfg.data_dir, cfg.universe
     own = (data_dir, universe) == (cfg.data_dir, cfg.universe)
@@ -183,9 +187,9 @@ def _block_rows(batch: dict[str, np.ndarray], source: BarSource, **kw: Any) -> d
     """A Ray task's block: read its tickers (cut at the last scored day) and build each one's input rows."""
     from stocktrend.loop.score import ticker_rows
     parts = []
-    for names in batch["tickers"]:
-        u = source.load(json.loads(str(names)), kw["hi"])
-        parts += [ticker_rows(f, u.market, u.indicators, **kw) for f in ticker_frames(u)]
+    if len(batch["ticker"]):
+        u = source.load([str(t) for t in batch["ticker"]], kw["hi"])
+        parts = [ticker_rows(f, u.market, u.indicators, **kw) for f in ticker_frames(u)]
     if not parts:  # the source left every ticker of the block out
         return {"ticker": np.array([], dtype=object), "as_of": np.array([], dtype=object),
                 **{f"rows_{i}": np.array([], dtype=object) for i in range(len(kw["models"]))}}
@@ -212,9 +216,10 @@ def run_ray(s: Survey, models: list, lo: pd.Timestamp, hi: pd.Timestamp, backend
     # the features (500 tickers: 0.6x the single process); about four blocks per CPU keep every CPU busy.
     names = s.tickers
     per_block = max(1, -(-len(names) // (4 * cpus)))
-    items = [{"tickers": json.dumps(list(b))} for b in s.blocks(per_block)]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_block_rows, batch_size=1, batch_format="numpy", num_cpus=1,
+    # A row per ticker name, a block per read: a block of many rows keeps the feature stage, which Ray Data fuses into
+    # the inference actors, at one task per block (blocks of one row, a list of names, were bundled four to a task).
+    ds = ray.data.from_items([{"ticker": t} for t in names], override_num_blocks=len(s.blocks(per_block)))
+    ds = ds.map_batches(_block_rows, batch_size=None, batch_format="numpy", num_cpus=1,
                         fn_kwargs={"source": s.source, "feature_config": models[0].pred.ckpt["feature_config"],
                                    "models": _model_specs(models), "lo": lo, "hi": hi})
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"refs": [m.pinned for m in models], "backend": backend,

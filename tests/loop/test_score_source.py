@@ -117,3 +117,17 @@ def test_a_ticker_the_model_does_not_know_is_one_line_before_any_bar_is_scored(p
         survey(model, scoring_source(model, None, None), None, None)
     with pytest.raises(DataValidationError, match="data directory does not exist"):
         scoring_source(_model(Path(planted_dir) / "nope", []), None, None)
+
+
+def test_outcomes_read_a_block_at_a_time_equal_the_whole_reads(planted_dir, reads):
+    """The monitor's outcomes (`truth_of`, one ticker a read here): the day's mean that the excess return subtracts
+    is summed over every block, so each scored pair's outcome equals the whole read's."""
+    from stocktrend.loop.replay_report import truth, truth_of
+    cfg = DataConfig(data_dir=str(planted_dir))
+    whole, _ = truth(cfg)
+    keys = whole.sample(200, random_state=0)[["ticker", "date"]]
+    got = truth_of(cfg, keys).sort_values(["ticker", "date"]).reset_index(drop=True)
+    want = whole.merge(keys, on=["ticker", "date"]).sort_values(["ticker", "date"]).reset_index(drop=True)
+    assert len(got) == 200 and all(len(r) == 1 for r in reads) and len(reads) == 3
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    assert want["excess"].notna().sum() > 150  # the excess return is really compared
