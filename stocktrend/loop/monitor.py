@@ -58,7 +58,12 @@ def monitor(opts: MonitorOptions, say: Callable[[str], None] = print) -> dict[st
     rows, keys = [], []
     # the scored tickers' bars, a block at a time (no process holds every ticker's: stocktrend.loop.score_source)
     source = score_source.scoring_source(pred, opts.universe, opts.data_dir)
-    source = replace(source, tickers=tuple(sorted(set(scores["ticker"]))))
+    scored = set(scores["ticker"])
+    have = scored & set(source.tickers) if source.tickers else scored  # a ticker gone from the source is skipped
+    if not have:
+        raise DataValidationError(f"none of the {len(scored)} scored tickers ({', '.join(sorted(scored)[:5])}) is in "
+                                  f"{source.data_dir or source.universe}: give the --data or --universe they came from")
+    source = replace(source, tickers=tuple(sorted(have)))
     for block in source.blocks(score_source.SURVEY_TICKERS):
         u = source.load(block, hi)
         score_source.check_known(pred, source, list(u.tickers))

@@ -2,8 +2,8 @@
 
 The bars are read a block of tickers at a time (``stocktrend.loop.score_source``): the driver surveys the source for
 the dates and the data hash, then each block reads its own tickers again (a Ray task per block on Ray Data), so no
-process holds every ticker's bars. The work is two stages, on Ray Data or, for small jobs, in this process (the same
-functions either way):
+process holds the bars of more than one block (1,024 tickers; a source of one block is kept whole for the local
+engine). The work is two stages, on Ray Data or, for small jobs, in this process (the same functions either way):
 1. **features, one block per ticker**: the ticker's bars (up to the last scored day, nothing later) go through the
    training feature code once for the whole range, then through each model's fitted scaler and selection, and every
    scored day's window is cut from that matrix (``ticker_windows``; on Ray Data the block carries the rows the
@@ -105,16 +105,6 @@ def comparable(champion: Any, challenger: Any, who: str = "challenger") -> None:
         diffs.append(f"tickers {', '.join(b['tickers'][:5])} vs {', '.join(a['tickers'][:5])}")
     if diffs:
         raise DataValidationError(f"the {who} cannot be compared with the champion: {'; '.join(diffs)}")
-
-
-def load_scoring_universe(model: Any, universe: str | None, data_dir: str | None, as_of: Any) -> Universe:
-    """The model's own universe (or another source with the same tickers), cut at ``as_of``, in one piece (the drift
-    monitor's read; ``score`` reads a block at a time: ``stocktrend.loop.score_source``)."""
-    from stocktrend.loop.score_source import check_known, scoring_source
-    source = scoring_source(model, universe, data_dir)
-    u = source.load(source.tickers, as_of)
-    check_known(model, source, list(u.tickers))
-    return u
 
 
 def last_common_day(u: Universe) -> pd.Timestamp:
@@ -347,6 +337,7 @@ def score(opts: ScoreOptions, say: Callable[[str], None] = print) -> dict[str, A
         f"{', '.join(f'{m.name} v{m.version}' if m.version is not None else m.path for m in models)} "
         f"on {engine}")
     if engine == "ray":
+        u.kept = None  # the tasks read their own blocks: the driver drops a source it kept whole
         from stocktrend.platform.training.distributed import init_ray
         init_ray(opts.address)
         arrays = run_ray(u, models, lo, hi, opts.backend, opts.actors)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -60,10 +61,12 @@ def source_of(cfg: Any, universe: str | None = None, data_dir: str | None = None
     if data_dir is None and universe is None:
         data_dir, universe = cfg.data_dir, cfg.universe
     own = (data_dir, universe) == (cfg.data_dir, cfg.universe)
+    from stocktrend.platform.data.remote import is_remote, local_copy
+    if data_dir is not None and not is_remote(str(data_dir)):
+        data_dir = str(Path(data_dir).resolve())  # Ray tasks read it too, from their own working directory
     if own and cfg.tickers:
         tickers = list(cfg.tickers)
     elif data_dir is not None:
-        from stocktrend.platform.data.remote import is_remote, local_copy
         tickers = directory_tickers(local_copy(str(data_dir)) if is_remote(str(data_dir)) else data_dir)
     else:
         tickers = list(spec(universe or "msft").known_tickers())  # a loader may leave some out: the survey says
@@ -91,6 +94,7 @@ class Survey:
     dates: dict[str, np.ndarray] = field(default_factory=dict)  # ticker -> its days (datetime64[ns]), sorted
     market: dict[str, pd.DataFrame] = field(default_factory=dict)
     indicators: dict[str, pd.DataFrame] = field(default_factory=dict)
+    read_to: pd.Timestamp | None = None  # the cut the survey read at (None: everything); later reads use it too
     hashed_to: pd.Timestamp | None = None  # the cut the ticker part of the hash was fed with (None: uncut)
     _hash: Any = None  # sha256 over the tickers' bars, in name order
     kept: Universe | None = None  # a source of one block is kept (its bars are no more than a block): not read twice
@@ -130,7 +134,7 @@ class Survey:
             yield self.kept.cut(hi)
             return
         for tickers in self.blocks(size or SURVEY_TICKERS):
-            yield self.source.load(tickers, hi)
+            yield self.source.load(tickers, self.read_to).cut(hi)
 
     def blocks(self, size: int) -> list[tuple[str, ...]]:
         """The surveyed tickers (the ones the source really has) in blocks of ``size``."""
@@ -142,7 +146,7 @@ def survey(model: Any, source: BarSource, as_of: Any, hash_cut: pd.Timestamp | N
     """Read the source a block at a time (each cut at ``as_of``): check every ticker is the model's, keep its dates,
     feed the hash with its bars up to ``hash_cut``; the context is kept from the first block (every block reads the
     same context)."""
-    s = Survey(source, hashed_to=hash_cut, _hash=hashlib.sha256())
+    s = Survey(source, read_to=as_of, hashed_to=hash_cut, _hash=hashlib.sha256())
     blocks = source.blocks(SURVEY_TICKERS)
     for i, block in enumerate(blocks):
         u = source.load(block, as_of)
@@ -158,9 +162,11 @@ def survey(model: Any, source: BarSource, as_of: Any, hash_cut: pd.Timestamp | N
 
 
 def ticker_frames(u: Universe) -> Iterator[pd.DataFrame]:
+    """Each ticker's bars with a date column, in name order; a ticker with no bar (none up to the cut) is skipped."""
     for t in sorted(u.tickers):
         f = u.tickers[t]
-        yield f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
+        if len(f):
+            yield f.reset_index().rename(columns={f.index.name or "index": "date"}).assign(ticker=t)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -183,12 +189,13 @@ def run_local(s: Survey, models: list, lo: pd.Timestamp, hi: pd.Timestamp, backe
     return _concat(parts, len(models))
 
 
-def _block_rows(batch: dict[str, np.ndarray], source: BarSource, **kw: Any) -> dict[str, np.ndarray]:
-    """A Ray task's block: read its tickers (cut at the last scored day) and build each one's input rows."""
+def _block_rows(batch: dict[str, np.ndarray], source: BarSource, read_to: Any, **kw: Any) -> dict[str, np.ndarray]:
+    """A Ray task's block: read its tickers as the survey did, cut at the last scored day, and build each one's input
+    rows."""
     from stocktrend.loop.score import ticker_rows
     parts = []
     if len(batch["ticker"]):
-        u = source.load([str(t) for t in batch["ticker"]], kw["hi"])
+        u = source.load([str(t) for t in batch["ticker"]], read_to).cut(kw["hi"])
         parts = [ticker_rows(f, u.market, u.indicators, **kw) for f in ticker_frames(u)]
     if not parts:  # the source left every ticker of the block out
         return {"ticker": np.array([], dtype=object), "as_of": np.array([], dtype=object),
@@ -220,7 +227,8 @@ def run_ray(s: Survey, models: list, lo: pd.Timestamp, hi: pd.Timestamp, backend
     # the inference actors, at one task per block (blocks of one row, a list of names, were bundled four to a task).
     ds = ray.data.from_items([{"ticker": t} for t in names], override_num_blocks=len(s.blocks(per_block)))
     ds = ds.map_batches(_block_rows, batch_size=None, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"source": s.source, "feature_config": models[0].pred.ckpt["feature_config"],
+                        fn_kwargs={"source": s.source, "read_to": s.read_to,
+                                   "feature_config": models[0].pred.ckpt["feature_config"],
                                    "models": _model_specs(models), "lo": lo, "hi": hi})
     ds = ds.map_batches(Scorer, fn_constructor_kwargs={"refs": [m.pinned for m in models], "backend": backend,
                                                        "threads": 1},

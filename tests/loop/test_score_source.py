@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from stocktrend.loop import score_source
-from stocktrend.loop.score import last_common_day, load_scoring_universe, scoring_days
+from stocktrend.loop.score import last_common_day, scoring_days
 from stocktrend.loop.score_source import BarSource, scoring_source, survey
 from stocktrend.platform.data.dataset import DataConfig
 from stocktrend.platform.data.sources import DataValidationError, load_directory
@@ -89,7 +89,7 @@ def test_the_local_engine_reads_a_block_at_a_time_and_scores_what_a_whole_load_s
     from stocktrend.loop.score import Scorer, _model_specs, resolve, ticker_windows
     from stocktrend.loop.score_source import ticker_frames
     m = resolve(str(path))
-    u = load_scoring_universe(m.pred, None, None, pd.Timestamp("2002-09-30"))
+    u = load_directory(planted_dir, as_of=pd.Timestamp("2002-09-30"))
     scorer, specs = Scorer([m.pinned], "onnx"), _model_specs([m])
     lo, hi = pd.Timestamp("2002-06-01"), pd.Timestamp("2002-09-30")
     expect = np.concatenate([scorer(b)["out_0"] for b in (ticker_windows(f, u.market, u.indicators,
@@ -98,6 +98,25 @@ def test_the_local_engine_reads_a_block_at_a_time_and_scores_what_a_whole_load_s
     got = frame.sort_values(["ticker", "as_of"])
     assert np.allclose(got[[c for c in got.columns if c.startswith("p_")]].to_numpy(), expect, atol=1e-6)
     assert out["models"][0]["frame"]["data_hash"].iloc[0] == u.content_hash()
+
+    # A ticker listed after the last common day (its first bar after the context's last): the survey reads it, the
+    # engine reads it as the survey did and cuts it empty; it is skipped, and hashed as the whole read hashes it
+    late = Path(shutil.copytree(planted_dir, tmp_path / "late"))
+    market = sorted((late / "market").glob("*.csv"))[0]
+    rows = market.read_text().splitlines()
+    market.write_text("\n".join(rows[:-60]) + "\n")
+    last = sorted(late.glob("*.csv"))[-1]
+    rows = last.read_text().splitlines()
+    last.write_text("\n".join([rows[0], *rows[-30:]]) + "\n")
+    reads.clear()
+    out = score(ScoreOptions(model=str(path), data_dir=str(late), as_of="latest", engine="local",
+                             out_dir=str(tmp_path / "late-scores")), say=lambda _: None)
+    whole = load_directory(late)
+    hi = last_common_day(whole)
+    frame = out["models"][0]["frame"]
+    assert sorted(frame["ticker"]) == sorted(whole.tickers)[:2] and (frame["as_of"] == hi).all()
+    assert frame["data_hash"].iloc[0] == whole.cut(hi).content_hash()
+    assert all(len(r) == 1 for r in reads) and len(reads) == 9  # survey, the hash's second pass, the engine
 
 
 def test_a_source_of_one_block_is_read_once(ragged_dir, reads, monkeypatch):

@@ -317,7 +317,7 @@ def directory_tickers(directory: Path | str) -> list[str]:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataValidationError(f"{directory}: data directory does not exist")
-    files = [p.stem for p in _files(directory)]
+    files = sorted({p.stem for p in _files(directory)})  # MSFT.csv beside MSFT.parquet: one ticker (as load_directory)
     if not files:
         raise DataValidationError(f"{directory}: no .csv or .parquet ticker files found")
     return files
