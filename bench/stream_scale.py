@@ -17,7 +17,7 @@ excluded: from the epoch's start to its last training batch); epochs/hour = thro
 training windows of a full epoch (validation not counted).
 ``--in-memory`` runs the train phase on today's path instead (``build_dataset`` + the object-store transport).
 ``score`` (with ``--phases ...,score``): the trained model saved as the checkpoint `stocktrend train` registers, then
-`stocktrend score` with its Ray Data engine (``loop.score_source.run_ray``: each task reads its block of tickers' bars
+`stocktrend score` with its Ray Data engine (``loop.score.run_ray``: each task reads its block of tickers' bars
 from the data directory and builds their features, windows and ONNX inference in an actor pool) over every ticker's
 last ``--score-days`` days, in a fresh local Ray instance.
 Benchmarks print figures; they assert nothing.
