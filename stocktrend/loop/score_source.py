@@ -43,9 +43,11 @@ class BarSource:
                              universe=self.universe, as_of=as_of)
 
     def blocks(self, size: int) -> list[tuple[str, ...]]:
-        if not self.tickers:
-            return [()]
-        return [self.tickers[i:i + size] for i in range(0, len(self.tickers), size)]
+        return _slices(self.tickers, size) or [()]  # () = every ticker of the source
+
+
+def _slices(names, size: int) -> list[tuple[str, ...]]:
+    return [tuple(names[i:i + size]) for i in range(0, len(names), size)]
 
 
 def scoring_source(model: Any, universe: str | None, data_dir: str | None) -> BarSource:
@@ -138,8 +140,7 @@ class Survey:
 
     def blocks(self, size: int) -> list[tuple[str, ...]]:
         """The surveyed tickers (the ones the source really has) in blocks of ``size``."""
-        t = self.tickers
-        return [tuple(t[i:i + size]) for i in range(0, len(t), size)]
+        return _slices(self.tickers, size)
 
 
 def survey(model: Any, source: BarSource, as_of: Any, hash_cut: pd.Timestamp | None) -> Survey:
