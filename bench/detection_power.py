@@ -51,6 +51,9 @@ def main() -> None:
                     "`stocktrend train` uses 15 of up to 30 epochs)")
     ap.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps (torch models; `stocktrend "
                     "train` uses 4)")
+    ap.add_argument("--average-halflife", type=float, default=None, help="torch models: validate, keep and score an "
+                    "exponential moving average of the weights with this half-life in epochs; 0 = the raw weights "
+                    "(default: the platform's, TrainConfig.average_halflife)")
     ap.add_argument("--epoch-windows", type=int, default=0, help="training windows per epoch (torch models); 0 = "
                     "every training window, as the platform trains by default (8192 capped: the lstm recovered 0.28 "
                     "of the oracle at rho 0.10 instead of 0.68, bench/README.md)")
@@ -136,6 +139,7 @@ def main() -> None:
         # planted noise, and the deterministic momentum planting not at all)
         tcfg = TrainConfig(preset="small", model=model, epochs=args.epochs, patience=args.patience,
                            accumulate=args.accumulate, seed=seed,
+                           **({} if args.average_halflife is None else {"average_halflife": args.average_halflife}),
                            epoch_windows=0 if spec.is_sklearn else args.epoch_windows, progress=False,
                            monitor=monitor, monitor_mode="max" if monitor == "val_rank_ic" else "min")
         names = {f.name for f in fields(spec.config)}

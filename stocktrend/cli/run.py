@@ -11,6 +11,7 @@ import typer
 from stocktrend.cli.common import STATE, _finish, _interruptible, app
 from stocktrend.cli.data import data_config, features_option, ticker_id_option, universe_option
 from stocktrend.models import DEFAULT_KIND
+from stocktrend.platform.training import AVERAGE_HALFLIFE
 from stocktrend.quickstart import DEFAULT_UNIVERSE
 
 @app.command("train")
@@ -41,6 +42,9 @@ def train_cmd(
     monitor: str = typer.Option("auto", help="Validation metric that picks the best checkpoint and stops early: auto "
                                 "(val_rank_ic on a panel of 3+ tickers, val_loss otherwise) | val_loss | val_rank_ic "
                                 "(the daily cross-sectional rank IC) | val_auc | val_acc | val_mcc | val_mae | ..."),
+    average_halflife: float = typer.Option(AVERAGE_HALFLIFE, min=0.0, help="Validate, keep and "
+                                           "register an exponential moving average of the weights with this "
+                                           "half-life in epochs; 0 = the raw weights (docs/models.md)."),
     accelerator: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps."),
     precision: str = typer.Option("auto", help="auto (bf16-mixed where fast) | 32-true | bf16-mixed | 16-mixed."),
     seed: int = typer.Option(42),
@@ -91,8 +95,7 @@ def train_cmd(
         raise typer.BadParameter(f"unknown preset {preset!r} for {model}; available: {', '.join(spec.presets)}")
     tcfg = TrainConfig(preset=preset, model=spec.kind, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
                        accumulate=accumulate, patience=patience, monitor=monitor, monitor_mode=mode_of(monitor),
-                       accelerator=accelerator,
-                       precision=precision, seed=seed)
+                       accelerator=accelerator, precision=precision, seed=seed, average_halflife=average_halflife)
     ray_config = None
     if workers:
         from stocktrend.platform.training.distributed import RayConfig

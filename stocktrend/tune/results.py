@@ -81,6 +81,7 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
     import mlflow
     import torch
 
+    from stocktrend.platform.training import AVERAGE_HALFLIFE
     from stocktrend.platform.data.cache import default_home
     from stocktrend.platform.data.stream import prepare_any
     from stocktrend.platform.registry import mlflow_registry as registry
@@ -123,7 +124,7 @@ def register_best(grid, best, best_ckpt, table: pd.DataFrame, opts: SearchOption
         best_value = float(table.iloc[0][f"best_{opts.metric}"])
         ckpt = make_checkpoint(model, mcfg, data, {f"best_{opts.metric}": best_value},
                                extra={"search": opts.name, "trial_config": best_config,
-                                      "search_metric": opts.metric}, kind=spec)
+                                      "search_metric": opts.metric, "average_halflife": AVERAGE_HALFLIFE}, kind=spec)
         path = save_checkpoint(ckpt, default_home() / "models" / parent.info.run_id / registry.CHECKPOINT_FILE)
         mlflow.log_metric(f"best_{opts.metric}", best_value)
         version = registry.register_checkpoint(path, parent.info.run_id, opts.model_name, ckpt["metrics"],

@@ -80,7 +80,7 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     import torch
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
-    from stocktrend.platform.training.local import build_trainer, data_module, make_module
+    from stocktrend.platform.training.local import averaging, build_trainer, data_module, make_module
 
     # Ray sets OMP_NUM_THREADS from the trial's CPUs; torch's intra-op pool is set explicitly so a trial uses exactly
     # the cores it reserved (two 1-CPU trials side by side do not fight over both cores).
@@ -99,7 +99,7 @@ def _train_in_process(data, tcfg, mcfg, threads: int) -> None:
     module = make_module(data, tcfg, mcfg)
     report = TuneReportCheckpointCallback(filename=CHECKPOINT_FILE, on="validation_end")
     with scratch_dir("stocktrend-trial-") as tmp:
-        trainer = build_trainer(tcfg, [report], Path(tmp), enable_checkpointing=False)
+        trainer = build_trainer(tcfg, [*averaging(tcfg), report], Path(tmp), enable_checkpointing=False)
         if checkpoint is None:
             trainer.fit(module, datamodule=data_module(data, tcfg))
             return

@@ -176,3 +176,16 @@ def test_retraining_on_other_columns_rebuilds_the_towers_by_name():
                 assert sorted(before) == sorted(after), field
                 assert not before or getattr(got, field) != getattr(cfg, field), field
         assert config_for_columns(P, d) == cfg  # the same columns: the same config
+
+
+def test_the_forests_columns_per_split_have_a_floor_on_narrow_windows():
+    """rf's small preset tries at least 12 columns a split (on us29's 5 days x 8 features, 3% would be one, and most
+    splits would never see the column that carries a signal); on wide windows the share decides as before; a
+    checkpoint from before the floor retrains with sklearn's own count for the share."""
+    spec = zoo.get("rf")
+    narrow, wide = spec.preset("small", n_features=8, seq_len=5), spec.preset("small", n_features=50, seq_len=30)
+    assert narrow.columns_per_split() == 12 and narrow.build().max_features == 12
+    assert wide.columns_per_split() == 45  # int(0.03 x 1,500), the floor not reached
+    before = spec.config_from_dict({"n_features": 8, "seq_len": 5, "max_features": 0.03})
+    assert before.columns_per_split() == max(1, int(0.03 * 40)) == 1
+    assert spec.config_from_dict({"n_features": 2, "seq_len": 3, "min_features": 12}).columns_per_split() == 6

@@ -276,3 +276,56 @@ def test_the_tracking_variable_stays_the_users(monkeypatch, tmp_path):
     registry.client()
     assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'user.db'}"
     assert registry.tracking_uri() == f"sqlite:///{tmp_path / 'user.db'}"
+
+
+def test_the_weight_average_is_what_validation_sees_and_what_is_kept(planted):
+    """``average_halflife``: validation and the kept checkpoint use the weights' moving average. With a half-life of
+    1e9 epochs the average never leaves the weights after the first optimizer step, so both epochs validate the same
+    weights (the same loss to the last digit) and the kept weights sit far closer to the start than the raw ones."""
+    import lightning.pytorch as pl
+
+    from stocktrend.platform.training.averaging import EpochEMA, decay_for
+
+    class Snap(pl.Callback):
+        def on_fit_start(self, trainer, module):
+            self.start = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+
+        def on_train_epoch_end(self, trainer, module):  # the raw weights (the average is swapped in at train end)
+            self.raw = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+
+    snap = Snap()
+    cfg = TrainConfig(**{**FAST.__dict__, "epochs": 2, "patience": 5, "epoch_windows": 96, "average_halflife": 1e9})
+    res = fit(planted, cfg, callbacks=[snap], run_test=False)
+    kept = res.module.model.state_dict()
+
+    def moved(state):  # the parameters' distance from their initial values (buffers such as batch statistics aside)
+        return sum(float((state[k] - snap.start[k]).norm()) for k in snap.start)
+
+    assert res.epochs_run == 2 and len(res.history) == 2
+    assert res.history[0]["val_loss"] == res.history[1]["val_loss"]
+    assert 0 < moved(kept) < 0.2 * moved(snap.raw), (moved(kept), moved(snap.raw))
+    assert abs(decay_for(1.0, 400, 4) ** 100 - 0.5) < 1e-9  # 400 batches / 4 accumulated = 100 steps an epoch
+    assert decay_for(0.5, float("inf"), 1) ** 50 == pytest.approx(0.5)  # no length: 100 steps an epoch
+    with pytest.raises(ValueError, match="half-life"):
+        EpochEMA(0.0)
+
+
+def test_a_recipe_from_before_the_weight_average_retrains_the_raw_weights(trained, planted):
+    """The loop retrains a champion with its own recipe: one recorded before ``average_halflife`` existed (a train
+    config or a search's trial config without it) trained the raw weights and retrains them; one that records it keeps
+    it; a search's champion records the platform's default."""
+    from dataclasses import asdict
+
+    from stocktrend.platform.evaluation.walkforward import retrain_config
+    from stocktrend.platform.registry.checkpoint import make_checkpoint
+
+    def recipe(extra):
+        return retrain_config(Predictor(make_checkpoint(trained.module.model, trained.model_config, planted,
+                                                        kind="hybrid", extra=extra)), None)
+
+    old = {k: v for k, v in asdict(FAST).items() if k != "average_halflife"}
+    assert recipe({"train_config": old}).average_halflife == 0.0
+    assert recipe({"train_config": {**old, "average_halflife": 0.25}}).average_halflife == 0.25
+    assert recipe({"trial_config": {"lr": 1e-3}}).average_halflife == 0.0
+    assert recipe({"trial_config": {"lr": 1e-3}, "average_halflife": 0.5}).average_halflife == 0.5
+    assert recipe({}).average_halflife == TrainConfig().average_halflife

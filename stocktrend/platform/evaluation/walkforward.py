@@ -35,8 +35,9 @@ def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
     retrain length."""
     extra = pred.ckpt.get("extra", {})
     tc = dict(extra.get("train_config", {}))
+    # a recipe recorded before the weight average existed trained (and so retrains) the raw weights
     if tc:
-        tcfg = TrainConfig(**tc)
+        tcfg = TrainConfig(**{"average_halflife": 0.0, **tc})
     elif "trial_config" in extra:
         trial = extra["trial_config"]
         lr = float(trial.get("lr", 2e-4))
@@ -44,7 +45,7 @@ def retrain_config(pred: Predictor, epochs: int | None) -> TrainConfig:
         tcfg = TrainConfig(epochs=10, patience=3, accumulate=1, lr=lr, max_lr=lr * 5,
                            batch_size=int(trial.get("batch_size", 64)),
                            weight_decay=float(trial.get("weight_decay", 5e-3)), monitor=metric,
-                           monitor_mode=mode_of(metric))
+                           monitor_mode=mode_of(metric), average_halflife=float(extra.get("average_halflife", 0.0)))
     else:
         tcfg = TrainConfig()
     return replace(tcfg, model=pred.model_kind, epochs=epochs or tcfg.epochs, progress=False)

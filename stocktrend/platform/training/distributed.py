@@ -95,7 +95,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback,
                                      prepare_trainer)
 
-    from stocktrend.platform.training.local import data_module, early_stopping, make_module
+    from stocktrend.platform.training.local import averaging, data_module, early_stopping, make_module
 
     tcfg: TrainConfig = cfg["train_config"]
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
@@ -107,7 +107,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     accelerator = _worker_accelerator(cfg["gpus_per_worker"])
     # patience 0: a fixed-length run (a refit), no early stopping; the last epoch's weights are kept (fit_ray)
     early = [early_stopping(tcfg)] if tcfg.patience > 0 else []
-    callbacks = [*early, (report := RayTrainReportCallback()), *cfg.get("callbacks", [])]
+    callbacks = [*averaging(tcfg), *early, (report := RayTrainReportCallback()), *cfg.get("callbacks", [])]
     trainer = pl.Trainer(max_epochs=tcfg.epochs, accelerator=accelerator, devices="auto",
                          strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()],
                          precision=pick_precision(accelerator, tcfg.precision), gradient_clip_val=tcfg.grad_clip,

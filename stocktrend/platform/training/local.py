@@ -22,6 +22,7 @@ from stocktrend.models.module import TrendModule
 from stocktrend.models.rank_ic import MIN_NAMES
 from stocktrend.platform.data.datamodule import StockDataModule
 from stocktrend.platform.data.dataset import PreparedData
+from stocktrend.platform.training import AVERAGE_HALFLIFE
 from stocktrend.platform.training.results import FitResult
 from stocktrend.platform.training.scratch import scratch_dir
 
@@ -54,6 +55,9 @@ class TrainConfig:
     # epoch; Lightning's limit_train_batches), so a search on a large panel costs per epoch what a one-ticker one does.
     # Validation always sees the whole segment. 0: every window, every epoch.
     epoch_windows: int = 0
+    # > 0: validation, the kept checkpoint and the final weights use an exponential moving average of the weights with
+    # this half-life in epochs (averaging.py); 0 = the raw weights
+    average_halflife: float = AVERAGE_HALFLIFE
 
     @property
     def spec(self):
@@ -192,11 +196,14 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
     dm = datamodule or data_module(data, tcfg)
     history = EpochHistory(metric_sink)
     with scratch_dir() as tmp:  # named by this process; folders of killed fits are swept (scratch.py)
-        ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode,
-                                            save_top_k=1, save_weights_only=True, filename="best")
+        # a weights-only checkpoint skips the callbacks' on_save_checkpoint, where the weight average puts the averaged
+        # weights in its state_dict: with averaging the checkpoint is whole (it is still loaded weights_only below)
+        ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp, monitor=tcfg.monitor, mode=tcfg.monitor_mode, save_top_k=1,
+                                            save_weights_only=tcfg.average_halflife <= 0, filename="best")
         fixed = tcfg.patience <= 0
         early = [] if fixed else [early_stopping(tcfg)]
-        trainer = build_trainer(tcfg, [*([] if fixed else [ckpt]), *early, history, *(callbacks or [])], Path(tmp))
+        trainer = build_trainer(tcfg, [*averaging(tcfg), *([] if fixed else [ckpt]), *early, history,
+                                       *(callbacks or [])], Path(tmp))
         trainer.fit(module, datamodule=dm)
         best_epoch = trainer.current_epoch - 1 if fixed else None
         if not fixed and ckpt.best_model_path:
@@ -216,6 +223,14 @@ def fit(data: PreparedData, tcfg: TrainConfig | None = None, model_config: Any =
 def early_stopping(tcfg: TrainConfig) -> pl.callbacks.EarlyStopping:
     """Stop after ``patience`` epochs without a better ``monitor`` (the metric the best checkpoint is chosen by)."""
     return pl.callbacks.EarlyStopping(monitor=tcfg.monitor, mode=tcfg.monitor_mode, patience=tcfg.patience)
+
+
+def averaging(tcfg: TrainConfig) -> list[pl.Callback]:
+    """The weight-averaging callback ``average_halflife`` asks for (before the checkpoint and early stopping)."""
+    if tcfg.average_halflife <= 0:
+        return []
+    from stocktrend.platform.training.averaging import EpochEMA
+    return [EpochEMA(tcfg.average_halflife)]
 
 
 def make_module(data: PreparedData, tcfg: TrainConfig, mcfg) -> TrendModule:
