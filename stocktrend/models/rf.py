@@ -41,8 +41,10 @@ PRESETS: dict[str, RFConfig] = {
     "tiny": RFConfig(n_estimators=10, max_depth=3, min_samples_leaf=5),
 }
 
+# the floor is searched beside the share: on a narrow window the floor decides, on a wide one the share
 SPACE: dict[str, tuple] = {"n_estimators": ("choice", [100, 200, 400]), "max_depth": ("choice", [4, 6, 10]),
-                           "min_samples_leaf": ("choice", [5, 20, 50]), "max_features": ("uniform", 0.01, 0.1)}
+                           "min_samples_leaf": ("choice", [5, 20, 50]), "max_features": ("uniform", 0.01, 0.1),
+                           "min_features": ("choice", [1, 6, 12, 24])}
 TINY_SPACE: dict[str, tuple] = {"n_estimators": ("choice", [5, 10]), "max_depth": ("choice", [2, 3])}
 
 

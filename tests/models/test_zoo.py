@@ -189,3 +189,5 @@ def test_the_forests_columns_per_split_have_a_floor_on_narrow_windows():
     before = spec.config_from_dict({"n_features": 8, "seq_len": 5, "max_features": 0.03})
     assert before.columns_per_split() == max(1, int(0.03 * 40)) == 1
     assert spec.config_from_dict({"n_features": 2, "seq_len": 3, "min_features": 12}).columns_per_split() == 6
+    assert spec.from_params(narrow, {"min_features": 1}).columns_per_split() == 1  # the search tries the floor too
+    assert "min_features" in spec.space["default"]

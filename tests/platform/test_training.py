@@ -310,10 +310,42 @@ def test_the_weight_average_is_what_validation_sees_and_what_is_kept(planted):
         EpochEMA(0.0)
 
 
+def test_the_weight_average_leaves_integer_buffers_alone(planted):
+    """dual_tower routes its inputs by index buffers: an average of them, truncated back to integers, would feed the
+    towers the wrong columns in every validation and in the weights kept. The update keeps an integer tensor's value
+    (five updates at decay 0.9 truncate 19 of arange(60) without that rule) and averages floats; in a fit the index
+    buffers keep their values and the floating-point weights are averaged (they differ from the raw ones)."""
+    import lightning.pytorch as pl
+
+    from stocktrend.platform.training.averaging import EpochEMA
+
+    ema = EpochEMA(1.0)
+    ema.decay = 0.9
+    idx = torch.arange(60)
+    avg = idx.clone()
+    for _ in range(5):
+        avg.copy_(ema._average(avg, idx, None))
+    assert torch.equal(avg, idx)
+    assert torch.allclose(ema._average(torch.zeros(3), torch.ones(3), None), torch.full((3,), 0.1))
+
+    class Raw(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            self.raw = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+
+    raw = Raw()
+    cfg = TrainConfig(**{**FAST.__dict__, "model": "dual_tower", "epochs": 2, "patience": 0, "epoch_windows": 96,
+                         "average_halflife": 0.5})
+    res = fit(planted, cfg, callbacks=[raw], run_test=False)
+    net = res.module.model
+    assert net.stock_idx.tolist() == list(res.model_config.stock_idx)
+    assert net.context_idx.tolist() == list(res.model_config.context_idx) and len(net.context_idx) > 1
+    assert any(not torch.equal(p, raw.raw[k]) for k, p in net.named_parameters())
+
+
 def test_a_recipe_from_before_the_weight_average_retrains_the_raw_weights(trained, planted):
     """The loop retrains a champion with its own recipe: one recorded before ``average_halflife`` existed (a train
-    config or a search's trial config without it) trained the raw weights and retrains them; one that records it keeps
-    it; a search's champion records the platform's default."""
+    config or a search's trial config without it) trained the raw weights and retrains them (today's default is the
+    raw weights too, so those two cases guard a future default); one that records it keeps it."""
     from dataclasses import asdict
 
     from stocktrend.platform.evaluation.walkforward import retrain_config

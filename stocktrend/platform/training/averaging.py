@@ -17,7 +17,8 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 
 class EpochEMA(WeightAveraging):
-    """EMA of every parameter and buffer, updated after each optimizer step, half-life ``halflife`` epochs."""
+    """EMA of every floating-point parameter and buffer (integer buffers keep their current value), updated after each
+    optimizer step, half-life ``halflife`` epochs."""
 
     def __init__(self, halflife: float):
         if not halflife > 0:
@@ -27,6 +28,8 @@ class EpochEMA(WeightAveraging):
         super().__init__(avg_fn=self._average)
 
     def _average(self, averaged, current, num_averaged):
+        if not averaged.is_floating_point():  # index buffers (dual_tower's towers, lstm_transformer's static inputs),
+            return current  # batch counters: the current value, never a mean truncated back to an integer
         return averaged * self.decay + current * (1.0 - self.decay)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
